@@ -1,0 +1,136 @@
+//! `google_metadata_get KEY [--recursive] [--json] [--wait] [--timeout S]`: prints one
+//! metadata value, for scripts on images without curl. Exit 0 printed, 1 the key is not
+//! defined, 2 the server could not be reached (after retrying for `--timeout` seconds).
+
+use std::io::Write;
+use std::time::Duration;
+
+use super::{Invocation, EXIT_USAGE};
+use crate::mds::{self, Client};
+use crate::timing::{scaled_secs, Backoff};
+
+pub(super) const USAGE: &str = "KEY [--recursive] [--json] [--wait] [--timeout SECONDS]
+
+KEY is a path under computeMetadata/v1/, for example instance/id or
+instance/attributes/startup-script. Exit status: 0 printed, 1 not defined,
+2 metadata server unreachable.
+  -r, --recursive  the whole directory as JSON
+  -j, --json       the value as JSON (alt=json)
+  -w, --wait       wait until the value changes, then print the new value
+  -t, --timeout S  give up on an unreachable server after S seconds (default 10)";
+
+pub(super) fn main(inv: &Invocation) -> i32 {
+    let mut opts = getopts::Options::new();
+    opts.optflag("r", "recursive", "")
+        .optflag("j", "json", "")
+        .optflag("w", "wait", "")
+        .optopt("t", "timeout", "", "S");
+    let m = match opts.parse(&inv.args) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("{}: {}", inv.name, e);
+            return EXIT_USAGE;
+        }
+    };
+    let [key] = m.free.as_slice() else {
+        eprintln!("{}: give exactly one KEY (see --help)", inv.name);
+        return EXIT_USAGE;
+    };
+    let budget = match m.opt_str("t").map(|t| t.parse::<u64>()) {
+        None => 10,
+        Some(Ok(t)) => t,
+        Some(Err(_)) => {
+            eprintln!("{}: --timeout takes whole seconds", inv.name);
+            return EXIT_USAGE;
+        }
+    };
+    let key = key.trim_start_matches('/');
+    let mut query = Vec::new();
+    if m.opt_present("r") {
+        query.push("recursive=true");
+    }
+    if m.opt_present("j") || m.opt_present("r") {
+        query.push("alt=json");
+    }
+    let client = Client::from_env();
+    let result = if m.opt_present("w") {
+        wait_for_change(&client, key, &query, budget)
+    } else {
+        fetch(&client, &with_query(key, &query, &[]), budget)
+    };
+    match result {
+        Ok(Some(body)) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&body);
+            let _ = out.flush();
+            0
+        }
+        Ok(None) => {
+            eprintln!("{}: {} is not defined", inv.name, key);
+            1
+        }
+        Err(e) => {
+            eprintln!("{}: {}", inv.name, e);
+            2
+        }
+    }
+}
+
+fn with_query(key: &str, fixed: &[&str], extra: &[String]) -> String {
+    let parts: Vec<&str> = fixed.iter().copied().chain(extra.iter().map(String::as_str)).collect();
+    if parts.is_empty() {
+        key.to_string()
+    } else {
+        format!("{}?{}", key, parts.join("&"))
+    }
+}
+
+/// GETs with retries for `budget` seconds; returns the body, or `None` on 404.
+fn fetch(client: &Client, path_query: &str, budget: u64) -> crate::Result<Option<Vec<u8>>> {
+    Ok(fetch_reply(client, path_query, budget)?.map(|r| r.body))
+}
+
+fn fetch_reply(client: &Client, path_query: &str, budget: u64) -> crate::Result<Option<mds::Reply>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(scaled_secs(budget));
+    let mut backoff = Backoff::default();
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().max(1);
+        match client.get_raw(path_query, left.min(scaled_secs(10))) {
+            Err(e) if mds::is_transient(&e) => {
+                let wait = backoff.next_wait();
+                if std::time::Instant::now() + wait >= deadline {
+                    return Err(e);
+                }
+                std::thread::sleep(wait);
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Reads the current ETag, then long-polls until it changes and returns the new body.
+fn wait_for_change(client: &Client, key: &str, query: &[&str], budget: u64) -> crate::Result<Option<Vec<u8>>> {
+    let Some(first) = fetch_reply(client, &with_query(key, query, &[]), budget)? else {
+        return Ok(None);
+    };
+    let mut etag = first.etag.unwrap_or_else(|| "0".into());
+    loop {
+        let timeout = scaled_secs(mds::WATCH_TIMEOUT_SEC);
+        let extra = [
+            "wait_for_change=true".to_string(),
+            format!("last_etag={}", etag),
+            format!("timeout_sec={}", timeout),
+        ];
+        let Some(reply) = fetch_reply(client, &with_query(key, query, &extra), budget + timeout)? else {
+            return Ok(None);
+        };
+        match reply.etag {
+            Some(new) if new != etag => return Ok(Some(reply.body)),
+            Some(_) => {}
+            None => {
+                etag = "0".into();
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+}

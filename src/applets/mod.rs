@@ -1,0 +1,335 @@
+//! The applet table and the dispatcher: which program runs is chosen by the basename of
+//! argv[0] (busybox style, through symlinks made by `gce-guest --install`) or by the first
+//! argument of `gce-guest APPLET ARGS...`. Options every applet shares (`--help`,
+//! `--version`, `-d/--debug`, `--root DIR`) are handled here, once.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+mod install;
+mod metadata_get;
+mod root;
+#[cfg(feature = "emulator")]
+mod emulator;
+
+/// Where an applet's log lines go by default.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// A daemon or boot step: syslog and the serial console (stderr too under `--debug`).
+    System,
+    /// A command a person or script runs: stderr.
+    Terminal,
+}
+
+/// One program of the multicall binary.
+pub struct Applet {
+    /// The executable name (what the symlink is called).
+    pub name: &'static str,
+    /// Its entry point; returns the exit status.
+    pub run: fn(&Invocation) -> i32,
+    /// The logger name its lines carry (the Python package's names).
+    pub logger: &'static str,
+    /// Where its log lines go.
+    pub output: Output,
+    /// One line for `--list` and `--help`.
+    pub summary: &'static str,
+    /// The usage text after the name, for `--help`.
+    pub usage: &'static str,
+}
+
+/// What an applet is started with, after the shared options are taken out.
+#[derive(Debug)]
+pub struct Invocation {
+    /// The applet's name as found in the table.
+    pub name: &'static str,
+    /// The remaining arguments.
+    pub args: Vec<String>,
+    /// `-d` / `--debug` was given.
+    pub debug: bool,
+}
+
+/// Exit status of an applet whose issue has not landed in this build.
+pub const EXIT_NOT_LANDED: i32 = 3;
+/// Exit status for an unknown applet (the shell's "command not found").
+pub const EXIT_UNKNOWN: i32 = 127;
+/// Exit status for bad usage.
+pub const EXIT_USAGE: i32 = 2;
+
+/// The name the dispatcher answers to as a multiplexer.
+pub const MULTIPLEXER: &str = "gce-guest";
+
+const COMMON_USAGE: &str = "\
+Common options:
+  -d, --debug      also log to stderr, including DEBUG lines
+      --root DIR   chroot into DIR first (bind-mounting /proc, /sys, /dev)
+      --help       show this help
+      --version    show the version";
+
+/// Every applet, sorted by name (a unit test keeps it so).
+pub static APPLETS: &[Applet] = &[
+    Applet {
+        name: "google_accounts_daemon",
+        run: not_landed,
+        logger: "google-accounts",
+        output: Output::System,
+        summary: "manage users and SSH keys from metadata",
+        usage: "[-d]",
+    },
+    Applet {
+        name: "google_clock_skew_daemon",
+        run: not_landed,
+        logger: "google-clock-skew",
+        output: Output::System,
+        summary: "set the clock from the hardware clock when the drift token changes",
+        usage: "[-d]",
+    },
+    Applet {
+        name: "google_disk_expand",
+        run: not_landed,
+        logger: "disk-expand",
+        output: Output::System,
+        summary: "grow the root partition and file system to fill the disk",
+        usage: "[-n] [DEVICE]",
+    },
+    Applet {
+        name: "google_guest_daemon",
+        run: not_landed,
+        logger: "google-guest-daemon",
+        output: Output::System,
+        summary: "all enabled daemons in one process on one metadata watch",
+        usage: "[-d]",
+    },
+    Applet {
+        name: "google_instance_setup",
+        run: not_landed,
+        logger: "instance-setup",
+        output: Output::System,
+        summary: "boot-time setup: config, host keys, boto, local SSD, multiqueue, hostname",
+        usage: "[-d]",
+    },
+    Applet {
+        name: "google_ip_forwarding_daemon",
+        run: not_landed,
+        logger: "google-ip-forwarding",
+        output: Output::System,
+        summary: "keep local routes for forwarded and alias IPs",
+        usage: "[-d]",
+    },
+    #[cfg(feature = "emulator")]
+    Applet {
+        name: "google_metadata_emulator",
+        run: emulator::main,
+        logger: "metadata-emulator",
+        output: Output::Terminal,
+        summary: "a GCE metadata server emulator for tests and demos",
+        usage: emulator::USAGE,
+    },
+    Applet {
+        name: "google_metadata_get",
+        run: metadata_get::main,
+        logger: "google-metadata-get",
+        output: Output::Terminal,
+        summary: "print a metadata value (exit 1 absent, 2 unreachable)",
+        usage: metadata_get::USAGE,
+    },
+    Applet {
+        name: "google_metadata_script_runner",
+        run: not_landed,
+        logger: "startup-script",
+        output: Output::System,
+        summary: "run startup or shutdown scripts from metadata",
+        usage: "--script-type startup|shutdown",
+    },
+    Applet {
+        name: "google_network_daemon",
+        run: not_landed,
+        logger: "google-networking",
+        output: Output::System,
+        summary: "alias of google_ip_forwarding_daemon (the 2.8 name)",
+        usage: "[-d]",
+    },
+    Applet {
+        name: "google_optimize_local_ssd",
+        run: not_landed,
+        logger: "optimize-local-ssd",
+        output: Output::System,
+        summary: "tune local SSD queues and IRQ affinity",
+        usage: "",
+    },
+    Applet {
+        name: "google_set_multiqueue",
+        run: not_landed,
+        logger: "set-multiqueue",
+        output: Output::System,
+        summary: "spread virtio-net and NVMe interrupts and XPS over the CPUs",
+        usage: "",
+    },
+];
+
+/// Finds an applet by exact name.
+pub fn find(name: &str) -> Option<&'static Applet> {
+    APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])
+}
+
+/// The version line: crate version and the git commit it was built from.
+pub fn version_line() -> String {
+    format!("{} {} ({})", MULTIPLEXER, env!("CARGO_PKG_VERSION"), env!("GCE_GUEST_COMMIT"))
+}
+
+fn not_landed(inv: &Invocation) -> i32 {
+    eprintln!("{}: not part of this build yet (its issue has not landed)", inv.name);
+    EXIT_NOT_LANDED
+}
+
+fn basename(arg: &OsString) -> String {
+    let s = arg.to_string_lossy();
+    let s = s.strip_prefix('-').unwrap_or(&s);
+    Path::new(s).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+}
+
+/// Runs the program `argv` names and returns its exit status.
+pub fn dispatch(argv: Vec<OsString>) -> i32 {
+    let mut args: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let invoked = argv.first().map(basename).unwrap_or_default();
+    let name = if invoked.starts_with(MULTIPLEXER) || invoked.is_empty() {
+        args.drain(..1.min(args.len()));
+        match multiplexer_options(&mut args) {
+            Some(status) => return status,
+            None => args.remove(0),
+        }
+    } else {
+        args.remove(0);
+        invoked
+    };
+    let name = Path::new(&name).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(name);
+    let Some(applet) = find(&name) else {
+        eprintln!("{}: applet not found", name);
+        return EXIT_UNKNOWN;
+    };
+    run_applet(applet, args)
+}
+
+/// Handles `gce-guest` with no applet: `--list`, `--install`, `--help`, `--version`, and a
+/// leading `--root DIR`. Returns `None` when `args[0]` now names an applet.
+fn multiplexer_options(args: &mut Vec<String>) -> Option<i32> {
+    if args.first().map(String::as_str) == Some("--root") && args.len() >= 2 {
+        // `gce-guest --root DIR APPLET ...`: move it after the applet name.
+        let root: Vec<String> = args.drain(..2).collect();
+        if args.is_empty() {
+            eprintln!("{}: --root needs an applet to run", MULTIPLEXER);
+            return Some(EXIT_USAGE);
+        }
+        args.splice(1..1, root);
+    }
+    match args.first().map(String::as_str) {
+        None | Some("--help") | Some("-h") => {
+            print_multiplexer_help();
+            Some(if args.is_empty() { EXIT_USAGE } else { 0 })
+        }
+        Some("--version") => {
+            println!("{}", version_line());
+            Some(0)
+        }
+        Some("--list") => {
+            for a in APPLETS {
+                println!("{}", a.name);
+            }
+            Some(0)
+        }
+        Some("--install") => Some(install::main(&args[1..])),
+        Some(opt) if opt.starts_with('-') => {
+            eprintln!("{}: unknown option {}", MULTIPLEXER, opt);
+            Some(EXIT_USAGE)
+        }
+        Some(_) => None,
+    }
+}
+
+fn print_multiplexer_help() {
+    println!("{}\n", version_line());
+    println!("Usage: {} APPLET [ARGS...]   (or call it through a link named APPLET)", MULTIPLEXER);
+    println!("       {} --list | --install [-s] [-f] [DIR] | --version\n", MULTIPLEXER);
+    println!("Applets:");
+    for a in APPLETS {
+        println!("  {:<32} {}", a.name, a.summary);
+    }
+}
+
+/// Takes the shared options out of `args`, then runs the applet.
+fn run_applet(applet: &'static Applet, args: Vec<String>) -> i32 {
+    let mut rest = Vec::with_capacity(args.len());
+    let mut debug = false;
+    let mut root: Option<PathBuf> = None;
+    let mut iter = args.into_iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--" => {
+                rest.push(arg);
+                rest.extend(iter.by_ref());
+            }
+            "-d" | "--debug" => debug = true,
+            "--help" | "-h" => {
+                println!("Usage: {} {}\n\n{}.\n\n{}", applet.name, applet.usage, applet.summary, COMMON_USAGE);
+                return 0;
+            }
+            "--version" => {
+                println!("{}", version_line());
+                return 0;
+            }
+            "--root" => match iter.next() {
+                Some(dir) => root = Some(PathBuf::from(dir)),
+                None => {
+                    eprintln!("{}: --root needs a directory", applet.name);
+                    return EXIT_USAGE;
+                }
+            },
+            _ if arg.starts_with("--root=") => root = Some(PathBuf::from(&arg["--root=".len()..])),
+            _ => rest.push(arg),
+        }
+    }
+    let system = applet.output == Output::System;
+    crate::log::init(
+        applet.logger,
+        crate::log::Sinks { syslog: system, console: system, stderr: !system, debug },
+    );
+    if let Some(dir) = root {
+        if let Err(e) = root::enter(&dir) {
+            eprintln!("{}: {}", applet.name, e);
+            return 1;
+        }
+    }
+    (applet.run)(&Invocation { name: applet.name, args: rest, debug })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_is_sorted_and_unique() {
+        for pair in APPLETS.windows(2) {
+            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+        }
+    }
+
+    #[test]
+    fn every_applet_is_found_by_name() {
+        for a in APPLETS {
+            assert_eq!(find(a.name).map(|f| f.name), Some(a.name));
+        }
+        assert!(find("google_nothing").is_none());
+    }
+
+    #[test]
+    fn argv0_is_reduced_to_a_basename_without_a_login_dash() {
+        assert_eq!(basename(&OsString::from("/usr/bin/google_accounts_daemon")), "google_accounts_daemon");
+        assert_eq!(basename(&OsString::from("-gce-guest")), "gce-guest");
+    }
+
+    #[test]
+    fn unknown_applets_exit_127() {
+        let argv = vec![OsString::from("gce-guest"), OsString::from("no_such_applet")];
+        assert_eq!(dispatch(argv), EXIT_UNKNOWN);
+        assert_eq!(dispatch(vec![OsString::from("/bin/weird-name")]), EXIT_UNKNOWN);
+    }
+}

@@ -1,0 +1,1 @@
+//! `/etc/default/instance_configs.cfg` (stub; being written).

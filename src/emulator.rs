@@ -1,0 +1,1 @@
+//! Metadata-server emulator (stub; being written).

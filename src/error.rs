@@ -1,0 +1,97 @@
+//! The crate's one error type: every fallible operation returns [`Result`], and each
+//! variant carries what a log line needs to say what failed, on what, and why.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+
+/// What went wrong. Messages are lower-case and name the operation and its object.
+#[derive(Debug)]
+pub enum Error {
+    /// A system call on a file or directory failed.
+    Io { op: &'static str, path: PathBuf, source: io::Error },
+    /// A system call that has no path (a socket, a signal mask) failed.
+    Sys { op: &'static str, source: io::Error },
+    /// The metadata server could not be reached or gave an unusable answer.
+    Metadata { kind: crate::mds::FailureKind, detail: String },
+    /// A key is not defined on the metadata server (HTTP 404).
+    MetadataAbsent { path: String },
+    /// A configuration or data file could not be parsed.
+    Parse { what: String, line: usize, msg: String },
+    /// An external command could not be run or failed.
+    Command { program: String, detail: String },
+    /// Another process holds a lock we need.
+    Locked { path: PathBuf },
+    /// Bad command-line usage.
+    Usage(String),
+    /// Anything else, already worded for a log line.
+    Msg(String),
+}
+
+/// The crate-wide result.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    /// An I/O error on `path` during `op` (for example "open", "rename").
+    pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
+        Error::Io { op, path: path.into(), source }
+    }
+
+    /// A path-less system call error.
+    pub fn sys(op: &'static str, source: io::Error) -> Error {
+        Error::Sys { op, source }
+    }
+
+    /// The underlying OS error number, when there is one.
+    pub fn raw_os_error(&self) -> Option<i32> {
+        match self {
+            Error::Io { source, .. } | Error::Sys { source, .. } => source.raw_os_error(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { op, path, source } => {
+                write!(f, "failed to {} {}: {}", op, path.display(), source)
+            }
+            Error::Sys { op, source } => write!(f, "failed to {}: {}", op, source),
+            Error::Metadata { kind, detail } => {
+                write!(f, "metadata server {}: {}", kind.describe(), detail)
+            }
+            Error::MetadataAbsent { path } => write!(f, "metadata key {} is not defined", path),
+            Error::Parse { what, line, msg } if *line > 0 => {
+                write!(f, "cannot parse {} line {}: {}", what, line, msg)
+            }
+            Error::Parse { what, msg, .. } => write!(f, "cannot parse {}: {}", what, msg),
+            Error::Command { program, detail } => write!(f, "command {} {}", program, detail),
+            Error::Locked { path } => {
+                write!(f, "{} is locked by another process", path.display())
+            }
+            Error::Usage(msg) | Error::Msg(msg) => f.write_str(msg),
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } | Error::Sys { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+impl From<String> for Error {
+    fn from(msg: String) -> Error {
+        Error::Msg(msg)
+    }
+}
+
+impl From<&str> for Error {
+    fn from(msg: &str) -> Error {
+        Error::Msg(msg.to_string())
+    }
+}

@@ -1,0 +1,466 @@
+//! Files done safely: single-instance `flock` locks, atomic replacement (temp file, fsync,
+//! rename, fsync of the directory), and a directory handle whose every operation is
+//! relative to an open descriptor and never follows a symlink — for writing inside
+//! directories other users control (their homes) without being redirected.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::{self, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use crate::error::{Error, Result};
+
+fn cstr(bytes: &[u8], path: &Path) -> Result<CString> {
+    CString::new(bytes).map_err(|_| {
+        Error::io("use", path, io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    })
+}
+
+fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(ret)
+    }
+}
+
+/// A held `flock`. The lock lasts as long as this value; the file is never removed.
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    /// The lock file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes an exclusive non-blocking `flock` on `path`, creating it (0600) if needed.
+/// `Ok(None)` means another process holds it. A lock file that is a symlink or not owned
+/// by us is refused: `/var/lock` is often world-writable.
+pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
+    if let Some(dir) = path.parent() {
+        if !dir.as_os_str().is_empty() && !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+        }
+    }
+    let c = cstr(path.as_os_str().as_bytes(), path)?;
+    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+    // SAFETY: c is a valid NUL-terminated path.
+    let fd = check(unsafe { libc::open(c.as_ptr(), flags, 0o600 as libc::c_uint) })
+        .map_err(|e| Error::io("open lock file", path, e))?;
+    // SAFETY: fd was just opened and is owned by nothing else.
+    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+    let meta = fstat(file.as_raw_fd()).map_err(|e| Error::io("stat lock file", path, e))?;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if meta.st_uid != me || meta.st_mode & libc::S_IFMT != libc::S_IFREG {
+        return Err(Error::io(
+            "trust lock file",
+            path,
+            io::Error::new(io::ErrorKind::PermissionDenied, "not a regular file of ours"),
+        ));
+    }
+    // SAFETY: fd is valid for the life of `file`.
+    match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
+        Ok(_) => Ok(Some(LockGuard { _file: file, path: path.to_path_buf() })),
+        Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
+        Err(e) => Err(Error::io("lock", path, e)),
+    }
+}
+
+/// Like [`try_lock`], but waits up to `timeout` for another holder to let go.
+pub fn lock_wait(path: &Path, timeout: Duration) -> Result<LockGuard> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(guard) = try_lock(path)? {
+            return Ok(guard);
+        }
+        if Instant::now() >= deadline {
+            return Err(Error::Locked { path: path.to_path_buf() });
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn fstat(fd: libc::c_int) -> io::Result<libc::stat> {
+    // SAFETY: an all-zero stat is a valid out-buffer; fd is a caller-owned descriptor.
+    let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    check(unsafe { libc::fstat(fd, &mut st) })?;
+    Ok(st)
+}
+
+/// Replaces `path` with `data` atomically: readers see the old or the new content, never a
+/// mix, even after a crash. Created with `mode`; the parent directory must exist.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name().ok_or_else(|| {
+        Error::io("write", path, io::Error::new(io::ErrorKind::InvalidInput, "no file name"))
+    })?;
+    let dir = Dir::open_path(parent)?;
+    dir.write_atomic(Path::new(name), data, mode, None)
+}
+
+/// Reads a whole file, `Ok(None)` when it does not exist.
+pub fn read_optional(path: &Path) -> Result<Option<Vec<u8>>> {
+    match std::fs::read(path) {
+        Ok(bytes) => Ok(Some(bytes)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io("read", path, e)),
+    }
+}
+
+/// An open directory. Every operation is relative to its descriptor and refuses symlinks,
+/// so a directory a user controls cannot redirect a write made as root.
+#[derive(Debug)]
+pub struct Dir {
+    fd: OwnedFd,
+    path: PathBuf,
+}
+
+/// What is known about an entry, from `fstat`/`fstatat` without following links.
+#[derive(Clone, Copy, Debug)]
+pub struct Stat {
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: u32,
+    pub nlink: u64,
+    pub size: u64,
+}
+
+impl Stat {
+    fn from(st: &libc::stat) -> Stat {
+        Stat {
+            uid: st.st_uid,
+            gid: st.st_gid,
+            mode: st.st_mode,
+            nlink: st.st_nlink as u64,
+            size: st.st_size as u64,
+        }
+    }
+
+    /// A symbolic link.
+    pub fn is_symlink(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFLNK
+    }
+
+    /// A directory.
+    pub fn is_dir(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFDIR
+    }
+
+    /// A regular file.
+    pub fn is_file(&self) -> bool {
+        self.mode & libc::S_IFMT == libc::S_IFREG
+    }
+
+    /// Permission bits only.
+    pub fn perms(&self) -> u32 {
+        self.mode & 0o7777
+    }
+}
+
+impl Dir {
+    /// Opens a directory by path. The last component must not be a symlink.
+    pub fn open_path(path: &Path) -> Result<Dir> {
+        let c = cstr(path.as_os_str().as_bytes(), path)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: c is a valid NUL-terminated path.
+        let fd = check(unsafe { libc::open(c.as_ptr(), flags) })
+            .map_err(|e| Error::io("open directory", path, e))?;
+        // SAFETY: fd is fresh and owned here.
+        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf() })
+    }
+
+    /// The path this directory was opened by (for log lines only).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn child_path(&self, name: &Path) -> PathBuf {
+        self.path.join(name)
+    }
+
+    fn name_cstr(&self, name: &Path) -> Result<CString> {
+        let bytes = name.as_os_str().as_bytes();
+        if bytes.is_empty() || bytes.contains(&b'/') || bytes == b"." || bytes == b".." {
+            return Err(Error::io(
+                "use",
+                self.child_path(name),
+                io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"),
+            ));
+        }
+        cstr(bytes, &self.child_path(name))
+    }
+
+    /// Opens a sub-directory, refusing a symlink.
+    pub fn open_dir(&self, name: &Path) -> Result<Dir> {
+        let c = self.name_cstr(name)?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        // SAFETY: valid dirfd and NUL-terminated name.
+        let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })
+            .map_err(|e| Error::io("open directory", self.child_path(name), e))?;
+        // SAFETY: fd is fresh and owned here.
+        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: self.child_path(name) })
+    }
+
+    /// Creates a sub-directory with `mode`; an existing entry is left as it is.
+    pub fn mkdir(&self, name: &Path, mode: u32) -> Result<()> {
+        let c = self.name_cstr(name)?;
+        // SAFETY: valid dirfd and NUL-terminated name.
+        match check(unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), mode as _) }) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
+            Err(e) => Err(Error::io("create directory", self.child_path(name), e)),
+        }
+    }
+
+    /// This directory's own status.
+    pub fn stat(&self) -> Result<Stat> {
+        fstat(self.fd.as_raw_fd())
+            .map(|st| Stat::from(&st))
+            .map_err(|e| Error::io("stat", &self.path, e))
+    }
+
+    /// An entry's status without following a symlink; `Ok(None)` when absent.
+    pub fn stat_entry(&self, name: &Path) -> Result<Option<Stat>> {
+        let c = self.name_cstr(name)?;
+        // SAFETY: zeroed stat is a valid out-buffer; dirfd and name are valid.
+        let mut st: libc::stat = unsafe { std::mem::zeroed() };
+        let flags = libc::AT_SYMLINK_NOFOLLOW;
+        match check(unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, flags) }) {
+            Ok(_) => Ok(Some(Stat::from(&st))),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(Error::io("stat", self.child_path(name), e)),
+        }
+    }
+
+    /// Reads a regular file (no symlink, no FIFO, at most `max` bytes) with its status;
+    /// `Ok(None)` when absent.
+    pub fn read_file(&self, name: &Path, max: u64) -> Result<Option<(Vec<u8>, Stat)>> {
+        let c = self.name_cstr(name)?;
+        let path = self.child_path(name);
+        let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+        // SAFETY: valid dirfd and NUL-terminated name.
+        let fd = match check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) }) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
+            Err(e) => return Err(Error::io("open", path, e)),
+        };
+        // SAFETY: fd is fresh and owned here.
+        let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
+        let st = Stat::from(&fstat(fd).map_err(|e| Error::io("stat", &path, e))?);
+        if !st.is_file() {
+            let e = io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
+            return Err(Error::io("read", path, e));
+        }
+        if st.size > max {
+            let e = io::Error::new(io::ErrorKind::InvalidData, "file too large");
+            return Err(Error::io("read", path, e));
+        }
+        let mut data = Vec::with_capacity(st.size as usize);
+        Read::take(&mut file, max + 1)
+            .read_to_end(&mut data)
+            .map_err(|e| Error::io("read", &path, e))?;
+        if data.len() as u64 > max {
+            let e = io::Error::new(io::ErrorKind::InvalidData, "file too large");
+            return Err(Error::io("read", path, e));
+        }
+        Ok(Some((data, st)))
+    }
+
+    /// Atomically replaces `name` with `data`: a fresh `O_EXCL|O_NOFOLLOW` temp file in this
+    /// directory, mode and owner set by descriptor, fsync, `renameat` (which replaces a
+    /// symlink itself, never its target), then fsync of the directory.
+    pub fn write_atomic(
+        &self,
+        name: &Path,
+        data: &[u8],
+        mode: u32,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
+        let target = self.name_cstr(name)?;
+        let path = self.child_path(name);
+        let (tmp_name, mut file) = self.create_temp(name)?;
+        let result = (|| {
+            let fd = file.as_raw_fd();
+            if let Some((uid, gid)) = owner {
+                // SAFETY: fd is a valid descriptor we own.
+                check(unsafe { libc::fchown(fd, uid, gid) })
+                    .map_err(|e| Error::io("chown", &path, e))?;
+            }
+            // SAFETY: as above.
+            check(unsafe { libc::fchmod(fd, mode as libc::mode_t) })
+                .map_err(|e| Error::io("chmod", &path, e))?;
+            file.write_all(data).map_err(|e| Error::io("write", &path, e))?;
+            file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+            let dirfd = self.fd.as_raw_fd();
+            // SAFETY: both names are valid NUL-terminated strings relative to dirfd.
+            check(unsafe { libc::renameat(dirfd, tmp_name.as_ptr(), dirfd, target.as_ptr()) })
+                .map_err(|e| Error::io("rename into place", &path, e))?;
+            Ok(())
+        })();
+        if result.is_err() {
+            // SAFETY: valid dirfd and name; failure to clean up is harmless.
+            unsafe { libc::unlinkat(self.fd.as_raw_fd(), tmp_name.as_ptr(), 0) };
+            return result;
+        }
+        self.sync()
+    }
+
+    fn create_temp(&self, name: &Path) -> Result<(CString, File)> {
+        let flags = libc::O_WRONLY
+            | libc::O_CREAT
+            | libc::O_EXCL
+            | libc::O_NOFOLLOW
+            | libc::O_CLOEXEC;
+        let base = name.as_os_str().as_bytes();
+        let base = &base[..base.len().min(200)];
+        for _ in 0..16 {
+            let mut tmp = b".".to_vec();
+            tmp.extend_from_slice(base);
+            tmp.extend_from_slice(format!(".{:08x}.tmp", crate::timing::random_u64() as u32).as_bytes());
+            let c = cstr(&tmp, &self.path)?;
+            // SAFETY: valid dirfd and NUL-terminated name.
+            match check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, 0o600) }) {
+                // SAFETY: fd is fresh and owned here.
+                Ok(fd) => return Ok((c, File::from(unsafe { OwnedFd::from_raw_fd(fd) }))),
+                Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
+                Err(e) => return Err(Error::io("create temporary file in", &self.path, e)),
+            }
+        }
+        let e = io::Error::new(io::ErrorKind::AlreadyExists, "no free temporary name");
+        Err(Error::io("create temporary file in", &self.path, e))
+    }
+
+    /// Removes a file entry (not a directory); absent is fine.
+    pub fn remove_file(&self, name: &Path) -> Result<()> {
+        let c = self.name_cstr(name)?;
+        // SAFETY: valid dirfd and name.
+        match check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) }) {
+            Ok(_) => Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
+            Err(e) => Err(Error::io("remove", self.child_path(name), e)),
+        }
+    }
+
+    /// Sets this directory's owner by descriptor.
+    pub fn chown(&self, uid: u32, gid: u32) -> Result<()> {
+        // SAFETY: valid descriptor.
+        check(unsafe { libc::fchown(self.fd.as_raw_fd(), uid, gid) })
+            .map(drop)
+            .map_err(|e| Error::io("chown", &self.path, e))
+    }
+
+    /// Sets this directory's mode by descriptor.
+    pub fn chmod(&self, mode: u32) -> Result<()> {
+        // SAFETY: valid descriptor.
+        check(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode as libc::mode_t) })
+            .map(drop)
+            .map_err(|e| Error::io("chmod", &self.path, e))
+    }
+
+    /// Flushes the directory entry changes to disk.
+    pub fn sync(&self) -> Result<()> {
+        // SAFETY: valid descriptor.
+        check(unsafe { libc::fsync(self.fd.as_raw_fd()) })
+            .map(drop)
+            .map_err(|e| Error::io("fsync", &self.path, e))
+    }
+}
+
+/// Relabels `path` for SELinux with `restorecon` when the image has it (as the Python
+/// package did after each write); its failure is only logged.
+pub fn restorecon(path: &Path) {
+    for prog in ["/sbin/restorecon", "/usr/sbin/restorecon"] {
+        if Path::new(prog).is_file() {
+            let mut cmd = std::process::Command::new(prog);
+            cmd.arg(path);
+            if let Err(e) = crate::exec::run(cmd, Duration::from_secs(10)) {
+                debug!("restorecon {}: {}", path.display(), e);
+            }
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "gce-guest-fsutil-{}-{}-{}",
+            name,
+            std::process::id(),
+            crate::timing::random_u64()
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn atomic_write_replaces_content_and_sets_mode() {
+        let dir = scratch("atomic");
+        let file = dir.join("f");
+        write_atomic(&file, b"one", 0o640).unwrap();
+        write_atomic(&file, b"two", 0o600).unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), b"two");
+        let mode = std::fs::metadata(&file).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().collect();
+        assert_eq!(leftovers.len(), 1, "no temp files are left behind");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn writes_replace_a_planted_symlink_instead_of_following_it() {
+        let dir = scratch("symlink");
+        let victim = dir.join("victim");
+        std::fs::write(&victim, b"precious").unwrap();
+        symlink(&victim, dir.join("authorized_keys")).unwrap();
+        let d = Dir::open_path(&dir).unwrap();
+        let st = d.stat_entry(Path::new("authorized_keys")).unwrap().unwrap();
+        assert!(st.is_symlink());
+        assert!(d.read_file(Path::new("authorized_keys"), 1024).is_err());
+        d.write_atomic(Path::new("authorized_keys"), b"key", 0o600, None).unwrap();
+        assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_symlinked_directory_is_not_entered() {
+        let dir = scratch("symdir");
+        std::fs::create_dir(dir.join("real")).unwrap();
+        symlink(dir.join("real"), dir.join(".ssh")).unwrap();
+        let d = Dir::open_path(&dir).unwrap();
+        assert!(d.open_dir(Path::new(".ssh")).is_err());
+        assert!(d.open_dir(Path::new("real")).is_ok());
+        assert!(d.open_dir(Path::new("../etc")).is_err());
+        assert!(Dir::open_path(&dir.join(".ssh")).is_err());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_second_lock_on_the_same_file_is_refused() {
+        let dir = scratch("lock");
+        let path = dir.join("google_test.lock");
+        let first = try_lock(&path).unwrap();
+        assert!(first.is_some());
+        // flock locks belong to the open file description: a second open conflicts.
+        assert!(try_lock(&path).unwrap().is_none());
+        drop(first);
+        assert!(try_lock(&path).unwrap().is_some());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

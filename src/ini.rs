@@ -1,0 +1,1 @@
+//! INI files with Python 3 `configparser` semantics (stub; being written).

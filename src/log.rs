@@ -1,0 +1,244 @@
+//! Logging without a logging crate: `<logger-name>: <LEVEL> <message>` lines, the shape the
+//! Python guest environment wrote, sent to syslog (`/dev/log`, facility daemon), straight to
+//! the serial console, and to stderr under `--debug` (or for command-line tools).
+//!
+//! The logger name is per thread, so each daemon thread of `google_guest_daemon` logs under
+//! its original name. Logging never blocks and never panics: a full syslog queue or a slow
+//! console drops the line.
+
+use std::cell::Cell;
+use std::fmt;
+use std::fs::File;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::net::UnixDatagram;
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::Mutex;
+
+/// Severity, numbered as syslog numbers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    Error = 3,
+    Warning = 4,
+    Info = 6,
+    Debug = 7,
+}
+
+impl Level {
+    /// The level name Python's logging module prints.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Error => "ERROR",
+            Level::Warning => "WARNING",
+            Level::Info => "INFO",
+            Level::Debug => "DEBUG",
+        }
+    }
+}
+
+const SYSLOG_PATH: &str = "/dev/log";
+const CONSOLE_PATH: &str = "/dev/console";
+const LOG_DAEMON: u8 = 3 << 3;
+const MAX_MESSAGE: usize = 8192;
+
+static TO_SYSLOG: AtomicBool = AtomicBool::new(false);
+static TO_CONSOLE: AtomicBool = AtomicBool::new(false);
+static TO_STDERR: AtomicBool = AtomicBool::new(true);
+/// Lowest severity number that is still shown on stderr (7 = everything).
+static STDERR_LEVEL: AtomicU8 = AtomicU8::new(Level::Info as u8);
+
+static PROCESS_NAME: Mutex<&'static str> = Mutex::new("gce-guest");
+static SYSLOG: Mutex<Option<UnixDatagram>> = Mutex::new(None);
+static CONSOLE: Mutex<Option<File>> = Mutex::new(None);
+
+thread_local! {
+    static THREAD_NAME: Cell<Option<&'static str>> = const { Cell::new(None) };
+}
+
+/// Where lines go.
+#[derive(Clone, Copy, Debug)]
+pub struct Sinks {
+    /// `/dev/log`, INFO and above.
+    pub syslog: bool,
+    /// `/dev/console`, INFO and above.
+    pub console: bool,
+    /// stderr: INFO and above, or everything with `debug`.
+    pub stderr: bool,
+    /// `--debug`: stderr gets DEBUG lines too (and is turned on).
+    pub debug: bool,
+}
+
+/// Sets the process-wide logger name and sinks. Called once by the applet dispatcher.
+pub fn init(name: &'static str, sinks: Sinks) {
+    if let Ok(mut n) = PROCESS_NAME.lock() {
+        *n = name;
+    }
+    TO_SYSLOG.store(sinks.syslog && !cfg!(test), Ordering::Relaxed);
+    TO_CONSOLE.store(sinks.console && !cfg!(test), Ordering::Relaxed);
+    TO_STDERR.store(sinks.stderr || sinks.debug, Ordering::Relaxed);
+    let floor = if sinks.debug { Level::Debug } else { Level::Info };
+    STDERR_LEVEL.store(floor as u8, Ordering::Relaxed);
+}
+
+/// Turns the serial-console copy off or on (`[Logging] console` in the config).
+pub fn set_console(enabled: bool) {
+    TO_CONSOLE.store(enabled && !cfg!(test), Ordering::Relaxed);
+}
+
+/// Whether `--debug` lines are wanted (lets callers skip building costly messages).
+pub fn debug_enabled() -> bool {
+    STDERR_LEVEL.load(Ordering::Relaxed) >= Level::Debug as u8
+}
+
+/// Names this thread's logger (for example `google-accounts`).
+pub fn set_thread_name(name: &'static str) {
+    THREAD_NAME.with(|n| n.set(Some(name)));
+}
+
+/// The logger name lines from this thread carry.
+pub fn current_name() -> &'static str {
+    THREAD_NAME
+        .with(|n| n.get())
+        .unwrap_or_else(|| PROCESS_NAME.lock().map(|n| *n).unwrap_or("gce-guest"))
+}
+
+/// Formats the line every sink shares: `name: LEVEL message`.
+pub fn format_line(name: &str, level: Level, msg: &str) -> String {
+    let mut line = String::with_capacity(name.len() + msg.len() + 10);
+    line.push_str(name);
+    line.push_str(": ");
+    line.push_str(level.name());
+    line.push(' ');
+    let mut end = msg.len().min(MAX_MESSAGE);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    line.push_str(&msg[..end]);
+    line
+}
+
+/// Writes one log record to every enabled sink. Use the macros instead.
+pub fn write(level: Level, args: fmt::Arguments<'_>) {
+    let stderr_wants = TO_STDERR.load(Ordering::Relaxed)
+        && (level as u8) <= STDERR_LEVEL.load(Ordering::Relaxed);
+    let system_wants = level <= Level::Info
+        && (TO_SYSLOG.load(Ordering::Relaxed) || TO_CONSOLE.load(Ordering::Relaxed));
+    if !stderr_wants && !system_wants {
+        return;
+    }
+    let msg = fmt::format(args);
+    let line = format_line(current_name(), level, &msg);
+    if stderr_wants {
+        let mut err = std::io::stderr().lock();
+        let _ = err.write_all(line.as_bytes());
+        let _ = err.write_all(b"\n");
+    }
+    if level > Level::Info {
+        return;
+    }
+    let stamp = crate::timing::syslog_timestamp(crate::timing::unix_now());
+    if TO_SYSLOG.load(Ordering::Relaxed) {
+        send_syslog(&format!("<{}>{} {}", LOG_DAEMON | level as u8, stamp, line));
+    }
+    if TO_CONSOLE.load(Ordering::Relaxed) {
+        write_console(&format!("{} {}\n", stamp, line));
+    }
+}
+
+fn syslog_connect() -> Option<UnixDatagram> {
+    let sock = UnixDatagram::unbound().ok()?;
+    sock.connect(SYSLOG_PATH).ok()?;
+    sock.set_nonblocking(true).ok()?;
+    Some(sock)
+}
+
+/// Sends a datagram; reconnects once when the syslog daemon went away and came back.
+fn send_syslog(datagram: &str) {
+    let Ok(mut guard) = SYSLOG.lock() else { return };
+    for attempt in 0..2 {
+        if guard.is_none() {
+            *guard = syslog_connect();
+        }
+        let Some(sock) = guard.as_ref() else { return };
+        match sock.send(datagram.as_bytes()) {
+            Ok(_) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+            Err(_) if attempt == 0 => *guard = None,
+            Err(_) => return,
+        }
+    }
+}
+
+fn write_console(line: &str) {
+    let Ok(mut guard) = CONSOLE.lock() else { return };
+    if guard.is_none() {
+        *guard = std::fs::OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
+            .open(CONSOLE_PATH)
+            .ok();
+    }
+    if let Some(console) = guard.as_mut() {
+        // A full serial buffer answers EAGAIN: the line is dropped, the daemon goes on.
+        let _ = console.write_all(line.as_bytes());
+    }
+}
+
+/// Logs at ERROR.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Error, format_args!($($arg)*)) };
+}
+
+/// Logs at WARNING.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Warning, format_args!($($arg)*)) };
+}
+
+/// Logs at INFO.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Info, format_args!($($arg)*)) };
+}
+
+/// Logs at DEBUG (stderr under `--debug` only).
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)*) => { $crate::log::write($crate::log::Level::Debug, format_args!($($arg)*)) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_has_the_python_shape() {
+        assert_eq!(
+            format_line("google-accounts", Level::Info, "Creating a new user account for alice."),
+            "google-accounts: INFO Creating a new user account for alice."
+        );
+        assert_eq!(format_line("x", Level::Warning, "w"), "x: WARNING w");
+    }
+
+    #[test]
+    fn long_messages_are_cut_on_a_character_boundary() {
+        let msg = "é".repeat(MAX_MESSAGE);
+        let line = format_line("n", Level::Error, &msg);
+        assert!(line.len() <= MAX_MESSAGE + 10);
+        assert!(line.ends_with('é'));
+    }
+
+    #[test]
+    fn thread_names_are_per_thread() {
+        set_thread_name("google-clock-skew");
+        let other = std::thread::spawn(|| {
+            set_thread_name("google-accounts");
+            current_name()
+        })
+        .join()
+        .unwrap();
+        assert_eq!(other, "google-accounts");
+        assert_eq!(current_name(), "google-clock-skew");
+    }
+}
