@@ -52,6 +52,13 @@ pub(super) fn main(args: &[String]) -> i32 {
         eprintln!("{}: cannot create {}: {}", MULTIPLEXER, dir.display(), e);
         return 1;
     }
+    // A link in the binary's own directory points at the bare name, so a tree built under
+    // DESTDIR still works once moved into place.
+    let same_dir = exe.parent().and_then(|p| p.canonicalize().ok()) == dir.canonicalize().ok();
+    let target = match (same_dir, exe.file_name()) {
+        (true, Some(name)) => PathBuf::from(name),
+        _ => exe.clone(),
+    };
     let mut status = 0;
     for applet in APPLETS {
         let link = dir.join(applet.name);
@@ -71,12 +78,12 @@ pub(super) fn main(args: &[String]) -> i32 {
             }
         }
         let made = if symbolic {
-            std::os::unix::fs::symlink(&exe, &link)
+            std::os::unix::fs::symlink(&target, &link)
         } else {
             std::fs::hard_link(&exe, &link)
         };
         match made {
-            Ok(()) => println!("{} -> {}", link.display(), exe.display()),
+            Ok(()) => println!("{} -> {}", link.display(), target.display()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
             Err(e) => {
                 eprintln!("{}: cannot link {}: {}", MULTIPLEXER, link.display(), e);

@@ -1,0 +1,137 @@
+//! The multicall front door, run as a user would: `gce-guest APPLET`, links named like
+//! applets, `--list`, `--install`, `--help`, `--version`, unknown names.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_gce-guest"))
+}
+
+fn run(program: &Path, args: &[&str]) -> Output {
+    Command::new(program).args(args).env_remove("GCE_METADATA_HOST").output().expect("run gce-guest")
+}
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("gce-guest-cli-{}-{}", name, std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn applet_names() -> Vec<String> {
+    stdout(&run(&bin(), &["--list"])).lines().map(str::to_string).collect()
+}
+
+#[test]
+fn list_names_every_applet_sorted() {
+    let names = applet_names();
+    for expected in [
+        "google_accounts_daemon",
+        "google_clock_skew_daemon",
+        "google_disk_expand",
+        "google_guest_daemon",
+        "google_instance_setup",
+        "google_ip_forwarding_daemon",
+        "google_metadata_get",
+        "google_metadata_script_runner",
+        "google_network_daemon",
+        "google_optimize_local_ssd",
+        "google_set_multiqueue",
+    ] {
+        assert!(names.iter().any(|n| n == expected), "{} missing from --list: {:?}", expected, names);
+    }
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert_eq!(names, sorted);
+}
+
+#[test]
+fn version_names_the_commit() {
+    let out = run(&bin(), &["--version"]);
+    assert!(out.status.success());
+    let text = stdout(&out);
+    assert!(text.starts_with("gce-guest "), "{}", text);
+    assert!(text.contains('('), "{}", text);
+    let via_applet = run(&bin(), &["google_metadata_get", "--version"]);
+    assert_eq!(stdout(&via_applet), text);
+}
+
+#[test]
+fn every_applet_answers_help_through_the_multiplexer_and_a_link() {
+    let dir = scratch("help");
+    for name in applet_names() {
+        let out = run(&bin(), &[&name, "--help"]);
+        assert!(out.status.success(), "{} --help failed", name);
+        assert!(stdout(&out).contains(&name), "{} --help does not name itself", name);
+        let link = dir.join(&name);
+        std::os::unix::fs::symlink(bin(), &link).unwrap();
+        let out = run(&link, &["--help"]);
+        assert!(out.status.success(), "link {} --help failed", name);
+        assert!(stdout(&out).contains(&format!("Usage: {}", name)));
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn unknown_names_exit_127() {
+    let out = run(&bin(), &["google_nonexistent"]);
+    assert_eq!(out.status.code(), Some(127));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("applet not found"));
+    let dir = scratch("unknown");
+    let link = dir.join("something_else");
+    std::os::unix::fs::symlink(bin(), &link).unwrap();
+    assert_eq!(run(&link, &[]).status.code(), Some(127));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn applets_not_yet_landed_say_so_and_exit_3() {
+    // Applets whose issues have not landed stay registered; this list shrinks as they land.
+    let out = run(&bin(), &["google_disk_expand"]);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not part of this build yet"));
+}
+
+#[test]
+fn install_makes_links_idempotently_and_leaves_foreign_files_alone() {
+    let dir = scratch("install");
+    let exe = dir.join("gce-guest");
+    std::fs::copy(bin(), &exe).unwrap();
+    std::fs::write(dir.join("google_accounts_daemon"), b"#!/usr/bin/python\n").unwrap();
+    let first = run(&exe, &["--install", "-s", dir.to_str().unwrap()]);
+    assert_eq!(first.status.code(), Some(1), "a foreign file is reported");
+    assert_eq!(std::fs::read(dir.join("google_accounts_daemon")).unwrap(), b"#!/usr/bin/python\n");
+    for name in applet_names().iter().filter(|n| *n != "google_accounts_daemon") {
+        let link = dir.join(name);
+        assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from("gce-guest"), "{} is a relative symlink", name);
+        let out = run(&link, &["--version"]);
+        assert!(out.status.success());
+    }
+    let again = run(&exe, &["--install", "-s", dir.to_str().unwrap()]);
+    assert!(stdout(&again).is_empty(), "second run changes nothing: {}", stdout(&again));
+    let forced = run(&exe, &["--install", "-s", "-f", dir.to_str().unwrap()]);
+    assert!(forced.status.success());
+    assert!(std::fs::read_link(dir.join("google_accounts_daemon")).is_ok());
+    // Hard links by default, as busybox does.
+    let hard = scratch("install-hard");
+    let out = run(&exe, &["--install", hard.to_str().unwrap()]);
+    assert!(out.status.success());
+    use std::os::unix::fs::MetadataExt;
+    let a = std::fs::metadata(hard.join("google_metadata_get")).unwrap();
+    let b = std::fs::metadata(&exe).unwrap();
+    assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
+    std::fs::remove_dir_all(dir).unwrap();
+    std::fs::remove_dir_all(hard).unwrap();
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    assert_eq!(run(&bin(), &["google_metadata_get"]).status.code(), Some(2));
+    assert_eq!(run(&bin(), &["google_metadata_get", "--bogus", "x"]).status.code(), Some(2));
+    assert_eq!(run(&bin(), &[]).status.code(), Some(2));
+}
