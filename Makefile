@@ -45,7 +45,7 @@ demo: emulator
 	bash tests/demo.sh $(EMU_BIN)
 
 bench: release tiny emulator
-	bash tests/bench.sh
+	python3 tests/bench.py
 
 install: release
 	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/gce-guest

@@ -42,7 +42,7 @@ fn mask() -> libc::sigset_t {
 
 /// The shared signal state; [`install`] must have run for signals to reach it.
 pub fn get() -> &'static Signals {
-    SIGNALS.get_or_init(|| Signals { state: Mutex::new(State::default()), changed: Condvar::new() })
+    SIGNALS.get_or_init(Signals::new)
 }
 
 /// Blocks the three signals in the calling thread (call it from `main` before any other
@@ -68,6 +68,11 @@ pub fn install() -> &'static Signals {
 }
 
 impl Signals {
+    /// A private signal state that no real signal reaches (for tests and embedding).
+    pub fn new() -> Signals {
+        Signals { state: Mutex::new(State::default()), changed: Condvar::new() }
+    }
+
     fn deliver(&self, sig: libc::c_int) {
         let Ok(mut st) = self.state.lock() else { return };
         if sig == libc::SIGHUP {
@@ -112,9 +117,29 @@ impl Signals {
         }
     }
 
+    /// Waits for the next SIGHUP after the `seen`-th one: `Some(count)`, or `None` on stop.
+    pub fn wait_reload(&self, seen: u64) -> Option<u64> {
+        let mut st = self.state.lock().ok()?;
+        loop {
+            if st.stop {
+                return None;
+            }
+            if st.reloads > seen {
+                return Some(st.reloads);
+            }
+            st = self.changed.wait(st).ok()?;
+        }
+    }
+
     /// Waits until a stop is requested.
     pub fn wait_for_stop(&self) {
         while self.sleep(Duration::from_secs(3600)) != Wake::Stop {}
+    }
+}
+
+impl Default for Signals {
+    fn default() -> Signals {
+        Signals::new()
     }
 }
 
@@ -124,7 +149,7 @@ mod tests {
 
     #[test]
     fn sleep_times_out_and_counts_reloads() {
-        let s = Signals { state: Mutex::new(State::default()), changed: Condvar::new() };
+        let s = Signals::new();
         assert_eq!(s.sleep(Duration::from_millis(10)), Wake::Timeout);
         s.deliver(libc::SIGHUP);
         assert_eq!(s.reloads(), 1);
@@ -133,10 +158,7 @@ mod tests {
 
     #[test]
     fn a_stop_wakes_a_sleeper_at_once() {
-        let s: &'static Signals = Box::leak(Box::new(Signals {
-            state: Mutex::new(State::default()),
-            changed: Condvar::new(),
-        }));
+        let s: &'static Signals = Box::leak(Box::new(Signals::new()));
         let start = Instant::now();
         let sleeper = std::thread::spawn(move || s.sleep(Duration::from_secs(30)));
         std::thread::sleep(Duration::from_millis(50));
