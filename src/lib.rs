@@ -8,6 +8,7 @@
 pub mod log;
 
 pub mod applets;
+pub mod accounts;
 pub mod config;
 #[cfg(feature = "emulator")]
 pub mod emulator;

@@ -1,0 +1,205 @@
+//! The accounts daemon's planning half: from a metadata document to the accounts and keys
+//! wanted, and from that plus what the system holds to a list of actions. Everything here
+//! is pure (no file, command or clock access) so it carries the daemon's unit tests; the
+//! applying half runs the actions.
+//!
+//! - [`username`]: the account-name rule and the [`Username`] type that proves it was applied.
+//! - [`keys`]: `user:key` lines, the public-key plausibility check, `expireOn`.
+//! - [`desired`]: metadata document -> [`DesiredAccounts`] (key sources, OS Login).
+//! - [`authorized_keys`]: merging our `# Added by Google` lines into a user's file.
+//! - [`ledger`]: `/var/lib/google/google_users` and `google_users_created`.
+//! - [`passwd`]: local accounts (`/etc/passwd`) and `UID_MIN` (`/etc/login.defs`).
+//! - [`plan`](mod@plan): the actions that take the system from what it is to what is wanted.
+//!
+//! What is skipped on the way (refused names, implausible keys, expired keys) comes back
+//! as [`Note`]s rather than log lines, so the daemon can log each one once ([`NoteLog`])
+//! instead of on every metadata change.
+
+pub mod authorized_keys;
+pub mod desired;
+pub mod keys;
+pub mod ledger;
+pub mod passwd;
+pub mod plan;
+pub mod username;
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use crate::log::Level;
+
+pub use desired::DesiredAccounts;
+pub use keys::SkipReason;
+pub use plan::{plan, Action, AppliedKeys, PlanConfig, SystemView};
+pub use username::{NameRefusal, Username};
+
+/// Something the planning step skipped or noticed, worded for one log line. User names in
+/// it are already made printable ([`username::printable`]); no note ever holds a whole key.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Note {
+    /// A metadata user name that is not a safe account name; its keys are not used.
+    RefusedName { name: String, reason: NameRefusal },
+    /// A line or key that was not used (`user` when the line had a readable one).
+    SkippedKey {
+        user: Option<String>,
+        reason: SkipReason,
+    },
+    /// A key whose `expireOn` has passed.
+    ExpiredKey { user: Username },
+    /// A key whose `google-ssh` expiry cannot be read; the key is kept.
+    UnreadableExpiry { user: Username },
+    /// `instance/attributes` or `project/attributes` is missing from the document.
+    MissingAttributes { section: &'static str },
+}
+
+impl Note {
+    /// The level the note is logged at.
+    pub fn level(&self) -> Level {
+        match self {
+            Note::ExpiredKey { .. } => Level::Debug,
+            _ => Level::Warning,
+        }
+    }
+}
+
+impl fmt::Display for Note {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Note::RefusedName { name, reason } => {
+                write!(
+                    f,
+                    "Invalid user account name \"{}\" ({}).",
+                    name,
+                    reason.describe()
+                )
+            }
+            Note::SkippedKey {
+                user: Some(user),
+                reason,
+            } => {
+                write!(f, "Skipping an SSH key for user {}: {}.", user, reason)
+            }
+            Note::SkippedKey { user: None, reason } => {
+                write!(f, "Skipping an SSH key line: {}.", reason)
+            }
+            Note::ExpiredKey { user } => write!(f, "Expired SSH key for user {}.", user),
+            Note::UnreadableExpiry { user } => write!(
+                f,
+                "Could not parse the expireOn time of an SSH key for user {}; keeping the key.",
+                user
+            ),
+            Note::MissingAttributes { section } => {
+                write!(f, "{} attributes were not found.", section)
+            }
+        }
+    }
+}
+
+/// Logs each distinct note once while it keeps coming back: a note present in the previous
+/// report is not logged again; one that went away and returns is.
+#[derive(Debug, Default)]
+pub struct NoteLog {
+    shown: BTreeSet<String>,
+}
+
+impl NoteLog {
+    /// The notes of this report that were not in the previous one (each distinct text once),
+    /// and remembers this report.
+    pub fn fresh<'a>(&mut self, notes: &'a [Note]) -> Vec<&'a Note> {
+        let mut current = BTreeSet::new();
+        let mut fresh = Vec::new();
+        for note in notes {
+            let text = note.to_string();
+            if !self.shown.contains(&text) && !current.contains(&text) {
+                fresh.push(note);
+            }
+            current.insert(text);
+        }
+        self.shown = current;
+        fresh
+    }
+
+    /// Logs the fresh notes of this report at their levels.
+    pub fn log(&mut self, notes: &[Note]) {
+        for note in self.fresh(notes) {
+            crate::log::write(note.level(), format_args!("{}", note));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn alice() -> Username {
+        Username::parse("alice").unwrap()
+    }
+
+    #[test]
+    fn notes_read_as_log_lines() {
+        let cases = [
+            (
+                Note::RefusedName {
+                    name: "-x".into(),
+                    reason: NameRefusal::LeadingHyphen,
+                },
+                "Invalid user account name \"-x\" (starts with a hyphen).",
+                Level::Warning,
+            ),
+            (
+                Note::SkippedKey {
+                    user: Some("alice".into()),
+                    reason: SkipReason::UnknownType,
+                },
+                "Skipping an SSH key for user alice: unknown key type.",
+                Level::Warning,
+            ),
+            (
+                Note::SkippedKey {
+                    user: None,
+                    reason: SkipReason::NoColon,
+                },
+                "Skipping an SSH key line: not a complete entry (no colon).",
+                Level::Warning,
+            ),
+            (
+                Note::ExpiredKey { user: alice() },
+                "Expired SSH key for user alice.",
+                Level::Debug,
+            ),
+            (
+                Note::UnreadableExpiry { user: alice() },
+                "Could not parse the expireOn time of an SSH key for user alice; keeping the key.",
+                Level::Warning,
+            ),
+            (
+                Note::MissingAttributes {
+                    section: "Instance",
+                },
+                "Instance attributes were not found.",
+                Level::Warning,
+            ),
+        ];
+        for (note, text, level) in cases {
+            assert_eq!(note.to_string(), text);
+            assert_eq!(note.level(), level);
+        }
+    }
+
+    #[test]
+    fn note_log_reports_each_note_once_while_it_persists() {
+        let a = Note::ExpiredKey { user: alice() };
+        let b = Note::SkippedKey {
+            user: None,
+            reason: SkipReason::NoColon,
+        };
+        let mut log = NoteLog::default();
+        assert_eq!(log.fresh(&[a.clone(), a.clone(), b.clone()]), vec![&a, &b]);
+        assert!(log.fresh(&[b.clone(), a.clone()]).is_empty());
+        // `a` goes away, then comes back: it is reported again; `b` stays quiet.
+        assert!(log.fresh(std::slice::from_ref(&b)).is_empty());
+        assert_eq!(log.fresh(&[a.clone(), b.clone()]), vec![&a]);
+        assert!(log.fresh(&[]).is_empty());
+        assert_eq!(log.fresh(std::slice::from_ref(&b)), vec![&b]);
+    }
+}

@@ -1,0 +1,644 @@
+//! The accounts plan: a pure function from (what metadata wants, what was last applied,
+//! what the system holds, the configuration) to the ordered list of [`Action`]s the
+//! applying half carries out.
+//!
+//! - Incremental: a wanted user whose keys equal the last applied ones, and whose account
+//!   exists, gets no action; a change that concerns one user yields actions for that user
+//!   only. [`AppliedKeys`] starts empty, so at start-up every wanted user is checked once.
+//! - Deprovisioning is driven by the ledger alone: a user in `google_users` that metadata
+//!   no longer wants (or every one of them, when OS Login is on) loses our keys and its
+//!   `google-sudoers` membership; its account is deleted only when `deprovision_remove` is
+//!   on, the daemon created it (`google_users_created`), and its uid is neither 0 nor below
+//!   `UID_MIN`. Accounts never named in metadata are never touched.
+//! - Only a [`DesiredAccounts`] can ask for removals, and one can only be built from a
+//!   successfully read metadata document: a failed read plans nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::desired::DesiredAccounts;
+use super::passwd::LocalUsers;
+use super::username::Username;
+
+/// One step for the applying half. Actions run in order; when one fails, the applier skips
+/// the remaining actions of the same user and reports the user to [`AppliedKeys::settle`],
+/// so the next plan tries again.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// The account does not exist: run `useradd_cmd`
+    /// (log `Creating a new user account for <user>.`).
+    CreateUser(Username),
+    /// The account was just created by us: add it to `google_users_created` and write that
+    /// file now, so a crash cannot forget that the daemon owns the account.
+    RecordCreated(Username),
+    /// A new account joins the configured groups that exist (`usermod_cmd`; Python 2.8 did
+    /// this for new accounts only).
+    AddToGroups(Username),
+    /// `gpasswd_add_cmd`: the user joins `google-sudoers` (after every key change, as 2.8).
+    AddToSudoers(Username),
+    /// Our lines of the user's `~/.ssh/authorized_keys` become exactly `keys`
+    /// ([`super::authorized_keys::rewrite`]; nothing is written when nothing changes).
+    /// Never planned for a user whose shell is `nologin`.
+    WriteKeys { user: Username, keys: Vec<String> },
+    /// Metadata no longer wants this ledger user (log `Removing user <user>.`): remove our
+    /// lines from its `authorized_keys` ([`super::authorized_keys::remove_ours`]), run
+    /// `gpasswd_remove_cmd`, then, if `delete_account`, `userdel_cmd`. Every step is tried;
+    /// the action fails when the keys could not be removed or the account not deleted.
+    Deprovision {
+        user: Username,
+        delete_account: bool,
+    },
+    /// Take the name out of `google_users_created` (the account was deleted, or is gone).
+    ForgetCreated(Username),
+    /// Write `google_users` with these names, plus any user whose `Deprovision` failed
+    /// ([`ledger_after_failures`]) so it is tried again.
+    UpdateLedger(Vec<Username>),
+}
+
+impl Action {
+    /// The user the action is about (`None` for the ledger update).
+    pub fn user(&self) -> Option<&Username> {
+        match self {
+            Action::CreateUser(user)
+            | Action::RecordCreated(user)
+            | Action::AddToGroups(user)
+            | Action::AddToSudoers(user)
+            | Action::WriteKeys { user, .. }
+            | Action::Deprovision { user, .. }
+            | Action::ForgetCreated(user) => Some(user),
+            Action::UpdateLedger(_) => None,
+        }
+    }
+}
+
+/// The keys last applied per user, kept in memory by the daemon between plans.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct AppliedKeys {
+    users: BTreeMap<Username, Vec<String>>,
+}
+
+impl AppliedKeys {
+    /// Nothing applied yet: the next plan checks every wanted user.
+    pub fn new() -> AppliedKeys {
+        AppliedKeys::default()
+    }
+
+    /// The keys last applied for `user`.
+    pub fn keys(&self, user: &str) -> Option<&[String]> {
+        self.users.get(user).map(Vec::as_slice)
+    }
+
+    /// Records the outcome of applying a plan made from `desired`: every wanted user is
+    /// now applied except those in `failed`, which the next plan handles again; users no
+    /// longer wanted are forgotten.
+    pub fn settle(&mut self, desired: &DesiredAccounts, failed: &BTreeSet<Username>) {
+        self.users = desired
+            .users()
+            .iter()
+            .filter(|(user, _)| !failed.contains(*user))
+            .map(|(user, keys)| (user.clone(), keys.clone()))
+            .collect();
+    }
+}
+
+/// The configuration the plan depends on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PlanConfig {
+    /// `[Accounts] deprovision_remove`: delete accounts the daemon created when metadata
+    /// drops them.
+    pub deprovision_remove: bool,
+    /// `UID_MIN` from `/etc/login.defs`: accounts below it are never deleted.
+    pub uid_min: u32,
+}
+
+/// What the system holds, as read just before planning.
+#[derive(Clone, Copy, Debug)]
+pub struct SystemView<'a> {
+    /// Names in `google_users`.
+    pub ledger: &'a BTreeSet<Username>,
+    /// Names in `google_users_created`.
+    pub created: &'a BTreeSet<Username>,
+    /// Local accounts (`/etc/passwd`).
+    pub local_users: &'a LocalUsers,
+}
+
+/// The actions that take the system from `system` to `desired`, given what was `applied`
+/// last. Wanted users come first (by name), then deprovisioning (by name), then created-
+/// ledger cleanup, then the ledger update when its content changes.
+pub fn plan(
+    desired: &DesiredAccounts,
+    applied: &AppliedKeys,
+    system: &SystemView<'_>,
+    config: &PlanConfig,
+) -> Vec<Action> {
+    let wanted = desired.users();
+    let mut actions = Vec::new();
+
+    for (user, keys) in wanted {
+        let local = system.local_users.get(user.as_str());
+        if local.is_some() && applied.keys(user.as_str()) == Some(keys.as_slice()) {
+            continue;
+        }
+        let writes_keys = match local {
+            None => {
+                actions.push(Action::CreateUser(user.clone()));
+                actions.push(Action::RecordCreated(user.clone()));
+                actions.push(Action::AddToGroups(user.clone()));
+                true
+            }
+            Some(local) => !local.has_nologin_shell(),
+        };
+        actions.push(Action::AddToSudoers(user.clone()));
+        if writes_keys {
+            actions.push(Action::WriteKeys {
+                user: user.clone(),
+                keys: keys.clone(),
+            });
+        }
+    }
+
+    for user in system.ledger.iter().filter(|u| !wanted.contains_key(*u)) {
+        // An account that is already gone only leaves the ledger.
+        let Some(local) = system.local_users.get(user.as_str()) else {
+            continue;
+        };
+        let delete_account = config.deprovision_remove
+            && system.created.contains(user)
+            && local.uid != 0
+            && local.uid >= config.uid_min;
+        actions.push(Action::Deprovision {
+            user: user.clone(),
+            delete_account,
+        });
+        if delete_account {
+            actions.push(Action::ForgetCreated(user.clone()));
+        }
+    }
+
+    // A name we created whose account has since gone (deleted by someone else) must not
+    // make a later account of the same name look like ours.
+    for user in system.created {
+        if !system.local_users.contains_key(user.as_str()) && !wanted.contains_key(user) {
+            actions.push(Action::ForgetCreated(user.clone()));
+        }
+    }
+
+    if !wanted.keys().eq(system.ledger.iter()) {
+        actions.push(Action::UpdateLedger(wanted.keys().cloned().collect()));
+    }
+    actions
+}
+
+/// The `google_users` content to write for an [`Action::UpdateLedger`] after some actions
+/// failed: the planned names plus every old ledger name in `failed` (a deprovisioning that
+/// failed stays in the ledger so it is tried again), sorted.
+pub fn ledger_after_failures(
+    planned: &[Username],
+    failed: &BTreeSet<Username>,
+    old_ledger: &BTreeSet<Username>,
+) -> Vec<Username> {
+    let mut names: BTreeSet<Username> = planned.iter().cloned().collect();
+    names.extend(failed.intersection(old_ledger).cloned());
+    names.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::keys::fixtures::ed25519;
+    use super::super::passwd::{parse_passwd, LocalUser};
+    use super::*;
+    use Action::*;
+
+    fn u(name: &str) -> Username {
+        Username::parse(name).unwrap()
+    }
+
+    fn set(names: &[&str]) -> BTreeSet<Username> {
+        names.iter().map(|n| u(n)).collect()
+    }
+
+    fn local(entries: &[(&str, u32, &str)]) -> LocalUsers {
+        entries
+            .iter()
+            .map(|(name, uid, shell)| {
+                let user = LocalUser {
+                    uid: *uid,
+                    gid: *uid,
+                    home: format!("/home/{name}").into(),
+                    shell: shell.to_string(),
+                };
+                (name.to_string(), user)
+            })
+            .collect()
+    }
+
+    fn write(name: &str, keys: &[&str]) -> Action {
+        WriteKeys {
+            user: u(name),
+            keys: keys.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    fn ledger(names: &[&str]) -> Action {
+        UpdateLedger(names.iter().map(|n| u(n)).collect())
+    }
+
+    const KEEP: PlanConfig = PlanConfig {
+        deprovision_remove: false,
+        uid_min: 1000,
+    };
+    const REMOVE: PlanConfig = PlanConfig {
+        deprovision_remove: true,
+        uid_min: 1000,
+    };
+
+    /// Plans with the given ledgers and local accounts.
+    fn run(
+        desired: &DesiredAccounts,
+        applied: &AppliedKeys,
+        ledger_names: &[&str],
+        created: &[&str],
+        locals: &LocalUsers,
+        config: PlanConfig,
+    ) -> Vec<Action> {
+        let (ledger, created) = (set(ledger_names), set(created));
+        let system = SystemView {
+            ledger: &ledger,
+            created: &created,
+            local_users: locals,
+        };
+        plan(desired, applied, &system, &config)
+    }
+
+    #[test]
+    fn start_up_checks_every_wanted_user_once() {
+        let desired = DesiredAccounts::for_tests(
+            false,
+            &[
+                ("alice", &["ka"]),
+                ("bob", &["kb1", "kb2"]),
+                ("svc", &["ks"]),
+            ],
+        );
+        let locals = local(&[
+            ("bob", 1001, "/bin/bash"),
+            ("svc", 999, "/usr/sbin/nologin"),
+        ]);
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
+        assert_eq!(
+            actions,
+            vec![
+                CreateUser(u("alice")),
+                RecordCreated(u("alice")),
+                AddToGroups(u("alice")),
+                AddToSudoers(u("alice")),
+                write("alice", &["ka"]),
+                AddToSudoers(u("bob")),
+                write("bob", &["kb1", "kb2"]),
+                AddToSudoers(u("svc")),
+                ledger(&["alice", "bob", "svc"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn nothing_changed_means_no_action() {
+        let desired = DesiredAccounts::for_tests(false, &[("alice", &["ka"]), ("bob", &["kb"])]);
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &BTreeSet::new());
+        let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
+        let actions = run(
+            &desired,
+            &applied,
+            &["alice", "bob"],
+            &["alice"],
+            &locals,
+            REMOVE,
+        );
+        assert_eq!(actions, vec![]);
+    }
+
+    #[test]
+    fn a_change_for_one_user_touches_that_user_only() {
+        let before = DesiredAccounts::for_tests(false, &[("alice", &["ka"]), ("bob", &["kb"])]);
+        let mut applied = AppliedKeys::new();
+        applied.settle(&before, &BTreeSet::new());
+        let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
+        let cases: Vec<(DesiredAccounts, Vec<Action>)> = vec![
+            (
+                DesiredAccounts::for_tests(false, &[("alice", &["ka", "ka2"]), ("bob", &["kb"])]),
+                vec![AddToSudoers(u("alice")), write("alice", &["ka", "ka2"])],
+            ),
+            (
+                // A new user.
+                DesiredAccounts::for_tests(
+                    false,
+                    &[("alice", &["ka"]), ("bob", &["kb"]), ("bob2", &["x"])],
+                ),
+                vec![
+                    CreateUser(u("bob2")),
+                    RecordCreated(u("bob2")),
+                    AddToGroups(u("bob2")),
+                    AddToSudoers(u("bob2")),
+                    write("bob2", &["x"]),
+                    ledger(&["alice", "bob", "bob2"]),
+                ],
+            ),
+            (
+                DesiredAccounts::for_tests(false, &[("bob", &["kb"])]),
+                vec![
+                    Deprovision {
+                        user: u("alice"),
+                        delete_account: false,
+                    },
+                    ledger(&["bob"]),
+                ],
+            ),
+        ];
+        for (desired, expected) in cases {
+            let actions = run(&desired, &applied, &["alice", "bob"], &[], &locals, KEEP);
+            assert_eq!(actions, expected);
+        }
+    }
+
+    #[test]
+    fn deprovision_deletes_only_created_non_system_accounts_when_configured() {
+        // (deprovision_remove, in created ledger, uid, UID_MIN) -> delete_account
+        let cases = [
+            (true, true, 1001, 1000, true),
+            (true, true, 1000, 1000, true),
+            (false, true, 1001, 1000, false),
+            (true, false, 1001, 1000, false),
+            (true, true, 999, 1000, false),
+            (true, true, 0, 1000, false),
+            (true, true, 0, 0, false),
+            (true, true, 600, 500, true),
+            (true, true, 999, 0, true),
+        ];
+        let desired = DesiredAccounts::for_tests(false, &[]);
+        for (remove, created, uid, uid_min, delete) in cases {
+            let locals = local(&[("alice", uid, "/bin/bash")]);
+            let created: &[&str] = if created { &["alice"] } else { &[] };
+            let config = PlanConfig {
+                deprovision_remove: remove,
+                uid_min,
+            };
+            let actions = run(
+                &desired,
+                &AppliedKeys::new(),
+                &["alice"],
+                created,
+                &locals,
+                config,
+            );
+            let mut expected = vec![Deprovision {
+                user: u("alice"),
+                delete_account: delete,
+            }];
+            if delete {
+                expected.push(ForgetCreated(u("alice")));
+            }
+            expected.push(ledger(&[]));
+            assert_eq!(
+                actions, expected,
+                "{remove} {created:?} uid {uid} min {uid_min}"
+            );
+        }
+    }
+
+    #[test]
+    fn users_outside_the_ledger_are_never_touched() {
+        let desired = DesiredAccounts::for_tests(false, &[]);
+        let locals = local(&[("root", 0, "/bin/bash"), ("admin", 1000, "/bin/bash")]);
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, REMOVE);
+        assert_eq!(actions, vec![]);
+    }
+
+    #[test]
+    fn a_ledger_user_whose_account_is_gone_only_leaves_the_ledger() {
+        let desired = DesiredAccounts::for_tests(false, &[]);
+        let actions = run(
+            &desired,
+            &AppliedKeys::new(),
+            &["ghost"],
+            &[],
+            &local(&[]),
+            REMOVE,
+        );
+        assert_eq!(actions, vec![ledger(&[])]);
+    }
+
+    #[test]
+    fn a_created_name_without_an_account_is_forgotten() {
+        let desired = DesiredAccounts::for_tests(false, &[("alice", &["ka"])]);
+        let locals = local(&[("alice", 1001, "/bin/bash")]);
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &BTreeSet::new());
+        let actions = run(
+            &desired,
+            &applied,
+            &["alice"],
+            &["alice", "gone"],
+            &locals,
+            REMOVE,
+        );
+        assert_eq!(actions, vec![ForgetCreated(u("gone"))]);
+    }
+
+    #[test]
+    fn a_wanted_account_deleted_behind_our_back_is_created_again() {
+        let desired = DesiredAccounts::for_tests(false, &[("alice", &["ka"])]);
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &BTreeSet::new());
+        let actions = run(
+            &desired,
+            &applied,
+            &["alice"],
+            &["alice"],
+            &local(&[]),
+            KEEP,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                CreateUser(u("alice")),
+                RecordCreated(u("alice")),
+                AddToGroups(u("alice")),
+                AddToSudoers(u("alice")),
+                write("alice", &["ka"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn os_login_deprovisions_every_ledger_user() {
+        let desired = DesiredAccounts::for_tests(true, &[]);
+        let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
+        let actions = run(
+            &desired,
+            &AppliedKeys::new(),
+            &["alice", "bob"],
+            &["bob"],
+            &locals,
+            REMOVE,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                Deprovision {
+                    user: u("alice"),
+                    delete_account: false
+                },
+                Deprovision {
+                    user: u("bob"),
+                    delete_account: true
+                },
+                ForgetCreated(u("bob")),
+                ledger(&[]),
+            ]
+        );
+    }
+
+    #[test]
+    fn root_named_in_metadata_is_managed_but_never_deleted() {
+        let locals = parse_passwd(b"root:x:0:0:root:/root:/bin/bash\n");
+        let wanted = DesiredAccounts::for_tests(false, &[("root", &["kr"])]);
+        let actions = run(&wanted, &AppliedKeys::new(), &[], &[], &locals, REMOVE);
+        assert_eq!(
+            actions,
+            vec![
+                AddToSudoers(u("root")),
+                write("root", &["kr"]),
+                ledger(&["root"])
+            ]
+        );
+
+        let gone = DesiredAccounts::for_tests(false, &[]);
+        let actions = run(
+            &gone,
+            &AppliedKeys::new(),
+            &["root"],
+            &["root"],
+            &locals,
+            REMOVE,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                Deprovision {
+                    user: u("root"),
+                    delete_account: false
+                },
+                ledger(&[])
+            ]
+        );
+    }
+
+    #[test]
+    fn failed_users_are_planned_again() {
+        let desired = DesiredAccounts::for_tests(false, &[("alice", &["ka"]), ("bob", &["kb"])]);
+        let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &set(&["bob"]));
+        assert_eq!(applied.keys("alice"), Some(&["ka".to_string()][..]));
+        assert_eq!(applied.keys("bob"), None);
+        let actions = run(&desired, &applied, &["alice", "bob"], &[], &locals, KEEP);
+        assert_eq!(actions, vec![AddToSudoers(u("bob")), write("bob", &["kb"])]);
+
+        // Users no longer wanted are forgotten by settle, so their return is handled.
+        applied.settle(&DesiredAccounts::for_tests(false, &[]), &BTreeSet::new());
+        assert_eq!(applied, AppliedKeys::new());
+    }
+
+    #[test]
+    fn ledger_keeps_names_whose_deprovisioning_failed() {
+        let planned = vec![u("alice")];
+        let cases: &[(&[&str], &[&str], &[&str])] = &[
+            (&[], &["alice", "bob"], &["alice"]),
+            (&["bob"], &["alice", "bob"], &["alice", "bob"]),
+            (&["carol"], &["alice", "bob"], &["alice"]),
+            (&["alice"], &["alice"], &["alice"]),
+        ];
+        for (failed, old, expected) in cases {
+            let got = ledger_after_failures(&planned, &set(failed), &set(old));
+            let expected: Vec<Username> = expected.iter().map(|n| u(n)).collect();
+            assert_eq!(got, expected, "failed {failed:?}");
+        }
+    }
+
+    #[test]
+    fn every_action_names_its_user() {
+        let all = [
+            CreateUser(u("a")),
+            RecordCreated(u("a")),
+            AddToGroups(u("a")),
+            AddToSudoers(u("a")),
+            write("a", &[]),
+            Deprovision {
+                user: u("a"),
+                delete_account: false,
+            },
+            ForgetCreated(u("a")),
+        ];
+        for action in &all {
+            assert_eq!(action.user().map(Username::as_str), Some("a"), "{action:?}");
+        }
+        assert_eq!(ledger(&["a"]).user(), None);
+    }
+
+    /// End to end through the metadata document: hostile names never reach an action, and
+    /// a key's expiry changes only its user.
+    #[test]
+    fn from_metadata_to_actions() {
+        use crate::mds::Snapshot;
+        let good = ed25519(1, "alice@host");
+        let expiring = ed25519(
+            2,
+            r#"google-ssh {"userName":"b@x.y","expireOn":"1970-01-01T00:16:40Z"}"#,
+        );
+        let mut value = format!("alice:{good}\nbob:{expiring}\nbob:{good}\n");
+        for hostile in [
+            "-oProxyCommand=x",
+            "../x",
+            "$(x)",
+            "a;b",
+            "a b",
+            "",
+            "..",
+            "123",
+            &"x".repeat(33),
+        ] {
+            value.push_str(&format!("{hostile}:{good}\n"));
+        }
+        let json = format!(
+            r#"{{"instance":{{"attributes":{{"ssh-keys":{}}}}},"project":{{"attributes":{{}}}}}}"#,
+            tinyjson::JsonValue::String(value).stringify().unwrap()
+        );
+        let snap = Snapshot {
+            etag: None,
+            doc: crate::mds::parse_json(&json).unwrap(),
+        };
+        let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
+
+        let (desired, notes) = DesiredAccounts::from_snapshot(&snap, 0).unwrap();
+        assert_eq!(notes.len(), 9);
+        assert_eq!(desired.next_expiry_check(), Some(1001));
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
+        let users: BTreeSet<&str> = actions
+            .iter()
+            .filter_map(|a| a.user())
+            .map(Username::as_str)
+            .collect();
+        assert_eq!(users, BTreeSet::from(["alice", "bob"]));
+        assert_eq!(actions.last(), Some(&ledger(&["alice", "bob"])));
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &BTreeSet::new());
+
+        // The timer fires at the expiry check: only bob's keys are rewritten.
+        let (later, _) = DesiredAccounts::from_snapshot(&snap, 1001).unwrap();
+        let actions = run(&later, &applied, &["alice", "bob"], &[], &locals, KEEP);
+        assert_eq!(
+            actions,
+            vec![AddToSudoers(u("bob")), write("bob", &[&good])]
+        );
+    }
+}
