@@ -1,1 +1,0 @@
-//! Metadata-server emulator (stub; being written).
