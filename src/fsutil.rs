@@ -143,7 +143,7 @@ impl Stat {
             uid: st.st_uid,
             gid: st.st_gid,
             mode: st.st_mode,
-            nlink: st.st_nlink as u64,
+            nlink: st.st_nlink,
             size: st.st_size as u64,
         }
     }

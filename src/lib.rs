@@ -8,8 +8,9 @@
 pub mod log;
 
 pub mod applets;
-pub mod accounts;
+pub mod clock_skew;
 pub mod config;
+pub mod daemon;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;
@@ -17,6 +18,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod ini;
 pub mod mds;
+pub mod scripts;
 pub mod signals;
 pub mod timing;
 

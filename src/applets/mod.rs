@@ -1,14 +1,16 @@
 //! The applet table and the dispatcher: which program runs is chosen by the basename of
-//! argv[0] (busybox style, through symlinks made by `gce-guest --install`) or by the first
+//! `argv[0]` (busybox style, through symlinks made by `gce-guest --install`) or by the first
 //! argument of `gce-guest APPLET ARGS...`. Options every applet shares (`--help`,
 //! `--version`, `-d/--debug`, `--root DIR`) are handled here, once.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+mod daemons;
 mod install;
 mod metadata_get;
 mod root;
+mod script_runner;
 #[cfg(feature = "emulator")]
 mod emulator;
 
@@ -77,7 +79,7 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_clock_skew_daemon",
-        run: not_landed,
+        run: daemons::clock_skew_daemon,
         logger: "google-clock-skew",
         output: Output::System,
         summary: "set the clock from the hardware clock when the drift token changes",
@@ -93,7 +95,7 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_guest_daemon",
-        run: not_landed,
+        run: daemons::guest_daemon,
         logger: "google-guest-daemon",
         output: Output::System,
         summary: "all enabled daemons in one process on one metadata watch",
@@ -134,11 +136,11 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_metadata_script_runner",
-        run: not_landed,
+        run: script_runner::main,
         logger: "startup-script",
         output: Output::System,
         summary: "run startup or shutdown scripts from metadata",
-        usage: "--script-type startup|shutdown",
+        usage: script_runner::USAGE,
     },
     Applet {
         name: "google_network_daemon",
