@@ -8,6 +8,7 @@
 pub mod log;
 
 pub mod applets;
+pub mod accounts;
 pub mod clock_skew;
 pub mod config;
 pub mod daemon;
