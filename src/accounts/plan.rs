@@ -110,7 +110,10 @@ pub struct PlanConfig {
     pub uid_min: u32,
 }
 
-/// What the system holds, as read just before planning.
+/// What the system holds, as read just before planning. All three must come from reads
+/// that succeeded: if `/etc/passwd` or a ledger cannot be read, do not plan this round (an
+/// empty account list would make every wanted user look missing and every created name
+/// look stale; an empty ledger would stop deprovisioning and be written back).
 #[derive(Clone, Copy, Debug)]
 pub struct SystemView<'a> {
     /// Names in `google_users`.
