@@ -65,17 +65,39 @@ pub fn run(cmd: Command, timeout: Duration) -> Result<Captured> {
     Ok(Captured { outcome, output })
 }
 
+/// Like [`run`], with `input` (at most a pipe's buffer, 64 KiB) on the program's stdin.
+pub fn run_with_input(cmd: Command, input: &[u8], timeout: Duration) -> Result<Captured> {
+    let program = program_name(&cmd);
+    let (reader, mut writer) = std::io::pipe().map_err(|e| Error::sys("create pipe", e))?;
+    std::io::Write::write_all(&mut writer, input).map_err(|e| Error::Command {
+        program,
+        detail: format!("input could not be prepared: {}", e),
+    })?;
+    drop(writer);
+    let mut output = Vec::new();
+    let outcome = run_inner(cmd, Stdio::from(reader), Some(timeout), |line| {
+        output.extend_from_slice(line);
+        output.push(b'\n');
+    })?;
+    Ok(Captured { outcome, output })
+}
+
 /// Runs `cmd` and calls `on_line` with each line of its merged stdout and stderr (without
 /// the newline; a long line arrives in 64 KiB pieces). With no `timeout` it waits forever.
-pub fn run_streaming(
+pub fn run_streaming(cmd: Command, timeout: Option<Duration>, on_line: impl FnMut(&[u8])) -> Result<Outcome> {
+    run_inner(cmd, Stdio::null(), timeout, on_line)
+}
+
+fn run_inner(
     mut cmd: Command,
+    stdin: Stdio,
     timeout: Option<Duration>,
     mut on_line: impl FnMut(&[u8]),
 ) -> Result<Outcome> {
     let program = program_name(&cmd);
     let (mut reader, writer) = std::io::pipe().map_err(|e| Error::sys("create pipe", e))?;
     let writer2 = writer.try_clone().map_err(|e| Error::sys("duplicate pipe", e))?;
-    cmd.stdin(Stdio::null()).stdout(writer2).stderr(writer).process_group(0);
+    cmd.stdin(stdin).stdout(writer2).stderr(writer).process_group(0);
     let mut child = cmd.spawn().map_err(|e| Error::Command {
         program: program.clone(),
         detail: format!("could not be started: {}", e),
@@ -244,6 +266,12 @@ mod tests {
         assert!(out.outcome.success());
         assert_eq!(out.text(), "done");
         assert!(start.elapsed() < Duration::from_secs(5));
+    }
+
+    #[test]
+    fn input_reaches_stdin() {
+        let out = run_with_input(sh("read line; echo got $line"), b"alice:*\n", Duration::from_secs(10)).unwrap();
+        assert_eq!(out.text(), "got alice:*");
     }
 
     #[test]

@@ -1,7 +1,7 @@
-//! The accounts daemon's planning half: from a metadata document to the accounts and keys
-//! wanted, and from that plus what the system holds to a list of actions. Everything here
-//! is pure (no file, command or clock access) so it carries the daemon's unit tests; the
-//! applying half runs the actions.
+//! The accounts daemon: users and SSH keys from metadata. The planning half turns a metadata
+//! document into the accounts and keys wanted, and that plus what the system holds into a
+//! list of actions; it is pure (no file, command or clock access) and carries most unit
+//! tests. The applying half ([`system`]) runs the actions; [`daemon`] drives both.
 //!
 //! - [`username`]: the account-name rule and the [`Username`] type that proves it was applied.
 //! - [`keys`]: `user:key` lines, the public-key plausibility check, `expireOn`.
@@ -10,17 +10,21 @@
 //! - [`ledger`]: `/var/lib/google/google_users` and `google_users_created`.
 //! - [`passwd`]: local accounts (`/etc/passwd`) and `UID_MIN` (`/etc/login.defs`).
 //! - [`plan`](mod@plan): the actions that take the system from what it is to what is wanted.
+//! - [`system`]: the applying half — commands, sudoers, `authorized_keys` and ledger writes.
+//! - [`daemon`]: the daemon loop — plan and apply on each change and at each key expiry.
 //!
 //! What is skipped on the way (refused names, implausible keys, expired keys) comes back
 //! as [`Note`]s rather than log lines, so the daemon can log each one once ([`NoteLog`])
 //! instead of on every metadata change.
 
 pub mod authorized_keys;
+pub mod daemon;
 pub mod desired;
 pub mod keys;
 pub mod ledger;
 pub mod passwd;
 pub mod plan;
+pub mod system;
 pub mod username;
 
 use std::collections::BTreeSet;

@@ -25,3 +25,10 @@ pub(super) fn clock_skew_daemon(inv: &Invocation) -> i32 {
     }
     daemon::run_standalone(&crate::clock_skew::SPEC)
 }
+
+pub(super) fn accounts_daemon(inv: &Invocation) -> i32 {
+    if !no_arguments(inv) {
+        return EXIT_USAGE;
+    }
+    daemon::run_standalone(&crate::accounts::daemon::SPEC)
+}

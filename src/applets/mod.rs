@@ -71,7 +71,7 @@ Common options:
 pub static APPLETS: &[Applet] = &[
     Applet {
         name: "google_accounts_daemon",
-        run: not_landed,
+        run: daemons::accounts_daemon,
         logger: "google-accounts",
         output: Output::System,
         summary: "manage users and SSH keys from metadata",

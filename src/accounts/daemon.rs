@@ -1,0 +1,162 @@
+//! The accounts daemon proper: on every metadata change of its slice (and at each key's
+//! `expireOn`) it rebuilds the wanted state, reads the system fresh, plans, and applies.
+//! Failed users are retried by the runner's backoff; everything else is left alone.
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tinyjson::JsonValue;
+
+use super::desired::DesiredAccounts;
+use super::plan::{plan, AppliedKeys, PlanConfig, SystemView};
+use super::system::{ensure_sudoers, Applier, Commands, SystemState};
+use super::NoteLog;
+use crate::config::Config;
+use crate::daemon::{Daemon, Spec};
+use crate::error::{Error, Result};
+use crate::mds::{self, Snapshot};
+
+/// The daemon's entry in the guest daemon.
+pub static SPEC: Spec = Spec {
+    name: "accounts",
+    logger: "google-accounts",
+    lock: "google_accounts.lock",
+    enabled: |c| c.get_bool("Daemons", "accounts_daemon"),
+    make: |c| Box::new(AccountsDaemon::new(c)),
+};
+
+/// The attributes the accounts daemon reads; a change anywhere else does not wake it.
+const INSTANCE_KEYS: [&str; 4] = ["ssh-keys", "sshKeys", "block-project-ssh-keys", "enable-oslogin"];
+const PROJECT_KEYS: [&str; 3] = ["ssh-keys", "sshKeys", "enable-oslogin"];
+
+fn now_f64() -> f64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+}
+
+/// State kept between metadata changes.
+pub struct AccountsDaemon {
+    commands: Commands,
+    deprovision_remove: bool,
+    applied: AppliedKeys,
+    notes: NoteLog,
+    applier: Applier,
+    last: Option<Snapshot>,
+    next_expiry: Option<i64>,
+    oslogin: Option<bool>,
+}
+
+impl AccountsDaemon {
+    /// A daemon configured from `config`.
+    pub fn new(config: &Config) -> AccountsDaemon {
+        AccountsDaemon {
+            commands: Commands::from_config(config),
+            deprovision_remove: config.get_bool("Accounts", "deprovision_remove"),
+            applied: AppliedKeys::new(),
+            notes: NoteLog::default(),
+            applier: Applier::default(),
+            last: None,
+            next_expiry: None,
+            oslogin: None,
+        }
+    }
+
+    fn oslogin_changed(&mut self, enabled: bool) {
+        if self.oslogin == Some(enabled) {
+            return;
+        }
+        self.oslogin = Some(enabled);
+        let action = if enabled { "activate" } else { "deactivate" };
+        match crate::exec::find_program("google_oslogin_control") {
+            Some(program) => {
+                info!("{} OS Login.", if enabled { "Activating" } else { "Deactivating" });
+                let mut cmd = std::process::Command::new(program);
+                cmd.arg(action);
+                match crate::exec::run(cmd, Duration::from_secs(120)) {
+                    Ok(out) if out.outcome.success() => {}
+                    Ok(out) => warn!("google_oslogin_control {} failed: {}", action, out.text()),
+                    Err(e) => warn!("{}", e),
+                }
+            }
+            None if enabled => warn!("OS Login is enabled in metadata but not installed; metadata SSH keys are not managed."),
+            None => {}
+        }
+    }
+
+    /// One full round: wanted state from `snapshot` at this moment, plan, apply.
+    fn round(&mut self, snapshot: &Snapshot) -> Result<()> {
+        let now = crate::timing::unix_now();
+        let (desired, notes) = DesiredAccounts::from_snapshot(snapshot, now)?;
+        self.notes.log(&notes);
+        self.next_expiry = desired.next_expiry_check();
+        self.oslogin_changed(desired.oslogin_enabled());
+        if !desired.users().is_empty() {
+            if let Err(e) = ensure_sudoers(&self.commands) {
+                warn!("{}", e);
+            }
+        }
+        let mut state = SystemState::read()?;
+        let view = SystemView { ledger: &state.ledger, created: &state.created, local_users: &state.local_users };
+        let config = PlanConfig { deprovision_remove: self.deprovision_remove, uid_min: state.uid_min };
+        let actions = plan(&desired, &self.applied, &view, &config);
+        if actions.is_empty() {
+            return Ok(());
+        }
+        debug!("{} actions planned", actions.len());
+        let failed: BTreeSet<_> = self.applier.apply(&actions, &self.commands, &mut state);
+        self.applied.settle(&desired, &failed);
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            let names: Vec<&str> = failed.iter().map(|u| u.as_str()).collect();
+            Err(Error::Msg(format!("Accounts not fully updated for: {}", names.join(", "))))
+        }
+    }
+}
+
+impl Daemon for AccountsDaemon {
+    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
+        let pick = |scope: &str, keys: &[&str]| -> JsonValue {
+            let mut map = std::collections::HashMap::new();
+            for key in keys {
+                if let Some(v) = mds::lookup(doc, &format!("{}/attributes/{}", scope, key)) {
+                    map.insert(key.to_string(), v.clone());
+                }
+            }
+            JsonValue::Object(map)
+        };
+        let mut slice = std::collections::HashMap::new();
+        slice.insert("instance".to_string(), pick("instance", &INSTANCE_KEYS));
+        slice.insert("project".to_string(), pick("project", &PROJECT_KEYS));
+        // Present only so that a document without `instance` is still a change to act on
+        // (and be refused by the planner) rather than silently equal to an empty one.
+        slice.insert("hasInstance".to_string(), JsonValue::Boolean(mds::lookup(doc, "instance").is_some()));
+        Some(JsonValue::Object(slice))
+    }
+
+    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+        let snapshot = Snapshot { etag: None, doc: doc.clone() };
+        let result = self.round(&snapshot);
+        self.last = Some(snapshot);
+        result
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        let at = self.next_expiry? as f64;
+        let wait = (at - now_f64()).max(0.0);
+        Some(Instant::now() + Duration::from_secs_f64(wait))
+    }
+
+    fn wake(&mut self) -> Result<()> {
+        let Some(snapshot) = self.last.clone() else {
+            self.next_expiry = None;
+            return Ok(());
+        };
+        debug!("a key's expiry time has come");
+        self.round(&snapshot)
+    }
+
+    fn reload(&mut self, config: &Config) {
+        self.commands = Commands::from_config(config);
+        self.deprovision_remove = config.get_bool("Accounts", "deprovision_remove");
+    }
+}

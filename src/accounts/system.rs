@@ -1,0 +1,536 @@
+//! The accounts daemon's applying half: runs the plan's actions against the real system —
+//! the six configurable user and group commands (never through a shell; busybox
+//! equivalents when the image has no shadow-utils), the `google-sudoers` group and sudoers
+//! file, `authorized_keys` written fd-relative and without following links, and the two
+//! ledgers written atomically.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::authorized_keys::{remove_ours, rewrite};
+use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
+use super::passwd::{parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH};
+use super::plan::{ledger_after_failures, Action};
+use super::username::Username;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::exec;
+use crate::fsutil::{self, Dir};
+
+/// The group whose members may use sudo without a password.
+pub const SUDOERS_GROUP: &str = "google-sudoers";
+/// The sudoers drop-in for that group.
+pub const SUDOERS_FILE: &str = "/etc/sudoers.d/google_sudoers";
+const SUDOERS_LINE: &str = "%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL\n";
+const GROUP_PATH: &str = "/etc/group";
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+const MAX_AUTHORIZED_KEYS: u64 = 4 << 20;
+
+/// The shadow-utils defaults of Python 2.8 (`[Accounts]` options).
+const SHADOW: [(&str, &str); 6] = [
+    ("useradd_cmd", "useradd -m -s /bin/bash -p * {user}"),
+    ("userdel_cmd", "userdel -r {user}"),
+    ("usermod_cmd", "usermod -G {groups} {user}"),
+    ("groupadd_cmd", "groupadd {group}"),
+    ("gpasswd_add_cmd", "gpasswd -a {user} {group}"),
+    ("gpasswd_remove_cmd", "gpasswd -d {user} {group}"),
+];
+
+/// Their busybox equivalents. Busybox has no usermod: groups are joined one by one with
+/// `gpasswd_add_cmd`. `adduser -D` leaves the password locked (`!`), which OpenSSH refuses
+/// even for key logins, so `unlock_cmd` (fed `<user>:*` on stdin) makes it "no password".
+const BUSYBOX: [(&str, &str); 7] = [
+    ("useradd_cmd", "adduser -D -s /bin/sh {user}"),
+    ("userdel_cmd", "deluser --remove-home {user}"),
+    ("usermod_cmd", ""),
+    ("groupadd_cmd", "addgroup {group}"),
+    ("gpasswd_add_cmd", "addgroup {user} {group}"),
+    ("gpasswd_remove_cmd", "delgroup {user} {group}"),
+    ("unlock_cmd", "chpasswd -e"),
+];
+
+/// The command templates in force.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Commands {
+    pub useradd: String,
+    pub userdel: String,
+    pub usermod: String,
+    pub groupadd: String,
+    pub gpasswd_add: String,
+    pub gpasswd_remove: String,
+    /// Run after `useradd` with `<user>:*` on stdin (empty: no such step).
+    pub unlock: String,
+    /// `[Accounts] groups`, before filtering to the groups that exist.
+    pub groups: Vec<String>,
+}
+
+fn first_word(template: &str) -> &str {
+    template.split(' ').find(|w| !w.is_empty()).unwrap_or("")
+}
+
+impl Commands {
+    /// The templates from the configuration. A template left at its shadow-utils default
+    /// switches to the busybox equivalent when the image lacks that program but has the
+    /// busybox applet; `/bin/bash` in the default becomes `/bin/sh` where bash is missing.
+    pub fn from_config(config: &Config) -> Commands {
+        Commands::resolve(config, |p| exec::find_program(p).is_some(), Path::new("/bin/bash").exists())
+    }
+
+    fn resolve(config: &Config, have: impl Fn(&str) -> bool, have_bash: bool) -> Commands {
+        let busybox_userland = !have("useradd") && have("adduser");
+        let pick = |option: &str| -> String {
+            let configured = config.get_str("Accounts", option);
+            let shadow_default = SHADOW.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
+            let busybox = BUSYBOX.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
+            let is_default = configured.trim().is_empty() || Some(configured.as_str()) == shadow_default;
+            let mut chosen = if is_default && busybox_userland {
+                busybox.unwrap_or_default().to_string()
+            } else if configured.trim().is_empty() {
+                shadow_default.unwrap_or_default().to_string()
+            } else {
+                configured
+            };
+            if have_bash && busybox_userland && option == "useradd_cmd" && is_default {
+                chosen = chosen.replace("/bin/sh", "/bin/bash");
+            }
+            if !have_bash && is_default {
+                chosen = chosen.replace("/bin/bash", "/bin/sh");
+            }
+            chosen
+        };
+        let unlock_configured = config.get_str("Accounts", "unlock_cmd");
+        let unlock = if !unlock_configured.trim().is_empty() {
+            unlock_configured
+        } else if busybox_userland {
+            BUSYBOX[6].1.to_string()
+        } else {
+            String::new()
+        };
+        Commands {
+            useradd: pick("useradd_cmd"),
+            userdel: pick("userdel_cmd"),
+            usermod: pick("usermod_cmd"),
+            groupadd: pick("groupadd_cmd"),
+            gpasswd_add: pick("gpasswd_add_cmd"),
+            gpasswd_remove: pick("gpasswd_remove_cmd"),
+            unlock,
+            groups: config
+                .get_str("Accounts", "groups")
+                .split(',')
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(str::to_string)
+                .collect(),
+        }
+    }
+}
+
+/// Runs one command template with `vars`; a non-zero exit is an error carrying its output.
+fn run_template(template: &str, vars: &[(&str, &str)], input: Option<&[u8]>) -> Result<()> {
+    let argv = exec::expand_template(template, vars);
+    let program = first_word(template).to_string();
+    let Some(cmd) = exec::command_from_argv(&argv) else {
+        return Err(Error::Command { program, detail: "is an empty template".into() });
+    };
+    let out = match input {
+        Some(bytes) => exec::run_with_input(cmd, bytes, COMMAND_TIMEOUT)?,
+        None => exec::run(cmd, COMMAND_TIMEOUT)?,
+    };
+    if out.outcome.success() {
+        Ok(())
+    } else {
+        Err(Error::Command {
+            program,
+            detail: format!("exited {}: {}", out.outcome.return_code(), out.text().replace('\n', " ")),
+        })
+    }
+}
+
+/// A line of `/etc/group`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GroupEntry {
+    pub name: String,
+    pub members: Vec<String>,
+}
+
+/// Parses `/etc/group` (malformed lines are skipped).
+pub fn parse_groups(content: &[u8]) -> Vec<GroupEntry> {
+    String::from_utf8_lossy(content)
+        .lines()
+        .filter_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            if fields.len() < 4 || fields[0].is_empty() {
+                return None;
+            }
+            let members = fields[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect();
+            Some(GroupEntry { name: fields[0].to_string(), members })
+        })
+        .collect()
+}
+
+fn read_required(path: &str) -> Result<Vec<u8>> {
+    std::fs::read(path).map_err(|e| Error::io("read", path, e))
+}
+
+/// What the system holds, read fresh before each plan. Every read must succeed.
+pub struct SystemState {
+    pub local_users: LocalUsers,
+    pub ledger: BTreeSet<Username>,
+    pub created: BTreeSet<Username>,
+    pub uid_min: u32,
+}
+
+fn read_ledger(path: &str) -> Result<BTreeSet<Username>> {
+    match fsutil::read_optional(Path::new(path))? {
+        None => Ok(BTreeSet::new()),
+        Some(bytes) => {
+            let read = parse_ledger(&bytes);
+            for bad in &read.ignored {
+                warn!("Ignoring invalid name {:?} in {}.", bad, path);
+            }
+            Ok(read.names)
+        }
+    }
+}
+
+impl SystemState {
+    /// Reads `/etc/passwd`, both ledgers and `UID_MIN`.
+    pub fn read() -> Result<SystemState> {
+        let local_users = parse_passwd(&read_required(PASSWD_PATH)?);
+        let uid_min = match fsutil::read_optional(Path::new(LOGIN_DEFS_PATH))? {
+            Some(bytes) => parse_uid_min(&bytes),
+            None => super::passwd::DEFAULT_UID_MIN,
+        };
+        Ok(SystemState { local_users, ledger: read_ledger(USERS_LEDGER)?, created: read_ledger(CREATED_LEDGER)?, uid_min })
+    }
+}
+
+fn write_ledger(path: &str, names: &BTreeSet<Username>) -> Result<()> {
+    let path = Path::new(path);
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    }
+    fsutil::write_atomic(path, format_ledger(names).as_bytes(), LEDGER_MODE)
+}
+
+/// Makes sure `google-sudoers` and its sudoers file exist (created only when absent).
+pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
+    let groups = parse_groups(&read_required(GROUP_PATH)?);
+    if !groups.iter().any(|g| g.name == SUDOERS_GROUP) {
+        run_template(&commands.groupadd, &[("group", SUDOERS_GROUP)], None)
+            .map_err(|e| Error::Msg(format!("Could not create the sudoers group. {}", e)))?;
+    }
+    let file = Path::new(SUDOERS_FILE);
+    if std::fs::symlink_metadata(file).is_err() {
+        let dir = file.parent().unwrap_or(Path::new("/etc/sudoers.d"));
+        if !dir.exists() {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
+        }
+        fsutil::write_atomic(file, SUDOERS_LINE.as_bytes(), 0o440)?;
+        fsutil::restorecon(file);
+    }
+    Ok(())
+}
+
+/// Why a user's `authorized_keys` was left alone on purpose.
+#[derive(Debug)]
+enum KeysRefused {
+    Symlink(&'static str),
+    NotOwned(&'static str, u32),
+    NotAFile,
+    HardLinked,
+}
+
+fn describe_refusal(user: &str, why: &KeysRefused) -> String {
+    match why {
+        KeysRefused::Symlink(what) => format!("Not updating authorized keys for user {}. {} is a symlink.", user, what),
+        KeysRefused::NotOwned(what, uid) => {
+            format!("Not updating authorized keys for user {}. {} belongs to uid {}.", user, what, uid)
+        }
+        KeysRefused::NotAFile => format!("Not updating authorized keys for user {}. It is not a regular file.", user),
+        KeysRefused::HardLinked => {
+            format!("Not updating authorized keys for user {}. The file has other hard links.", user)
+        }
+    }
+}
+
+/// Opens (creating if needed) `~/.ssh` of `user`, refusing anything the user could use to
+/// redirect a root write.
+fn open_ssh_dir(user: &LocalUser, create: bool) -> Result<std::result::Result<Option<Dir>, KeysRefused>> {
+    let home = match std::fs::symlink_metadata(&user.home) {
+        Ok(m) if m.file_type().is_symlink() => return Ok(Err(KeysRefused::Symlink("The home directory"))),
+        Ok(_) => Dir::open_path(&user.home)?,
+        Err(_) if !create => return Ok(Ok(None)),
+        Err(_) => {
+            let parent = user.home.parent().unwrap_or(Path::new("/"));
+            let name = user.home.file_name().map(PathBuf::from).unwrap_or_default();
+            let parent = Dir::open_path(parent)?;
+            parent.mkdir(&name, 0o755)?;
+            let home = parent.open_dir(&name)?;
+            home.chown(user.uid, user.gid)?;
+            home
+        }
+    };
+    let home_stat = home.stat()?;
+    if home_stat.uid != user.uid && home_stat.uid != 0 {
+        return Ok(Err(KeysRefused::NotOwned("The home directory", home_stat.uid)));
+    }
+    let ssh_name = Path::new(".ssh");
+    match home.stat_entry(ssh_name)? {
+        Some(st) if st.is_symlink() => return Ok(Err(KeysRefused::Symlink("~/.ssh"))),
+        Some(st) if st.is_dir() && st.uid != user.uid => return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid))),
+        Some(st) if !st.is_dir() => return Ok(Err(KeysRefused::NotAFile)),
+        Some(_) => {}
+        None if !create => return Ok(Ok(None)),
+        None => {
+            home.mkdir(ssh_name, 0o700)?;
+            let ssh = home.open_dir(ssh_name)?;
+            ssh.chown(user.uid, user.gid)?;
+            ssh.chmod(0o700)?;
+            return Ok(Ok(Some(ssh)));
+        }
+    }
+    let ssh = home.open_dir(ssh_name)?;
+    let st = ssh.stat()?;
+    if st.uid != user.uid {
+        return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)));
+    }
+    if st.perms() & 0o077 != 0 {
+        ssh.chmod(0o700)?;
+    }
+    Ok(Ok(Some(ssh)))
+}
+
+/// Reads the current `authorized_keys`, refusing links and foreign files.
+fn read_authorized_keys(ssh: &Dir, user: &LocalUser) -> Result<std::result::Result<Option<Vec<u8>>, KeysRefused>> {
+    let name = Path::new("authorized_keys");
+    match ssh.stat_entry(name)? {
+        None => Ok(Ok(None)),
+        Some(st) if st.is_symlink() => Ok(Err(KeysRefused::Symlink("authorized_keys"))),
+        Some(st) if !st.is_file() => Ok(Err(KeysRefused::NotAFile)),
+        Some(st) if st.nlink > 1 => Ok(Err(KeysRefused::HardLinked)),
+        Some(st) if st.uid != user.uid && st.uid != 0 => Ok(Err(KeysRefused::NotOwned("authorized_keys", st.uid))),
+        Some(_) => Ok(Ok(ssh.read_file(name, MAX_AUTHORIZED_KEYS)?.map(|(bytes, _)| bytes))),
+    }
+}
+
+/// Carries out plans; remembers which refusals were already logged.
+#[derive(Default)]
+pub struct Applier {
+    refusals_logged: BTreeSet<String>,
+}
+
+impl Applier {
+    /// Runs `actions` in order. A failed action skips the rest of that user's actions; the
+    /// users that failed are returned (the daemon retries them).
+    pub fn apply(&mut self, actions: &[Action], commands: &Commands, state: &mut SystemState) -> BTreeSet<Username> {
+        let mut failed: BTreeSet<Username> = BTreeSet::new();
+        for action in actions {
+            if action.user().is_some_and(|u| failed.contains(u)) {
+                continue;
+            }
+            if let Err(e) = self.apply_one(action, commands, state, &failed) {
+                warn!("{}", e);
+                if let Some(user) = action.user() {
+                    failed.insert(user.clone());
+                }
+            }
+        }
+        failed
+    }
+
+    fn apply_one(
+        &mut self,
+        action: &Action,
+        commands: &Commands,
+        state: &mut SystemState,
+        failed: &BTreeSet<Username>,
+    ) -> Result<()> {
+        match action {
+            Action::CreateUser(user) => {
+                info!("Creating a new user account for {}.", user);
+                let name = user.as_str();
+                run_template(&commands.useradd, &[("user", name)], None)
+                    .map_err(|e| Error::Msg(format!("Could not create user {}. {}.", name, e)))?;
+                if !commands.unlock.trim().is_empty() {
+                    let line = format!("{}:*\n", name);
+                    run_template(&commands.unlock, &[("user", name)], Some(line.as_bytes()))
+                        .map_err(|e| Error::Msg(format!("Could not unlock user {}. {}.", name, e)))?;
+                }
+                state.local_users = parse_passwd(&read_required(PASSWD_PATH)?);
+                if !state.local_users.contains_key(name) {
+                    return Err(Error::Msg(format!("Could not create user {}: it is not in {}.", name, PASSWD_PATH)));
+                }
+                Ok(())
+            }
+            Action::RecordCreated(user) => {
+                state.created.insert(user.clone());
+                write_ledger(CREATED_LEDGER, &state.created)
+            }
+            Action::ForgetCreated(user) => {
+                state.created.remove(user);
+                write_ledger(CREATED_LEDGER, &state.created)
+            }
+            Action::AddToGroups(user) => self.add_to_groups(user, commands),
+            Action::AddToSudoers(user) => {
+                let groups = parse_groups(&read_required(GROUP_PATH)?);
+                let member = groups.iter().any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == user.as_str()));
+                if member {
+                    return Ok(());
+                }
+                run_template(&commands.gpasswd_add, &[("user", user.as_str()), ("group", SUDOERS_GROUP)], None)
+                    .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", user, e)))
+            }
+            Action::WriteKeys { user, keys } => self.write_keys(user, keys, state),
+            Action::Deprovision { user, delete_account } => self.deprovision(user, *delete_account, commands, state),
+            Action::UpdateLedger(names) => {
+                let names: BTreeSet<Username> = ledger_after_failures(names, failed, &state.ledger).into_iter().collect();
+                write_ledger(USERS_LEDGER, &names)?;
+                state.ledger = names;
+                Ok(())
+            }
+        }
+    }
+
+    fn add_to_groups(&self, user: &Username, commands: &Commands) -> Result<()> {
+        let existing = parse_groups(&read_required(GROUP_PATH)?);
+        let groups: Vec<&str> = commands
+            .groups
+            .iter()
+            .map(String::as_str)
+            .filter(|g| existing.iter().any(|e| e.name == *g))
+            .collect();
+        if groups.is_empty() {
+            return Ok(());
+        }
+        let name = user.as_str();
+        if commands.usermod.trim().is_empty() {
+            for group in groups {
+                run_template(&commands.gpasswd_add, &[("user", name), ("group", group)], None)
+                    .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", name, e)))?;
+            }
+            return Ok(());
+        }
+        let joined = groups.join(",");
+        run_template(&commands.usermod, &[("user", name), ("groups", &joined)], None)
+            .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", name, e)))
+    }
+
+    fn refused(&mut self, user: &str, why: KeysRefused) -> Result<()> {
+        let line = describe_refusal(user, &why);
+        if self.refusals_logged.insert(line.clone()) {
+            warn!("{}", line);
+        }
+        Ok(())
+    }
+
+    fn write_keys(&mut self, user: &Username, keys: &[String], state: &SystemState) -> Result<()> {
+        let Some(local) = state.local_users.get(user.as_str()) else {
+            return Err(Error::Msg(format!("Could not update keys for {}: no such account.", user)));
+        };
+        let ssh = match open_ssh_dir(local, true)? {
+            Ok(Some(dir)) => dir,
+            Ok(None) => return Ok(()),
+            Err(why) => return self.refused(user.as_str(), why),
+        };
+        let existing = match read_authorized_keys(&ssh, local)? {
+            Ok(content) => content,
+            Err(why) => return self.refused(user.as_str(), why),
+        };
+        let Some(content) = rewrite(existing.as_deref(), keys) else {
+            return Ok(());
+        };
+        debug!("Updating keys for user {}.", user);
+        ssh.write_atomic(Path::new("authorized_keys"), &content, 0o600, Some((local.uid, local.gid)))
+            .map_err(|e| Error::Msg(format!("Could not update the authorized keys file for user {}. {}.", user, e)))
+    }
+
+    fn deprovision(&mut self, user: &Username, delete_account: bool, commands: &Commands, state: &mut SystemState) -> Result<()> {
+        info!("Removing user {}.", user);
+        let name = user.as_str();
+        let mut result = Ok(());
+        if let Some(local) = state.local_users.get(name).cloned() {
+            match open_ssh_dir(&local, false)? {
+                Ok(Some(ssh)) => match read_authorized_keys(&ssh, &local)? {
+                    Ok(Some(content)) => {
+                        let kept = remove_ours(&content);
+                        if kept != content {
+                            ssh.write_atomic(Path::new("authorized_keys"), &kept, 0o600, Some((local.uid, local.gid)))?;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(why) => self.refused(name, why)?,
+                },
+                Ok(None) => {}
+                Err(why) => self.refused(name, why)?,
+            }
+        }
+        let groups = parse_groups(&read_required(GROUP_PATH)?);
+        if groups.iter().any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == name)) {
+            if let Err(e) = run_template(&commands.gpasswd_remove, &[("user", name), ("group", SUDOERS_GROUP)], None) {
+                warn!("Could not remove user {} from {}. {}.", name, SUDOERS_GROUP, e);
+            }
+        }
+        if delete_account {
+            result = run_template(&commands.userdel, &[("user", name)], None)
+                .map(|()| info!("Removed user account {}.", name))
+                .map_err(|e| Error::Msg(format!("Could not remove user {}. {}.", name, e)));
+            state.local_users = parse_passwd(&read_required(PASSWD_PATH)?);
+        }
+        result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(text: &str) -> Config {
+        Config::parse(text, "test")
+    }
+
+    #[test]
+    fn shadow_defaults_stay_where_useradd_exists() {
+        let c = Commands::resolve(&config(""), |p| p != "adduser", true);
+        assert_eq!(c.useradd, "useradd -m -s /bin/bash -p * {user}");
+        assert_eq!(c.usermod, "usermod -G {groups} {user}");
+        assert!(c.unlock.is_empty());
+        assert_eq!(c.groups, ["adm", "dip", "docker", "lxd", "plugdev", "video"]);
+    }
+
+    #[test]
+    fn a_busybox_userland_switches_the_defaults_by_itself() {
+        let c = Commands::resolve(&config(""), |p| p == "adduser" || p == "addgroup", false);
+        assert_eq!(c.useradd, "adduser -D -s /bin/sh {user}");
+        assert_eq!(c.gpasswd_add, "addgroup {user} {group}");
+        assert_eq!(c.gpasswd_remove, "delgroup {user} {group}");
+        assert_eq!(c.unlock, "chpasswd -e");
+        assert!(c.usermod.is_empty());
+        let with_bash = Commands::resolve(&config(""), |p| p == "adduser", true);
+        assert_eq!(with_bash.useradd, "adduser -D -s /bin/bash {user}");
+    }
+
+    #[test]
+    fn configured_commands_are_kept_even_on_busybox() {
+        let c = Commands::resolve(&config("[Accounts]\nuseradd_cmd = myadd {user}\n"), |p| p == "adduser", false);
+        assert_eq!(c.useradd, "myadd {user}");
+        assert_eq!(c.groupadd, "addgroup {group}");
+    }
+
+    #[test]
+    fn no_bash_means_sh_in_the_default_useradd() {
+        let c = Commands::resolve(&config(""), |_| true, false);
+        assert_eq!(c.useradd, "useradd -m -s /bin/sh -p * {user}");
+    }
+
+    #[test]
+    fn group_file_lines_are_parsed() {
+        let g = parse_groups(b"root:x:0:\ngoogle-sudoers:x:1001:alice,bob\nbroken\n");
+        assert_eq!(g.len(), 2);
+        assert_eq!(g[1].members, ["alice", "bob"]);
+        assert!(g[0].members.is_empty());
+    }
+}
