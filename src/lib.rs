@@ -19,6 +19,7 @@ pub mod exec;
 pub mod fsutil;
 pub mod ini;
 pub mod mds;
+pub mod netlink;
 pub mod scripts;
 pub mod signals;
 pub mod timing;
