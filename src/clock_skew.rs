@@ -102,7 +102,7 @@ fn hwclock_to_system() -> Result<()> {
     } else {
         Err(Error::Command {
             program: program.display().to_string(),
-            detail: format!("exited {}: {}", out.outcome.return_code(), out.text()),
+            detail: format!("exited {}: {}", out.outcome.return_code(), out.text().replace('\n', " ")),
         })
     }
 }
@@ -139,7 +139,12 @@ impl Daemon for ClockSkew {
             return Ok(());
         };
         info!("Clock drift token has changed: {}.", token_text(&token));
-        self.sync()
+        // A failed sync is reported, not retried: the next token change tries again, as the
+        // original did (retrying would only repeat the same hardware error).
+        if let Err(e) = self.sync() {
+            error!("{}", e);
+        }
+        Ok(())
     }
 
     fn reload(&mut self, _config: &Config) {}

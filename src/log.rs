@@ -172,8 +172,10 @@ fn send_syslog(datagram: &str) {
 fn write_console(line: &str) {
     let Ok(mut guard) = CONSOLE.lock() else { return };
     if guard.is_none() {
+        // O_APPEND: harmless on a serial device, and keeps lines of several processes when
+        // the console is a plain file (a sandbox, a container).
         *guard = std::fs::OpenOptions::new()
-            .write(true)
+            .append(true)
             .custom_flags(libc::O_NOCTTY | libc::O_NONBLOCK)
             .open(CONSOLE_PATH)
             .ok();

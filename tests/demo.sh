@@ -36,6 +36,12 @@ ip addr add 169.254.169.254/32 dev lo
   --admin-socket "$DIR/admin.sock" --ready-file "$DIR/ready" >/dev/null &
 for _ in $(seq 200); do [ -e "$DIR/ready" ] && break; sleep 0.05; done
 export GCE_GUEST_TIME_SCALE=0.1
+# The system clock has no namespace: nothing here may set it. CAP_SYS_TIME is dropped for
+# everything in the sandbox, and a stand-in hwclock records what the clock-skew daemon asks.
+mkdir -p /run/demo-bin
+printf '#!/bin/sh\necho "hwclock $*" >> "$DIR/hwclock.calls"\n' > /run/demo-bin/hwclock
+chmod 755 /run/demo-bin/hwclock
+export PATH=/run/demo-bin:$PATH
 
 step() { printf '\n== %s\n' "$*"; }
 landed() { # runs an applet; says so when its issue has not landed yet (status 3)
@@ -66,10 +72,26 @@ exit 0
 INSIDE
 
 export BIN DIR METADATA
-unshare --mount --net --pid --uts --ipc --fork --kill-child --mount-proc bash "$DIR/inside.sh"
+unshare --mount --net --pid --uts --ipc --fork --kill-child --mount-proc \
+  setpriv --inh-caps=-sys_time --bounding-set=-sys_time -- bash "$DIR/inside.sh"
 
 printf '\n== what changed on the sandbox root\n'
 ( cd "$DIR/upper" && find . -mindepth 2 \( -type f -o -type l -o -type c \) | sed 's|^\./|   /|' | sort ) || true
 [ -n "$(cd "$DIR/upper" && find . -mindepth 2 -type f | head -1)" ] || echo "   (nothing)"
+printf '\n== accounts managed from metadata ssh-keys (/var/lib/google/google_users)\n'
+if [ -s "$DIR/upper/var/lib/google/google_users" ]; then
+  awk -F: 'NR == FNR { managed[$1] = 1; next } ($1 in managed) { printf "   %-8s uid %s  %s  %s\n", $1, $3, $6, $7 }' \
+    "$DIR/upper/var/lib/google/google_users" "$DIR/upper/etc/passwd"
+else
+  echo "   (none)"
+fi
+for f in "$DIR"/upper/home/*/.ssh/authorized_keys; do
+  [ -f "$f" ] || continue
+  printf '   %s:\n' "${f#"$DIR"/upper}"
+  cut -c1-100 "$f" | sed 's/^/      /'
+  break
+done
+printf '\n== clock-setting requests (answered by a stand-in; the host clock is never set)\n'
+if [ -s "$DIR/hwclock.calls" ]; then sed 's/^/   /' "$DIR/hwclock.calls"; else echo "   (none)"; fi
 printf '\n== serial console (what the programs logged)\n'
 if [ -s "$DIR/console" ]; then sed 's/^/   /' "$DIR/console"; else echo "   (nothing)"; fi
