@@ -111,6 +111,14 @@ fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
     headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
 }
 
+fn method_name(m: &minreq::Method) -> &'static str {
+    match m {
+        minreq::Method::Get => "GET",
+        minreq::Method::Put => "PUT",
+        _ => "request",
+    }
+}
+
 fn classify(e: minreq::Error) -> Error {
     match e {
         minreq::Error::IoError(io) => {
@@ -183,14 +191,20 @@ impl Client {
     /// Sends one request and checks the transport-level rules (flavor header, length,
     /// size). Any status comes back as a [`Reply`]; callers decide what it means.
     pub fn send(&self, method: minreq::Method, path_query: &str, body: Option<&[u8]>, timeout_secs: u64) -> Result<Reply> {
-        let mut req = minreq::Request::new(method, self.url(path_query))
+        let mut req = minreq::Request::new(method.clone(), self.url(path_query))
             .with_header("Metadata-Flavor", "Google")
             .with_timeout(timeout_secs.max(1))
             .with_follow_redirects(false);
         if let Some(b) = body {
             req = req.with_body(b.to_vec());
         }
-        let mut resp = req.send_lazy().map_err(classify)?;
+        debug!("{} {}", method_name(&method), path_query);
+        let mut resp = req.send_lazy().map_err(|e| {
+            let e = classify(e);
+            debug!("{} {}: {}", method_name(&method), path_query, e);
+            e
+        })?;
+        debug!("{} {}: HTTP {}", method_name(&method), path_query, resp.status_code);
         if header(&resp.headers, "Metadata-Flavor") != Some("Google") {
             return Err(failure(FailureKind::NoFlavor, format!("HTTP {} from {}", resp.status_code, self.base)));
         }

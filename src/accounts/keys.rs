@@ -346,7 +346,7 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
         .or_else(|| bytes.strip_suffix(b"="))
         .unwrap_or(bytes);
     let padding = bytes.len() - body.len();
-    if padding > 0 && bytes.len() % 4 != 0 {
+    if padding > 0 && !bytes.len().is_multiple_of(4) {
         return None;
     }
     if body.len() % 4 == 1 {

@@ -87,15 +87,17 @@ fn with_query(key: &str, fixed: &[&str], extra: &[String]) -> String {
 
 /// GETs with retries for `budget` seconds; returns the body, or `None` on 404.
 fn fetch(client: &Client, path_query: &str, budget: u64) -> crate::Result<Option<Vec<u8>>> {
-    Ok(fetch_reply(client, path_query, budget)?.map(|r| r.body))
+    Ok(fetch_reply(client, path_query, budget, scaled_secs(10))?.map(|r| r.body))
 }
 
-fn fetch_reply(client: &Client, path_query: &str, budget: u64) -> crate::Result<Option<mds::Reply>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(scaled_secs(budget));
+/// GETs, retrying transient failures for `budget` seconds; each request may take up to
+/// `request_secs` (a long-poll needs its `timeout_sec` and a margin).
+fn fetch_reply(client: &Client, path_query: &str, budget: u64, request_secs: u64) -> crate::Result<Option<mds::Reply>> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(scaled_secs(budget) + request_secs);
     let mut backoff = Backoff::default();
     loop {
         let left = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().max(1);
-        match client.get_raw(path_query, left.min(scaled_secs(10))) {
+        match client.get_raw(path_query, left.min(request_secs)) {
             Err(e) if mds::is_transient(&e) => {
                 let wait = backoff.next_wait();
                 if std::time::Instant::now() + wait >= deadline {
@@ -110,7 +112,7 @@ fn fetch_reply(client: &Client, path_query: &str, budget: u64) -> crate::Result<
 
 /// Reads the current ETag, then long-polls until it changes and returns the new body.
 fn wait_for_change(client: &Client, key: &str, query: &[&str], budget: u64) -> crate::Result<Option<Vec<u8>>> {
-    let Some(first) = fetch_reply(client, &with_query(key, query, &[]), budget)? else {
+    let Some(first) = fetch_reply(client, &with_query(key, query, &[]), budget, scaled_secs(10))? else {
         return Ok(None);
     };
     let mut etag = first.etag.unwrap_or_else(|| "0".into());
@@ -121,7 +123,7 @@ fn wait_for_change(client: &Client, key: &str, query: &[&str], budget: u64) -> c
             format!("last_etag={}", etag),
             format!("timeout_sec={}", timeout),
         ];
-        let Some(reply) = fetch_reply(client, &with_query(key, query, &extra), budget + timeout)? else {
+        let Some(reply) = fetch_reply(client, &with_query(key, query, &extra), budget, timeout + scaled_secs(10))? else {
             return Ok(None);
         };
         match reply.etag {

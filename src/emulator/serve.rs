@@ -166,8 +166,9 @@ fn spawn_connection<S: Conn>(shared: &Arc<Shared>, stream: S) {
 /// first, then whatever the client still sends is read away so the close does not turn
 /// into an RST that could destroy the answer.
 fn finish<S: Conn>(mut stream: S, resp: &Response, body_bytes: usize, sent: impl FnOnce()) {
-    let written = resp.write_to(&mut stream, body_bytes);
+    // Logged before the write, so a client holding its answer always finds the record done.
     sent();
+    let written = resp.write_to(&mut stream, body_bytes);
     if written.is_err() {
         return;
     }
