@@ -71,7 +71,7 @@ pub struct Spec {
 }
 
 /// Every daemon `google_guest_daemon` knows, in start order.
-pub static ALL: &[&Spec] = &[&crate::accounts::daemon::SPEC, &crate::clock_skew::SPEC];
+pub static ALL: &[&Spec] = &[&crate::accounts::daemon::SPEC, &crate::clock_skew::SPEC, &crate::network::SPEC];
 
 enum Msg {
     Document(Arc<JsonValue>),

@@ -20,6 +20,7 @@ pub mod fsutil;
 pub mod ini;
 pub mod mds;
 pub mod netlink;
+pub mod network;
 pub mod scripts;
 pub mod signals;
 pub mod timing;

@@ -32,3 +32,10 @@ pub(super) fn accounts_daemon(inv: &Invocation) -> i32 {
     }
     daemon::run_standalone(&crate::accounts::daemon::SPEC)
 }
+
+pub(super) fn network_daemon(inv: &Invocation) -> i32 {
+    if !no_arguments(inv) {
+        return EXIT_USAGE;
+    }
+    daemon::run_standalone(&crate::network::SPEC)
+}

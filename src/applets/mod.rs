@@ -111,7 +111,7 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_ip_forwarding_daemon",
-        run: not_landed,
+        run: daemons::network_daemon,
         logger: "google-ip-forwarding",
         output: Output::System,
         summary: "keep local routes for forwarded and alias IPs",
@@ -144,7 +144,7 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_network_daemon",
-        run: not_landed,
+        run: daemons::network_daemon,
         logger: "google-networking",
         output: Output::System,
         summary: "alias of google_ip_forwarding_daemon (the 2.8 name)",

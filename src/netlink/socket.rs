@@ -14,9 +14,11 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use super::wire::{self, classify, DecodeError, Header, Messages, Reply, NLM_F_DUMP_INTR};
 
-/// Receive buffer size: what the kernel's netlink documentation recommends for dumps. A
-/// larger datagram is measured first (`MSG_PEEK|MSG_TRUNC`) and the buffer grown.
-pub const RECV_BUFFER: usize = 32 * 1024;
+/// Receive buffer size: twice the 32 KiB the kernel's netlink documentation recommends for
+/// dumps (the kernel never builds a dump datagram larger than 32 KiB, and acks are small),
+/// so datagrams are read in one call each, without measuring them first. A datagram that
+/// did not fit anyway is reported (`MSG_TRUNC`), never used cut short.
+pub const RECV_BUFFER: usize = 64 * 1024;
 /// How long a reply may take before the request fails (the kernel answers at once).
 pub const REPLY_TIMEOUT_SECS: i64 = 5;
 
@@ -141,7 +143,7 @@ impl RouteSocket {
         socket.set_option(SOL_NETLINK, NETLINK_EXT_ACK, 1);
         socket.set_option(SOL_NETLINK, NETLINK_GET_STRICT_CHK, 1);
         let timeout = libc::timeval {
-            tv_sec: REPLY_TIMEOUT_SECS as libc::time_t,
+            tv_sec: REPLY_TIMEOUT_SECS as _,
             tv_usec: 0,
         };
         // SAFETY: the pointer and length describe `timeout`, alive for the call.
@@ -251,34 +253,19 @@ impl Transport for RouteSocket {
     }
 
     fn recv(&mut self, buf: &mut Vec<u8>) -> io::Result<u32> {
+        buf.clear();
+        buf.reserve(RECV_BUFFER);
+        let room = buf.capacity();
         loop {
-            // Measure the next datagram first, so it is never cut short.
-            // SAFETY: a zero-length receive with MSG_PEEK|MSG_TRUNC writes no memory.
-            let size = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    std::ptr::null_mut(),
-                    0,
-                    libc::MSG_PEEK | libc::MSG_TRUNC,
-                )
-            };
-            if size < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
-            buf.resize((size as usize).max(RECV_BUFFER), 0);
             let mut sender = zeroed_address();
             let mut sender_len = ADDRESS_LEN;
-            // SAFETY: the pointers and lengths describe `buf`, `sender` and `sender_len`,
-            // all alive and exclusively ours for the call.
+            // SAFETY: `buf` owns `room` bytes of (spare) capacity starting at its pointer;
+            // `sender` and `sender_len` are ours; all stay alive for the call.
             let got = unsafe {
                 libc::recvfrom(
                     self.fd.as_raw_fd(),
                     buf.as_mut_ptr().cast(),
-                    buf.len(),
+                    room,
                     libc::MSG_TRUNC,
                     (&mut sender as *mut libc::sockaddr_nl).cast(),
                     &mut sender_len,
@@ -291,13 +278,15 @@ impl Transport for RouteSocket {
                 }
                 return Err(e);
             }
-            if got as usize > buf.len() {
+            // With MSG_TRUNC the result is the datagram's full length, even if cut.
+            if got as usize > room {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
-                    "netlink datagram truncated",
+                    "netlink datagram larger than the receive buffer",
                 ));
             }
-            buf.truncate(got as usize);
+            // SAFETY: the kernel wrote the first `got` (<= capacity) bytes of the buffer.
+            unsafe { buf.set_len(got as usize) };
             return Ok(sender.nl_pid);
         }
     }
