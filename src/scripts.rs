@@ -3,9 +3,18 @@
 //! 0700 directory, run as `<default_shell> -c <path>` (so a shebang works), its merged
 //! output logged line by line as `<key>: <line>` and then `<key>: Return code <n>.`.
 //!
+//! Scripts inherit the runner's working directory and environment (as in Python); output
+//! lines longer than a log line are logged in pieces; a script ended by a signal shows a
+//! negative return code (as Python's `Popen.wait()` gave it).
+//!
 //! URL scripts come from Cloud Storage with the instance's service-account token (falling
-//! back to an anonymous request) or from any other http(s) address; HTTPS is built in with
-//! the `tls` feature, otherwise handed to the image's `curl` or `wget`.
+//! back to an anonymous request when the storage refuses the token, redirects included:
+//! the token never follows a redirect) or from any other http(s) address. Transient
+//! failures are tried three times with backoff, each attempt bounded. HTTPS is built in
+//! with the `tls` feature (rustls with compiled-in roots, so no CA bundle is needed),
+//! otherwise handed to the image's `curl` or GNU `wget` (busybox wget checks no
+//! certificates and is refused), with the token in a 0600 file rather than on a command
+//! line.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -19,10 +28,21 @@ use crate::timing::{scaled, scaled_secs, Backoff};
 
 /// Test-only: replaces `https://storage.googleapis.com` (for a local server in tests).
 pub const STORAGE_ENDPOINT_ENV: &str = "GCE_GUEST_STORAGE_ENDPOINT";
+/// Test-only: `external` sends `https://` downloads to `curl` or `wget` even in a build
+/// with built-in TLS, so tests exercise the path a build without the `tls` feature takes.
+/// A run where it is in effect says so in an INFO line.
+pub const HTTPS_VIA_ENV: &str = "GCE_GUEST_HTTPS_VIA";
 const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 const DOWNLOAD_TRIES: u32 = 3;
+/// Seconds one download attempt may take in all (scaled).
 const DOWNLOAD_TIMEOUT_SEC: u64 = 60;
+const MAX_REDIRECTS: usize = 5;
 const MAX_SCRIPT: u64 = 64 << 20;
+/// How long shutdown waits for the metadata server (scaled); startup uses `network_wait_s`.
+const SHUTDOWN_METADATA_WAIT_SEC: u64 = 20;
+/// The longest piece of an output line one log record carries (the log line limit is
+/// 8192 bytes, key and level included).
+const LOG_PIECE: usize = 8000;
 
 /// Which scripts to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,9 +60,9 @@ impl ScriptType {
         }
     }
 
-    /// Parses `startup` or `shutdown`.
+    /// Parses `startup` or `shutdown`, in any case (as Python compared them).
     pub fn parse(s: &str) -> Option<ScriptType> {
-        match s {
+        match s.to_ascii_lowercase().as_str() {
             "startup" => Some(ScriptType::Startup),
             "shutdown" => Some(ScriptType::Shutdown),
             _ => None,
@@ -85,13 +105,19 @@ pub fn scripts_in(doc: &JsonValue, kind: ScriptType) -> Vec<Script> {
         let text_key = format!("{}-script", kind.name());
         if let Some(url) = mds::lookup_str(doc, &format!("{}/attributes/{}", scope, url_key)) {
             if !url.trim().is_empty() {
-                found.push(Script { key: url_key, source: Source::Url(url.trim().to_string()) });
+                found.push(Script {
+                    key: url_key,
+                    source: Source::Url(url.trim().to_string()),
+                });
             }
         }
         if let Some(text) = mds::lookup_str(doc, &format!("{}/attributes/{}", scope, text_key)) {
             let text = text.trim_start();
             if !text.is_empty() {
-                found.push(Script { key: text_key, source: Source::Inline(text.to_string()) });
+                found.push(Script {
+                    key: text_key,
+                    source: Source::Inline(text.to_string()),
+                });
             }
         }
         found
@@ -120,11 +146,21 @@ pub fn resolve_url(url: &str, storage_endpoint: &str) -> std::result::Result<Dow
         return Err("it contains white space".into());
     }
     let storage = |bucket_and_object: &str| -> std::result::Result<Download, String> {
-        let (bucket, object) = bucket_and_object.split_once('/').unwrap_or((bucket_and_object, ""));
+        let (bucket, object) = bucket_and_object
+            .split_once('/')
+            .unwrap_or((bucket_and_object, ""));
         if bucket.is_empty() || object.is_empty() {
             return Err("it names no bucket and object".into());
         }
-        Ok(Download { url: format!("{}/{}/{}", storage_endpoint.trim_end_matches('/'), bucket, object), storage: true })
+        Ok(Download {
+            url: format!(
+                "{}/{}/{}",
+                storage_endpoint.trim_end_matches('/'),
+                bucket,
+                object
+            ),
+            storage: true,
+        })
     };
     if let Some(rest) = url.strip_prefix("gs://") {
         return storage(rest);
@@ -140,147 +176,421 @@ pub fn resolve_url(url: &str, storage_endpoint: &str) -> std::result::Result<Dow
         return Err("it names no host".into());
     }
     match host {
-        "storage.googleapis.com" | "storage.cloud.google.com" | "commondatastorage.googleapis.com" => storage(path),
+        "storage.googleapis.com"
+        | "storage.cloud.google.com"
+        | "commondatastorage.googleapis.com" => storage(path),
         _ => match host.strip_suffix(".storage.googleapis.com") {
             Some(bucket) if !bucket.is_empty() => storage(&format!("{}/{}", bucket, path)),
-            _ => Ok(Download { url: url.to_string(), storage: false }),
+            _ => Ok(Download {
+                url: url.to_string(),
+                storage: false,
+            }),
         },
     }
 }
 
 fn storage_endpoint() -> String {
-    std::env::var(STORAGE_ENDPOINT_ENV).ok().filter(|s| !s.is_empty()).unwrap_or_else(|| STORAGE_ENDPOINT.into())
+    std::env::var(STORAGE_ENDPOINT_ENV)
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| STORAGE_ENDPOINT.into())
 }
 
-/// The service account's access token, if the metadata server gives one.
+/// Whether `https://` addresses go to `curl` or `wget`: always without the `tls` feature;
+/// with it only when the test-only [`HTTPS_VIA_ENV`] says `external`.
+fn https_external() -> bool {
+    !cfg!(feature = "tls") || std::env::var(HTTPS_VIA_ENV).is_ok_and(|v| v == "external")
+}
+
+/// Whether `token` can go into a header (and a curl or wget configuration line) as is.
+fn token_is_clean(token: &str) -> bool {
+    !token.is_empty()
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+}
+
+/// The service account's access token, if the metadata server gives a usable one.
 fn access_token(client: &Client) -> Option<String> {
-    let json = client.get_raw("instance/service-accounts/default/token", scaled_secs(10)).ok()??;
-    let text = String::from_utf8(json.body).ok()?;
-    mds::lookup_str(&mds::parse_json(&text).ok()?, "access_token").map(str::to_string)
+    let reply = client
+        .get_raw("instance/service-accounts/default/token", scaled_secs(10))
+        .ok()??;
+    let text = String::from_utf8(reply.body).ok()?;
+    let token = mds::lookup_str(&mds::parse_json(&text).ok()?, "access_token")?.to_string();
+    if !token_is_clean(&token) {
+        warn!("The service account's access token has characters a header cannot carry; not using it.");
+        return None;
+    }
+    Some(token)
 }
 
-/// What a single fetch attempt ended with.
-enum Fetched {
+/// What one fetch attempt ended with.
+#[derive(Debug)]
+enum Attempt {
     Body(Vec<u8>),
-    /// An HTTP status that retrying will not fix (404, 403, ...).
+    /// An HTTP status that retrying will not change (3xx not followed, 4xx but 429).
     Refused(u16),
+    /// Worth another try: no connection, a timeout, 429 or 5xx.
+    Transient(String),
+    /// Will not get better by retrying: a certificate not trusted, no way to fetch, too big.
+    Failed(String),
 }
 
-fn fetch_builtin(url: &str, token: Option<&str>) -> Result<Fetched> {
-    let mut req = minreq::get(url).with_timeout(scaled_secs(DOWNLOAD_TIMEOUT_SEC)).with_max_redirects(5);
-    if let Some(t) = token {
-        req = req.with_header("Authorization", format!("Bearer {}", t));
-    }
-    let resp = req.send().map_err(|e| Error::Msg(format!("cannot fetch {}: {}", url, e)))?;
-    match resp.status_code {
-        200..=299 => Ok(Fetched::Body(resp.into_bytes())),
-        code @ (500..=599 | 429) => Err(Error::Msg(format!("{} answered HTTP {}", url, code))),
-        code => Ok(Fetched::Refused(code)),
+fn status_attempt(url: &str, code: u16) -> Attempt {
+    match code {
+        429 | 500..=599 => Attempt::Transient(format!("{} answered HTTP {}", url, code)),
+        code => Attempt::Refused(code),
     }
 }
 
-/// HTTPS without built-in TLS: `curl`, else `wget`, writing to `out`.
-fn fetch_external(url: &str, token: Option<&str>, out: &Path) -> Result<Fetched> {
-    let timeout = scaled_secs(DOWNLOAD_TIMEOUT_SEC).to_string();
-    let auth = token.map(|t| format!("Authorization: Bearer {}", t));
-    let mut cmd = if let Some(curl) = crate::exec::find_program("curl") {
-        let mut c = std::process::Command::new(curl);
-        c.args(["-sSfL", "--max-time", &timeout, "-o"]).arg(out);
-        if let Some(h) = &auth {
-            c.args(["-H", h]);
-        }
-        c.arg("--").arg(url);
-        c
-    } else if let Some(wget) = crate::exec::find_program("wget") {
-        let mut c = std::process::Command::new(wget);
-        c.args(["-q", "-T", &timeout, "-O"]).arg(out);
-        if let Some(h) = &auth {
-            c.arg(format!("--header={}", h));
-        }
-        c.arg(url);
-        c
-    } else {
-        return Err(Error::Msg(format!(
-            "cannot fetch {}: this build has no built-in TLS and the image has neither curl nor wget",
-            url
-        )));
+fn too_large(url: &str) -> Attempt {
+    Attempt::Failed(format!("{} is larger than {} MiB", url, MAX_SCRIPT >> 20))
+}
+
+fn fetch_builtin(url: &str, token: Option<&str>) -> Attempt {
+    use std::io::Read;
+    let req = minreq::get(url).with_timeout(scaled_secs(DOWNLOAD_TIMEOUT_SEC));
+    let req = match token {
+        // The token is for Cloud Storage alone: a redirect elsewhere must not carry it.
+        Some(t) => req
+            .with_header("Authorization", format!("Bearer {}", t))
+            .with_follow_redirects(false),
+        None => req.with_max_redirects(MAX_REDIRECTS),
     };
-    cmd.env_remove("http_proxy");
-    let res = crate::exec::run(cmd, scaled(Duration::from_secs(DOWNLOAD_TIMEOUT_SEC + 10)))?;
-    if res.outcome.success() {
-        let body = std::fs::read(out).map_err(|e| Error::io("read", out, e))?;
-        Ok(Fetched::Body(body))
-    } else if res.text().contains("404") {
-        Ok(Fetched::Refused(404))
+    let mut resp = match req.send_lazy() {
+        Ok(resp) => resp,
+        Err(minreq::Error::HttpsFeatureNotEnabled) => {
+            return Attempt::Failed(format!(
+                "{} leads to an https:// address and this build has no built-in TLS",
+                url
+            ))
+        }
+        Err(e) => {
+            let text = e.to_string();
+            if text.to_ascii_lowercase().contains("certificate") {
+                return Attempt::Failed(format!(
+                    "the TLS certificate of {} is not trusted: {}",
+                    url, text
+                ));
+            }
+            return Attempt::Transient(format!("cannot fetch {}: {}", url, text));
+        }
+    };
+    if !(200..=299).contains(&resp.status_code) {
+        return status_attempt(url, resp.status_code);
+    }
+    let mut body = Vec::new();
+    if let Err(e) = (&mut resp).take(MAX_SCRIPT + 1).read_to_end(&mut body) {
+        return Attempt::Transient(format!("cannot fetch {}: {}", url, e));
+    }
+    if body.len() as u64 > MAX_SCRIPT {
+        return too_large(url);
+    }
+    Attempt::Body(body)
+}
+
+/// Writes `text` to a new file only root can read (in the 0700 run directory anyway).
+fn write_private(path: &Path, text: &str) -> std::result::Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .map_err(|e| format!("cannot write {}: {}", path.display(), e))
+}
+
+/// HTTPS without built-in TLS: `curl`, else GNU `wget` (busybox's does not check
+/// certificates). The token travels in a 0600 configuration file in the run directory,
+/// never on a command line other users can read in /proc.
+fn fetch_external(url: &str, token: Option<&str>, scratch: &Path) -> Attempt {
+    let out = scratch.join(".download");
+    let conf = scratch.join(".fetch.conf");
+    let _ = std::fs::remove_file(&out);
+    let result = if let Some(curl) = crate::exec::find_program("curl") {
+        fetch_curl(&curl, url, token, &out, &conf)
     } else {
-        Err(Error::Msg(format!("cannot fetch {}: {}", url, res.text())))
+        match crate::exec::find_program("wget") {
+            Some(wget) if is_gnu_wget(&wget) => fetch_wget(&wget, url, token, &out, &conf),
+            Some(wget) => Attempt::Failed(format!(
+                "cannot fetch {}: this build has no built-in TLS, the image has no curl, and {} is not GNU wget \
+                 (busybox wget does not check TLS certificates)",
+                url,
+                wget.display()
+            )),
+            None => Attempt::Failed(format!(
+                "cannot fetch {}: this build has no built-in TLS and the image has neither curl nor wget",
+                url
+            )),
+        }
+    };
+    let _ = std::fs::remove_file(&out);
+    let _ = std::fs::remove_file(&conf);
+    result
+}
+
+fn read_download(url: &str, out: &Path) -> Attempt {
+    match std::fs::metadata(out) {
+        Ok(m) if m.len() > MAX_SCRIPT => too_large(url),
+        _ => match std::fs::read(out) {
+            Ok(body) => Attempt::Body(body),
+            // curl writes no file for an empty body.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Attempt::Body(Vec::new()),
+            Err(e) => Attempt::Failed(format!("cannot read {}: {}", out.display(), e)),
+        },
     }
 }
 
-fn fetch_once(url: &str, token: Option<&str>, scratch: &Path) -> Result<Fetched> {
-    if url.starts_with("https://") && !cfg!(feature = "tls") {
+/// The external program's whole run may last the download timeout and a little more.
+fn external_deadline() -> Duration {
+    scaled(Duration::from_secs(DOWNLOAD_TIMEOUT_SEC + 10))
+}
+
+const CURL_STATUS_MARK: &str = "gce-guest-http-status:";
+
+fn fetch_curl(curl: &Path, url: &str, token: Option<&str>, out: &Path, conf: &Path) -> Attempt {
+    let timeout = scaled_secs(DOWNLOAD_TIMEOUT_SEC).to_string();
+    let mut cmd = std::process::Command::new(curl);
+    cmd.args([
+        "-sS",
+        "--proto",
+        "=http,https",
+        "--max-time",
+        &timeout,
+        "-o",
+    ])
+    .arg(out);
+    cmd.args(["-w", &format!("\n{}%{{http_code}}\n", CURL_STATUS_MARK)]);
+    match token {
+        Some(t) => {
+            if let Err(e) =
+                write_private(conf, &format!("header = \"Authorization: Bearer {}\"\n", t))
+            {
+                return Attempt::Failed(e);
+            }
+            cmd.arg("-K").arg(conf);
+        }
+        None => {
+            cmd.args(["-L", "--max-redirs", &MAX_REDIRECTS.to_string()]);
+        }
+    }
+    cmd.arg(url);
+    let res = match crate::exec::run(cmd, external_deadline()) {
+        Ok(res) => res,
+        Err(e) => return Attempt::Failed(format!("cannot run curl: {}", e)),
+    };
+    let text = res.text();
+    let status = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix(CURL_STATUS_MARK)?.parse::<u16>().ok());
+    let said: String = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.contains(CURL_STATUS_MARK))
+        .collect::<Vec<_>>()
+        .join(" ");
+    if res.outcome.timed_out {
+        return Attempt::Transient(format!("cannot fetch {}: curl ran out of time", url));
+    }
+    match (res.outcome.code, status) {
+        (Some(0), Some(200..=299)) => read_download(url, out),
+        (Some(0), Some(code)) if code != 0 => status_attempt(url, code),
+        // Certificate problems: 51, 58, 60, 77, 83, 90, 91.
+        (Some(51 | 58 | 60 | 77 | 83 | 90 | 91), _) => Attempt::Failed(format!(
+            "the TLS certificate of {} is not trusted: {}",
+            url, said
+        )),
+        (Some(1..=3), _) => Attempt::Failed(format!("cannot fetch {}: {}", url, said)),
+        _ => Attempt::Transient(format!("cannot fetch {}: {}", url, said)),
+    }
+}
+
+fn is_gnu_wget(wget: &Path) -> bool {
+    let mut cmd = std::process::Command::new(wget);
+    cmd.arg("--version");
+    crate::exec::run(cmd, Duration::from_secs(10)).is_ok_and(|r| r.text().contains("GNU Wget"))
+}
+
+/// The settings wget would have read (system wgetrc, then `$WGETRC` or `~/.wgetrc`), for a
+/// `--config` file that adds the token header.
+fn wget_settings() -> String {
+    let mut text = String::new();
+    let user = std::env::var_os("WGETRC")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".wgetrc")));
+    for path in [Some(PathBuf::from("/etc/wgetrc")), user]
+        .into_iter()
+        .flatten()
+    {
+        if let Ok(t) = std::fs::read_to_string(&path) {
+            text.push_str(&t);
+            text.push('\n');
+        }
+    }
+    text
+}
+
+fn fetch_wget(wget: &Path, url: &str, token: Option<&str>, out: &Path, conf: &Path) -> Attempt {
+    let timeout = scaled_secs(DOWNLOAD_TIMEOUT_SEC).to_string();
+    let mut cmd = std::process::Command::new(wget);
+    cmd.args(["-S", "-t", "1", "-T", &timeout, "-O"]).arg(out);
+    match token {
+        Some(t) => {
+            let settings = format!("{}header = Authorization: Bearer {}\n", wget_settings(), t);
+            if let Err(e) = write_private(conf, &settings) {
+                return Attempt::Failed(e);
+            }
+            cmd.arg(format!("--config={}", conf.display()))
+                .arg("--max-redirect=0");
+        }
+        None => {
+            cmd.arg(format!("--max-redirect={}", MAX_REDIRECTS));
+        }
+    }
+    cmd.arg(url);
+    let res = match crate::exec::run(cmd, external_deadline()) {
+        Ok(res) => res,
+        Err(e) => return Attempt::Failed(format!("cannot run wget: {}", e)),
+    };
+    let text = res.text();
+    let status = text.lines().rev().find_map(|l| {
+        l.trim_start()
+            .strip_prefix("HTTP/")?
+            .split_whitespace()
+            .nth(1)?
+            .parse::<u16>()
+            .ok()
+    });
+    let said = text.lines().last().unwrap_or_default().trim().to_string();
+    if res.outcome.timed_out {
+        return Attempt::Transient(format!("cannot fetch {}: wget ran out of time", url));
+    }
+    match (res.outcome.code, status) {
+        (Some(0), _) => read_download(url, out),
+        (Some(8), Some(code)) if !(200..=299).contains(&code) => status_attempt(url, code),
+        (Some(5), _) => Attempt::Failed(format!(
+            "the TLS certificate of {} is not trusted: {}",
+            url, said
+        )),
+        (Some(1 | 2), _) => Attempt::Failed(format!("cannot fetch {}: {}", url, said)),
+        _ => Attempt::Transient(format!("cannot fetch {}: {}", url, said)),
+    }
+}
+
+fn fetch_once(url: &str, token: Option<&str>, scratch: &Path) -> Attempt {
+    if url.starts_with("https://") && https_external() {
         fetch_external(url, token, scratch)
     } else {
         fetch_builtin(url, token)
     }
 }
 
-/// Downloads a script: storage objects with the token first, then anonymously; three
-/// tries with backoff against transient failures.
-fn download(client: &Client, url: &str, scratch: &Path) -> Result<Vec<u8>> {
-    let target = resolve_url(url, &storage_endpoint()).map_err(|why| Error::Msg(format!("cannot use URL {:?}: {}", url, why)))?;
-    let token = if target.storage { access_token(client) } else { None };
-    let mut tokens: Vec<Option<&str>> = vec![token.as_deref()];
-    if token.is_some() {
-        tokens.push(None);
+/// Downloads a script. Cloud Storage objects are asked for with the service account's
+/// token; if the storage answers that request with a refusal (any 3xx or 4xx but 429),
+/// once more anonymously. Transient failures are tried three times in all, with backoff.
+fn download(client: &Client, url: &str, scratch: &Path) -> std::result::Result<Vec<u8>, String> {
+    let target = resolve_url(url, &storage_endpoint())
+        .map_err(|why| format!("cannot use URL {:?}: {}", url, why))?;
+    if target.url.starts_with("https://") && cfg!(feature = "tls") && https_external() {
+        info!(
+            "HTTPS through curl or wget ({}=external, a test setting).",
+            HTTPS_VIA_ENV
+        );
     }
-    let mut last = Error::Msg(format!("cannot fetch {}", url));
-    for token in tokens {
-        let mut backoff = Backoff::default();
-        for attempt in 1..=DOWNLOAD_TRIES {
-            match fetch_once(&target.url, token, scratch) {
-                Ok(Fetched::Body(body)) if body.len() as u64 <= MAX_SCRIPT => return Ok(body),
-                Ok(Fetched::Body(_)) => return Err(Error::Msg(format!("{} is larger than 64 MiB", url))),
-                Ok(Fetched::Refused(code)) => {
-                    last = Error::Msg(format!("{} answered HTTP {}", target.url, code));
-                    break;
+    let mut token = None;
+    if target.storage {
+        token = access_token(client);
+        if token.is_none() {
+            info!("Authentication token not found. Attempting unauthenticated download.");
+        }
+    }
+    let mut refused_with_token = None;
+    let mut failures = 0;
+    let mut backoff = Backoff::default();
+    loop {
+        match fetch_once(&target.url, token.as_deref(), scratch) {
+            Attempt::Body(body) => return Ok(body),
+            Attempt::Refused(code) if token.is_some() => {
+                info!(
+                    "{} answered HTTP {} to the service account's token; trying without it.",
+                    target.url, code
+                );
+                refused_with_token = Some(code);
+                token = None;
+            }
+            Attempt::Refused(code) => {
+                return Err(match refused_with_token {
+                    Some(first) => format!(
+                        "{} answered HTTP {} with the service account's token and HTTP {} without",
+                        target.url, first, code
+                    ),
+                    None => format!("{} answered HTTP {}", target.url, code),
+                })
+            }
+            Attempt::Failed(why) => return Err(why),
+            Attempt::Transient(why) => {
+                failures += 1;
+                if failures >= DOWNLOAD_TRIES {
+                    return Err(format!("{} ({} tries)", why, failures));
                 }
-                Err(e) => {
-                    last = e;
-                    if attempt < DOWNLOAD_TRIES {
-                        std::thread::sleep(backoff.next_wait());
-                    }
-                }
+                let wait = backoff.next_wait();
+                debug!("{}; trying again in {:?}", why, wait);
+                std::thread::sleep(wait);
             }
         }
     }
-    Err(last)
 }
 
-/// A fresh 0700 directory under `base` for one run's scripts.
-fn make_run_dir(base: &Path, kind: ScriptType) -> Result<PathBuf> {
+/// A fresh 0700 directory in `base`.
+fn make_dir_in(base: &Path, kind: ScriptType) -> Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
     for _ in 0..16 {
-        let dir = base.join(format!("{}-scripts.{:08x}", kind.name(), crate::timing::random_u64() as u32));
+        let dir = base.join(format!(
+            "{}-scripts.{:08x}",
+            kind.name(),
+            crate::timing::random_u64() as u32
+        ));
         match std::fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => return Ok(dir),
             Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(Error::io("create", &dir, e)),
         }
     }
-    Err(Error::Msg(format!("cannot create a directory in {}", base.display())))
+    Err(Error::Msg(format!(
+        "cannot create a directory in {}",
+        base.display()
+    )))
 }
 
-/// The base directory: `run_dir` when set (created if missing), else `/run`, else `/tmp`.
-fn choose_base(run_dir: &str) -> PathBuf {
-    if !run_dir.trim().is_empty() {
-        let dir = PathBuf::from(run_dir.trim());
-        if dir.is_dir() || std::fs::create_dir_all(&dir).is_ok() {
-            return dir;
+/// The fresh 0700 directory for this run's scripts: in `run_dir` when it is set (created
+/// if missing), else — or when that fails — in `/run`, else in `/tmp`.
+fn make_run_dir(run_dir: &str, kind: ScriptType) -> Result<PathBuf> {
+    let configured = run_dir.trim();
+    if !configured.is_empty() {
+        let base = Path::new(configured);
+        let made = std::fs::create_dir_all(base)
+            .map_err(|e| Error::io("create", base, e))
+            .and_then(|()| make_dir_in(base, kind));
+        match made {
+            Ok(dir) => return Ok(dir),
+            Err(e) => warn!(
+                "Cannot use run_dir {}: {}; using the default.",
+                configured, e
+            ),
         }
-        warn!("run_dir {} cannot be created; using the default.", dir.display());
     }
-    ["/run", "/tmp"].iter().map(PathBuf::from).find(|p| p.is_dir()).unwrap_or_else(|| PathBuf::from("/tmp"))
+    let mut last = Error::Msg("neither /run nor /tmp is a directory".into());
+    for base in ["/run", "/tmp"].map(Path::new) {
+        if base.is_dir() {
+            match make_dir_in(base, kind) {
+                Ok(dir) => return Ok(dir),
+                Err(e) => last = e,
+            }
+        }
+    }
+    Err(last)
 }
 
 /// The shell scripts run under: the configured one if it exists, else bash, else sh.
@@ -291,7 +601,10 @@ fn choose_shell(configured: &str) -> PathBuf {
             return PathBuf::from(configured);
         }
         if configured != "/bin/bash" {
-            warn!("default_shell {} does not exist; using /bin/sh.", configured);
+            warn!(
+                "default_shell {} does not exist; using /bin/sh.",
+                configured
+            );
         }
     }
     if Path::new("/bin/bash").is_file() {
@@ -303,12 +616,37 @@ fn choose_shell(configured: &str) -> PathBuf {
 
 /// Makes a script's output line fit a log line (invalid UTF-8 replaced, NULs shown).
 fn printable(line: &[u8]) -> String {
-    String::from_utf8_lossy(line).replace('\0', "\\0").trim_end_matches('\r').to_string()
+    String::from_utf8_lossy(line)
+        .replace('\0', "\\0")
+        .trim_end_matches('\r')
+        .to_string()
+}
+
+/// Cuts `text` into pieces of at most `max` bytes on character boundaries, so a long line
+/// is logged whole in several records rather than cut off at the log line's limit.
+fn pieces(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = rest.len().min(max);
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// What `<key>: Return code <n>.` shows: the exit code, or minus the signal that ended the
+/// script (as Python's `Popen.wait()` gave it).
+fn return_code(outcome: &crate::exec::Outcome) -> i32 {
+    outcome.code.or(outcome.signal.map(|s| -s)).unwrap_or(-1)
 }
 
 fn run_one(shell: &Path, dir: &Path, script: &Script, body: &[u8]) -> Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
     use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let path = dir.join(&script.key);
     let mut file = std::fs::OpenOptions::new()
         .write(true)
@@ -316,52 +654,77 @@ fn run_one(shell: &Path, dir: &Path, script: &Script, body: &[u8]) -> Result<()>
         .mode(0o700)
         .open(&path)
         .map_err(|e| Error::io("create", &path, e))?;
-    file.write_all(body).map_err(|e| Error::io("write", &path, e))?;
+    file.write_all(body)
+        .map_err(|e| Error::io("write", &path, e))?;
+    // Executable whatever the umask.
+    file.set_permissions(std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| Error::io("chmod", &path, e))?;
     drop(file);
+    // The working directory and environment are the runner's, as they were in Python.
     let mut cmd = std::process::Command::new(shell);
-    cmd.arg("-c").arg(&path).current_dir(dir);
+    cmd.arg("-c").arg(&path);
     let key = script.key.as_str();
     let outcome = crate::exec::run_streaming(cmd, None, |line| {
-        let text = printable(line);
-        if !text.trim().is_empty() {
-            info!("{}: {}", key, text);
+        for piece in pieces(&printable(line), LOG_PIECE) {
+            info!("{}: {}", key, piece);
         }
     })?;
-    info!("{}: Return code {}.", key, outcome.return_code());
+    info!("{}: Return code {}.", key, return_code(&outcome));
     Ok(())
 }
 
-/// Runs the scripts of `kind`. Problems are logged; the runner always finishes.
+/// Runs the scripts of `kind`. Problems are logged; the runner always finishes, with a
+/// line giving the elapsed time (so a shutdown cut off by the platform shows).
 pub fn run(kind: ScriptType, config: &Config) {
     let started = Instant::now();
     info!("Starting {} scripts.", kind.name());
+    run_all(kind, config);
+    info!(
+        "Finished running {} scripts in {:.1} s.",
+        kind.name(),
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn run_all(kind: ScriptType, config: &Config) {
     let client = Client::from_env();
     let budget = match kind {
-        ScriptType::Startup => Duration::from_secs(config.get_u64("InstanceSetup", "network_wait_s")),
-        ScriptType::Shutdown => Duration::from_secs(20),
+        ScriptType::Startup => {
+            Duration::from_secs(config.get_u64("InstanceSetup", "network_wait_s"))
+        }
+        ScriptType::Shutdown => Duration::from_secs(SHUTDOWN_METADATA_WAIT_SEC),
     };
     let doc = match client.get_json_retrying("", budget) {
         Ok(Some(doc)) => doc,
         Ok(None) => {
-            error!("The metadata server has no document; no {} scripts run.", kind.name());
+            error!(
+                "The metadata server has no document; no {} scripts run.",
+                kind.name()
+            );
             return;
         }
         Err(e) => {
-            error!("Cannot read metadata ({}); giving up on {} scripts after {} s.", e, kind.name(), budget.as_secs());
+            error!(
+                "Cannot read metadata ({}); giving up on {} scripts after {:.0} s.",
+                e,
+                kind.name(),
+                scaled(budget).as_secs_f64()
+            );
             return;
         }
     };
     let scripts = scripts_in(&doc, kind);
     if scripts.is_empty() {
         info!("No {} scripts found in metadata.", kind.name());
-        info!("Finished running {} scripts.", kind.name());
         return;
     }
-    let base = choose_base(&config.get_str("MetadataScripts", "run_dir"));
-    let dir = match make_run_dir(&base, kind) {
+    for script in &scripts {
+        info!("Found {} in metadata.", script.key);
+    }
+    let dir = match make_run_dir(&config.get_str("MetadataScripts", "run_dir"), kind) {
         Ok(d) => d,
         Err(e) => {
-            error!("{}", e);
+            error!("No directory to run {} scripts in: {}", kind.name(), e);
             return;
         }
     };
@@ -371,7 +734,7 @@ pub fn run(kind: ScriptType, config: &Config) {
             Source::Inline(text) => text.clone().into_bytes(),
             Source::Url(url) => {
                 info!("Downloading {} from {}.", script.key, url);
-                match download(&client, url, &dir.join(format!(".{}.download", script.key))) {
+                match download(&client, url, &dir) {
                     Ok(body) => body,
                     Err(e) => {
                         warn!("Failed to download {}: {}.", script.key, e);
@@ -387,7 +750,6 @@ pub fn run(kind: ScriptType, config: &Config) {
     if let Err(e) = std::fs::remove_dir_all(&dir) {
         warn!("Cannot remove {}: {}.", dir.display(), e);
     }
-    info!("Finished running {} scripts in {:.1} s.", kind.name(), started.elapsed().as_secs_f64());
 }
 
 #[cfg(test)]
@@ -403,7 +765,13 @@ mod tests {
         let d = doc(r#"{"instance":{"attributes":{"startup-script":"  echo i"}},
                         "project":{"attributes":{"startup-script-url":"gs://b/o","startup-script":"echo p"}}}"#);
         let s = scripts_in(&d, ScriptType::Startup);
-        assert_eq!(s, vec![Script { key: "startup-script".into(), source: Source::Inline("echo i".into()) }]);
+        assert_eq!(
+            s,
+            vec![Script {
+                key: "startup-script".into(),
+                source: Source::Inline("echo i".into())
+            }]
+        );
         let d = doc(r#"{"instance":{"attributes":{}},
                         "project":{"attributes":{"startup-script-url":"gs://b/o","startup-script":"echo p"}}}"#);
         let s = scripts_in(&d, ScriptType::Startup);
@@ -423,17 +791,72 @@ mod tests {
             "http://storage.googleapis.com/bucket/dir/obj.sh",
         ] {
             let d = resolve_url(url, ep).unwrap();
-            assert_eq!(d.url, "https://storage.googleapis.com/bucket/dir/obj.sh", "{}", url);
+            assert_eq!(
+                d.url, "https://storage.googleapis.com/bucket/dir/obj.sh",
+                "{}",
+                url
+            );
             assert!(d.storage);
         }
         let d = resolve_url("https://example.com/s.sh", ep).unwrap();
-        assert_eq!(d, Download { url: "https://example.com/s.sh".into(), storage: false });
+        assert_eq!(
+            d,
+            Download {
+                url: "https://example.com/s.sh".into(),
+                storage: false
+            }
+        );
         assert!(resolve_url("gs://bucket", ep).is_err());
         assert!(resolve_url("example.com/s.sh", ep).is_err());
         assert!(resolve_url("https://example.com/a b.sh", ep).is_err());
         assert!(resolve_url("ftp://example.com/s.sh", ep).is_err());
         let local = resolve_url("gs://b/o", "http://127.0.0.1:8000/").unwrap();
         assert_eq!(local.url, "http://127.0.0.1:8000/b/o");
+    }
+
+    #[test]
+    fn long_lines_are_cut_on_character_boundaries_not_lost() {
+        assert!(pieces("", 4).is_empty());
+        assert_eq!(pieces("abcdefghij", 4), ["abcd", "efgh", "ij"]);
+        assert_eq!(pieces("ééé", 3), ["é", "é", "é"]);
+        let long = "x".repeat(20_000);
+        assert_eq!(pieces(&long, LOG_PIECE).concat(), long);
+    }
+
+    #[test]
+    fn signals_show_as_negative_return_codes() {
+        use crate::exec::Outcome;
+        assert_eq!(
+            return_code(&Outcome {
+                code: Some(3),
+                signal: None,
+                timed_out: false
+            }),
+            3
+        );
+        assert_eq!(
+            return_code(&Outcome {
+                code: None,
+                signal: Some(9),
+                timed_out: false
+            }),
+            -9
+        );
+    }
+
+    #[test]
+    fn only_header_safe_tokens_are_used() {
+        assert!(token_is_clean("ya29.a0Af-_x"));
+        for bad in ["", "a b", "a\r\nX-Evil: 1", "a\"b", "a\\b", "\u{e9}"] {
+            assert!(!token_is_clean(bad), "{:?}", bad);
+        }
+    }
+
+    #[test]
+    fn script_types_parse_in_any_case() {
+        assert_eq!(ScriptType::parse("Startup"), Some(ScriptType::Startup));
+        assert_eq!(ScriptType::parse("SHUTDOWN"), Some(ScriptType::Shutdown));
+        assert_eq!(ScriptType::parse("boot"), None);
     }
 
     #[test]

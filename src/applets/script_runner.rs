@@ -24,7 +24,10 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         _ => None,
     };
     let Some(kind) = kind else {
-        eprintln!("{}: say which scripts to run: --script-type startup|shutdown", inv.name);
+        eprintln!(
+            "{}: say which scripts to run: --script-type startup|shutdown",
+            inv.name
+        );
         return EXIT_USAGE;
     };
     crate::log::set_thread_name(kind.logger());
