@@ -152,7 +152,23 @@ fn syslog_connect() -> Option<UnixDatagram> {
     Some(sock)
 }
 
-/// Sends a datagram; reconnects once when the syslog daemon went away and came back.
+/// Set while syslog's queue was found full and a wait for room ran out: further lines are
+/// dropped at once until one gets through again.
+static SYSLOG_CONGESTED: AtomicBool = AtomicBool::new(false);
+/// How long a line waits for room in a full syslog queue before it is dropped.
+const SYSLOG_WAIT_MS: i32 = 100;
+
+/// Waits up to `ms` for the socket to take another datagram.
+fn wait_writable(sock: &UnixDatagram, ms: i32) -> bool {
+    use std::os::fd::AsRawFd;
+    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    // SAFETY: one valid pollfd for the duration of the call.
+    unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+}
+
+/// Sends a datagram; reconnects once when the syslog daemon went away and came back. A full
+/// queue (a burst of script output) gets a short wait for room; a syslog daemon that stays
+/// stuck costs one such wait, after which lines are dropped until it takes one again.
 fn send_syslog(datagram: &str) {
     let Ok(mut guard) = SYSLOG.lock() else { return };
     for attempt in 0..2 {
@@ -160,9 +176,22 @@ fn send_syslog(datagram: &str) {
             *guard = syslog_connect();
         }
         let Some(sock) = guard.as_ref() else { return };
-        match sock.send(datagram.as_bytes()) {
-            Ok(_) => return,
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return,
+        let mut sent = sock.send(datagram.as_bytes());
+        if matches!(&sent, Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+            && !SYSLOG_CONGESTED.load(Ordering::Relaxed)
+            && wait_writable(sock, SYSLOG_WAIT_MS)
+        {
+            sent = sock.send(datagram.as_bytes());
+        }
+        match sent {
+            Ok(_) => {
+                SYSLOG_CONGESTED.store(false, Ordering::Relaxed);
+                return;
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                SYSLOG_CONGESTED.store(true, Ordering::Relaxed);
+                return;
+            }
             Err(_) if attempt == 0 => *guard = None,
             Err(_) => return,
         }
