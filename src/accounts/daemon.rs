@@ -68,6 +68,14 @@ impl AccountsDaemon {
         let action = if enabled { "activate" } else { "deactivate" };
         match crate::exec::find_program("google_oslogin_control") {
             Some(program) => {
+                // As Python 2.8: act only when `status` (exit 0 = configured) differs from
+                // what metadata wants; a needless `deactivate` restarts sshd at every start.
+                let mut status = std::process::Command::new(&program);
+                status.arg("status");
+                let configured = matches!(crate::exec::run(status, Duration::from_secs(120)), Ok(out) if out.outcome.success());
+                if configured == enabled {
+                    return;
+                }
                 info!("{} OS Login.", if enabled { "Activating" } else { "Deactivating" });
                 let mut cmd = std::process::Command::new(program);
                 cmd.arg(action);
