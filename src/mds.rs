@@ -423,7 +423,7 @@ impl Watcher {
                     };
                     // An answer without a new ETag that came back well before the server's
                     // timeout means the server cannot long-poll for us: slow down.
-                    let early = started.elapsed() < scaled(Duration::from_secs(timeout_sec)) / 2;
+                    let early = started.elapsed() < Duration::from_secs(timeout_sec) / 2;
                     if new_etag.is_none() && early {
                         if !self.warned_no_etag {
                             warn!("Metadata server answered a watch at once without a new ETag; polling with backoff.");
