@@ -64,9 +64,11 @@ fn token_text(token: &JsonValue) -> String {
 
 fn read_rtc(path: &Path) -> Result<i64> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
-    text.trim()
-        .parse::<i64>()
-        .map_err(|_| Error::Parse { what: path.display().to_string(), line: 1, msg: format!("not seconds: {:?}", text.trim()) })
+    text.trim().parse::<i64>().map_err(|_| Error::Parse {
+        what: path.display().to_string(),
+        line: 1,
+        msg: format!("not seconds: {:?}", text.trim()),
+    })
 }
 
 /// Waits for the RTC's next second, then sets the system clock to it.
@@ -83,17 +85,25 @@ fn set_clock_from_rtc(path: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let ts = libc::timespec { tv_sec: now as _, tv_nsec: 0 };
+    let ts = libc::timespec {
+        tv_sec: now as _,
+        tv_nsec: 0,
+    };
     // SAFETY: ts is a valid timespec.
     if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        return Err(Error::sys("set the system clock", std::io::Error::last_os_error()));
+        return Err(Error::sys(
+            "set the system clock",
+            std::io::Error::last_os_error(),
+        ));
     }
     Ok(())
 }
 
 fn hwclock_to_system() -> Result<()> {
-    let program = crate::exec::find_program("hwclock")
-        .ok_or_else(|| Error::Command { program: "hwclock".into(), detail: "is not installed".into() })?;
+    let program = crate::exec::find_program("hwclock").ok_or_else(|| Error::Command {
+        program: "hwclock".into(),
+        detail: "is not installed".into(),
+    })?;
     let mut cmd = std::process::Command::new(&program);
     cmd.args(["-s", "-u"]);
     let out = crate::exec::run(cmd, crate::timing::scaled(Duration::from_secs(20)))?;
@@ -102,7 +112,11 @@ fn hwclock_to_system() -> Result<()> {
     } else {
         Err(Error::Command {
             program: program.display().to_string(),
-            detail: format!("exited {}: {}", out.outcome.return_code(), out.text().replace('\n', " ")),
+            detail: format!(
+                "exited {}: {}",
+                out.outcome.return_code(),
+                out.text().replace('\n', " ")
+            ),
         })
     }
 }
@@ -112,7 +126,10 @@ impl ClockSkew {
     pub fn sync(&self) -> Result<()> {
         if let Ok(text) = std::fs::read_to_string(&self.adjtime) {
             if rtc_keeps_local_time(&text) {
-                warn!("The hardware clock keeps local time ({} says LOCAL); not syncing the clock.", self.adjtime.display());
+                warn!(
+                    "The hardware clock keeps local time ({} says LOCAL); not syncing the clock.",
+                    self.adjtime.display()
+                );
                 return Ok(());
             }
         }
@@ -120,7 +137,12 @@ impl ClockSkew {
             Ok(()) => debug!("set the clock from {}", self.rtc_since_epoch.display()),
             Err(native) => {
                 debug!("native clock sync failed ({}); using hwclock", native);
-                hwclock_to_system().map_err(|e| Error::Msg(format!("Failed to sync system time with hardware clock: {}", e)))?;
+                hwclock_to_system().map_err(|e| {
+                    Error::Msg(format!(
+                        "Failed to sync system time with hardware clock: {}",
+                        e
+                    ))
+                })?;
             }
         }
         info!("Synced system time with hardware clock.");
@@ -165,10 +187,16 @@ mod tests {
     #[test]
     fn the_slice_is_the_drift_token() {
         let d = ClockSkew::new();
-        let doc = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":1}}"#).unwrap();
+        let doc = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":1}}"#)
+            .unwrap();
         assert_eq!(d.slice(&doc), Some(JsonValue::String("123".into())));
-        let other = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":2}}"#).unwrap();
-        assert_eq!(d.slice(&doc), d.slice(&other), "unrelated changes leave the slice alone");
+        let other = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":2}}"#)
+            .unwrap();
+        assert_eq!(
+            d.slice(&doc),
+            d.slice(&other),
+            "unrelated changes leave the slice alone"
+        );
         assert_eq!(token_text(&JsonValue::Number(5.0)), "5");
     }
 

@@ -71,7 +71,11 @@ pub struct Spec {
 }
 
 /// Every daemon `google_guest_daemon` knows, in start order.
-pub static ALL: &[&Spec] = &[&crate::accounts::daemon::SPEC, &crate::clock_skew::SPEC, &crate::network::SPEC];
+pub static ALL: &[&Spec] = &[
+    &crate::accounts::daemon::SPEC,
+    &crate::clock_skew::SPEC,
+    &crate::network::SPEC,
+];
 
 enum Msg {
     Document(Arc<JsonValue>),
@@ -84,7 +88,10 @@ fn lock_path(spec: &Spec) -> PathBuf {
 }
 
 fn locked_message(spec: &Spec) -> String {
-    format!("Exception locking {}. File already locked.", lock_path(spec).display())
+    format!(
+        "Exception locking {}. File already locked.",
+        lock_path(spec).display()
+    )
 }
 
 /// Runs one daemon as its own program (`google_clock_skew_daemon`, ...).
@@ -112,7 +119,11 @@ pub fn run_combined(specs: &[&'static Spec]) -> i32 {
     let signals = signals::install();
     let config = Config::load();
     crate::log::set_console(config.get_bool("Logging", "console"));
-    let enabled: Vec<&'static Spec> = specs.iter().copied().filter(|s| (s.enabled)(&config)).collect();
+    let enabled: Vec<&'static Spec> = specs
+        .iter()
+        .copied()
+        .filter(|s| (s.enabled)(&config))
+        .collect();
     if enabled.is_empty() {
         warn!("Every daemon is disabled in the configuration; nothing to do.");
         return 0;
@@ -122,7 +133,12 @@ pub fn run_combined(specs: &[&'static Spec]) -> i32 {
     run(&enabled, config, signals, None)
 }
 
-fn run(specs: &[&'static Spec], config: Config, signals: &'static Signals, held: Option<LockGuard>) -> i32 {
+fn run(
+    specs: &[&'static Spec],
+    config: Config,
+    signals: &'static Signals,
+    held: Option<LockGuard>,
+) -> i32 {
     install_panic_logger();
     let config = Arc::new(config);
     let mut senders: Vec<Sender<Msg>> = Vec::new();
@@ -141,15 +157,17 @@ fn run(specs: &[&'static Spec], config: Config, signals: &'static Signals, held:
         }
     }
     let watch_senders = senders.clone();
-    let spawned = std::thread::Builder::new().name("watcher".into()).spawn(move || {
-        let mut watcher = Watcher::new(Client::from_env(), "");
-        while let Some(snapshot) = watcher.next(signals) {
-            let doc = Arc::new(snapshot.doc);
-            for tx in &watch_senders {
-                let _ = tx.send(Msg::Document(Arc::clone(&doc)));
+    let spawned = std::thread::Builder::new()
+        .name("watcher".into())
+        .spawn(move || {
+            let mut watcher = Watcher::new(Client::from_env(), "");
+            while let Some(snapshot) = watcher.next(signals) {
+                let doc = Arc::new(snapshot.doc);
+                for tx in &watch_senders {
+                    let _ = tx.send(Msg::Document(Arc::clone(&doc)));
+                }
             }
-        }
-    });
+        });
     if let Err(e) = spawned {
         error!("cannot start the metadata watcher: {}", e);
         return 1;
@@ -185,14 +203,19 @@ fn install_panic_logger() {
             .map(|s| s.to_string())
             .or_else(|| info.payload().downcast_ref::<String>().cloned())
             .unwrap_or_else(|| "unknown panic".into());
-        let place = info.location().map(|l| format!(" at {}:{}", l.file(), l.line())).unwrap_or_default();
+        let place = info
+            .location()
+            .map(|l| format!(" at {}:{}", l.file(), l.line()))
+            .unwrap_or_default();
         error!("Internal error{}: {}", place, msg);
     }));
 }
 
 /// Whether the test-only fault injection asks `name` to panic on update number `n`.
 fn injected_panic(name: &str, n: u64) -> bool {
-    let Ok(spec) = std::env::var(TEST_PANIC_ENV) else { return false };
+    let Ok(spec) = std::env::var(TEST_PANIC_ENV) else {
+        return false;
+    };
     spec.split(',').any(|item| {
         let (who, at) = item.split_once(':').unwrap_or((item, "1"));
         who == name && at.parse::<u64>().ok() == Some(n)
@@ -200,7 +223,13 @@ fn injected_panic(name: &str, n: u64) -> bool {
 }
 
 /// The loop of one daemon thread.
-fn daemon_thread(spec: &'static Spec, config: &Config, rx: Receiver<Msg>, signals: &Signals, standalone: bool) {
+fn daemon_thread(
+    spec: &'static Spec,
+    config: &Config,
+    rx: Receiver<Msg>,
+    signals: &Signals,
+    standalone: bool,
+) {
     crate::log::set_thread_name(spec.logger);
     let mut latest: Option<Arc<JsonValue>> = None;
     // In the combined daemon, wait for the lock (a standalone copy may hold it).
@@ -217,7 +246,10 @@ fn daemon_thread(spec: &'static Spec, config: &Config, rx: Receiver<Msg>, signal
                     break Some(lock);
                 }
                 Ok(None) if !warned => {
-                    warn!("{} Another copy runs; retrying every 30 seconds.", locked_message(spec));
+                    warn!(
+                        "{} Another copy runs; retrying every 30 seconds.",
+                        locked_message(spec)
+                    );
                     warned = true;
                 }
                 Ok(None) => {}
@@ -276,7 +308,11 @@ fn daemon_thread(spec: &'static Spec, config: &Config, rx: Receiver<Msg>, signal
                         }
                         Err(_) => {
                             let wait = backoff.next_wait();
-                            error!("The {} daemon crashed; restarting it in {:.1} s.", spec.name, wait.as_secs_f64());
+                            error!(
+                                "The {} daemon crashed; restarting it in {:.1} s.",
+                                spec.name,
+                                wait.as_secs_f64()
+                            );
                             if signals.sleep(wait) == Wake::Stop {
                                 return;
                             }

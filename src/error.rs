@@ -9,15 +9,26 @@ use std::path::PathBuf;
 #[derive(Debug)]
 pub enum Error {
     /// A system call on a file or directory failed.
-    Io { op: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        op: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
     /// A system call that has no path (a socket, a signal mask) failed.
     Sys { op: &'static str, source: io::Error },
     /// The metadata server could not be reached or gave an unusable answer.
-    Metadata { kind: crate::mds::FailureKind, detail: String },
+    Metadata {
+        kind: crate::mds::FailureKind,
+        detail: String,
+    },
     /// A key is not defined on the metadata server (HTTP 404).
     MetadataAbsent { path: String },
     /// A configuration or data file could not be parsed.
-    Parse { what: String, line: usize, msg: String },
+    Parse {
+        what: String,
+        line: usize,
+        msg: String,
+    },
     /// An external command could not be run or failed.
     Command { program: String, detail: String },
     /// Another process holds a lock we need.
@@ -34,7 +45,11 @@ pub type Result<T> = std::result::Result<T, Error>;
 impl Error {
     /// An I/O error on `path` during `op` (for example "open", "rename").
     pub fn io(op: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Error {
-        Error::Io { op, path: path.into(), source }
+        Error::Io {
+            op,
+            path: path.into(),
+            source,
+        }
     }
 
     /// A path-less system call error.

@@ -84,7 +84,11 @@ pub fn run_with_input(cmd: Command, input: &[u8], timeout: Duration) -> Result<C
 
 /// Runs `cmd` and calls `on_line` with each line of its merged stdout and stderr (without
 /// the newline; a long line arrives in 64 KiB pieces). With no `timeout` it waits forever.
-pub fn run_streaming(cmd: Command, timeout: Option<Duration>, on_line: impl FnMut(&[u8])) -> Result<Outcome> {
+pub fn run_streaming(
+    cmd: Command,
+    timeout: Option<Duration>,
+    on_line: impl FnMut(&[u8]),
+) -> Result<Outcome> {
     run_inner(cmd, Stdio::null(), timeout, on_line)
 }
 
@@ -96,8 +100,13 @@ fn run_inner(
 ) -> Result<Outcome> {
     let program = program_name(&cmd);
     let (mut reader, writer) = std::io::pipe().map_err(|e| Error::sys("create pipe", e))?;
-    let writer2 = writer.try_clone().map_err(|e| Error::sys("duplicate pipe", e))?;
-    cmd.stdin(stdin).stdout(writer2).stderr(writer).process_group(0);
+    let writer2 = writer
+        .try_clone()
+        .map_err(|e| Error::sys("duplicate pipe", e))?;
+    cmd.stdin(stdin)
+        .stdout(writer2)
+        .stderr(writer)
+        .process_group(0);
     let mut child = cmd.spawn().map_err(|e| Error::Command {
         program: program.clone(),
         detail: format!("could not be started: {}", e),
@@ -115,7 +124,11 @@ fn run_inner(
     let mut eof = false;
     loop {
         if !eof {
-            let mut pfd = libc::pollfd { fd, events: libc::POLLIN, revents: 0 };
+            let mut pfd = libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            };
             // SAFETY: one valid pollfd.
             unsafe { libc::poll(&mut pfd, 1, if exited.is_some() { 0 } else { 100 }) };
             loop {
@@ -164,7 +177,11 @@ fn run_inner(
         program,
         detail: "could not be waited for".to_string(),
     })?;
-    Ok(Outcome { code: status.code(), signal: status.signal(), timed_out })
+    Ok(Outcome {
+        code: status.code(),
+        signal: status.signal(),
+        timed_out,
+    })
 }
 
 fn emit_lines(pending: &mut Vec<u8>, on_line: &mut impl FnMut(&[u8])) {
@@ -197,7 +214,9 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 /// Turns a command template such as `useradd -m -s /bin/bash -p * {user}` into argv:
@@ -237,7 +256,11 @@ mod tests {
 
     #[test]
     fn merges_stdout_and_stderr_by_line() {
-        let out = run(sh("echo one; echo two >&2; printf three"), Duration::from_secs(10)).unwrap();
+        let out = run(
+            sh("echo one; echo two >&2; printf three"),
+            Duration::from_secs(10),
+        )
+        .unwrap();
         assert_eq!(out.output, b"one\ntwo\nthree\n");
         assert!(out.outcome.success());
     }
@@ -270,7 +293,12 @@ mod tests {
 
     #[test]
     fn input_reaches_stdin() {
-        let out = run_with_input(sh("read line; echo got $line"), b"alice:*\n", Duration::from_secs(10)).unwrap();
+        let out = run_with_input(
+            sh("read line; echo got $line"),
+            b"alice:*\n",
+            Duration::from_secs(10),
+        )
+        .unwrap();
         assert_eq!(out.text(), "got alice:*");
     }
 
@@ -283,7 +311,10 @@ mod tests {
     fn templates_split_on_spaces_and_substitute_whole_values() {
         let argv = expand_template("useradd -m -s /bin/bash -p * {user}", &[("user", "a b")]);
         assert_eq!(argv, ["useradd", "-m", "-s", "/bin/bash", "-p", "*", "a b"]);
-        let argv = expand_template("gpasswd -a {user} {group}", &[("user", "u"), ("group", "g")]);
+        let argv = expand_template(
+            "gpasswd -a {user} {group}",
+            &[("user", "u"), ("group", "g")],
+        );
         assert_eq!(argv, ["gpasswd", "-a", "u", "g"]);
     }
 }

@@ -15,7 +15,11 @@ use crate::error::{Error, Result};
 
 fn cstr(bytes: &[u8], path: &Path) -> Result<CString> {
     CString::new(bytes).map_err(|_| {
-        Error::io("use", path, io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+        Error::io(
+            "use",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"),
+        )
     })
 }
 
@@ -64,12 +68,18 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
         return Err(Error::io(
             "trust lock file",
             path,
-            io::Error::new(io::ErrorKind::PermissionDenied, "not a regular file of ours"),
+            io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "not a regular file of ours",
+            ),
         ));
     }
     // SAFETY: fd is valid for the life of `file`.
     match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
-        Ok(_) => Ok(Some(LockGuard { _file: file, path: path.to_path_buf() })),
+        Ok(_) => Ok(Some(LockGuard {
+            _file: file,
+            path: path.to_path_buf(),
+        })),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
         Err(e) => Err(Error::io("lock", path, e)),
     }
@@ -83,7 +93,9 @@ pub fn lock_wait(path: &Path, timeout: Duration) -> Result<LockGuard> {
             return Ok(guard);
         }
         if Instant::now() >= deadline {
-            return Err(Error::Locked { path: path.to_path_buf() });
+            return Err(Error::Locked {
+                path: path.to_path_buf(),
+            });
         }
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -104,7 +116,11 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
         _ => Path::new("."),
     };
     let name = path.file_name().ok_or_else(|| {
-        Error::io("write", path, io::Error::new(io::ErrorKind::InvalidInput, "no file name"))
+        Error::io(
+            "write",
+            path,
+            io::Error::new(io::ErrorKind::InvalidInput, "no file name"),
+        )
     })?;
     let dir = Dir::open_path(parent)?;
     dir.write_atomic(Path::new(name), data, mode, None)
@@ -178,7 +194,10 @@ impl Dir {
         let fd = check(unsafe { libc::open(c.as_ptr(), flags) })
             .map_err(|e| Error::io("open directory", path, e))?;
         // SAFETY: fd is fresh and owned here.
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: path.to_path_buf() })
+        Ok(Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: path.to_path_buf(),
+        })
     }
 
     /// The path this directory was opened by (for log lines only).
@@ -210,7 +229,10 @@ impl Dir {
         let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })
             .map_err(|e| Error::io("open directory", self.child_path(name), e))?;
         // SAFETY: fd is fresh and owned here.
-        Ok(Dir { fd: unsafe { OwnedFd::from_raw_fd(fd) }, path: self.child_path(name) })
+        Ok(Dir {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            path: self.child_path(name),
+        })
     }
 
     /// Creates a sub-directory with `mode`; an existing entry is left as it is.
@@ -301,7 +323,8 @@ impl Dir {
             // SAFETY: as above.
             check(unsafe { libc::fchmod(fd, mode as libc::mode_t) })
                 .map_err(|e| Error::io("chmod", &path, e))?;
-            file.write_all(data).map_err(|e| Error::io("write", &path, e))?;
+            file.write_all(data)
+                .map_err(|e| Error::io("write", &path, e))?;
             file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
             let dirfd = self.fd.as_raw_fd();
             // SAFETY: both names are valid NUL-terminated strings relative to dirfd.
@@ -317,18 +340,40 @@ impl Dir {
         self.sync()
     }
 
+    /// Removes temporary files an interrupted [`Dir::write_atomic`] of `name` left behind
+    /// (`.<name>.XXXXXXXX.tmp`). Only such names are removed, through this descriptor.
+    pub fn remove_stale_temps(&self, name: &Path) {
+        let prefix = [b".", name.as_os_str().as_bytes(), b"."].concat();
+        let listing = PathBuf::from(format!("/proc/self/fd/{}", self.fd.as_raw_fd()));
+        let Ok(entries) = std::fs::read_dir(&listing) else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let file = entry.file_name();
+            let bytes = file.as_bytes();
+            let is_ours = bytes.len() == prefix.len() + 12
+                && bytes.starts_with(&prefix)
+                && bytes.ends_with(b".tmp")
+                && bytes[prefix.len()..prefix.len() + 8]
+                    .iter()
+                    .all(u8::is_ascii_hexdigit);
+            if is_ours {
+                let _ = self.remove_file(Path::new(&file));
+            }
+        }
+    }
+
     fn create_temp(&self, name: &Path) -> Result<(CString, File)> {
-        let flags = libc::O_WRONLY
-            | libc::O_CREAT
-            | libc::O_EXCL
-            | libc::O_NOFOLLOW
-            | libc::O_CLOEXEC;
+        let flags =
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         let base = name.as_os_str().as_bytes();
         let base = &base[..base.len().min(200)];
         for _ in 0..16 {
             let mut tmp = b".".to_vec();
             tmp.extend_from_slice(base);
-            tmp.extend_from_slice(format!(".{:08x}.tmp", crate::timing::random_u64() as u32).as_bytes());
+            tmp.extend_from_slice(
+                format!(".{:08x}.tmp", crate::timing::random_u64() as u32).as_bytes(),
+            );
             let c = cstr(&tmp, &self.path)?;
             // SAFETY: valid dirfd and NUL-terminated name.
             match check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, 0o600) }) {
@@ -433,8 +478,38 @@ mod tests {
         let st = d.stat_entry(Path::new("authorized_keys")).unwrap().unwrap();
         assert!(st.is_symlink());
         assert!(d.read_file(Path::new("authorized_keys"), 1024).is_err());
-        d.write_atomic(Path::new("authorized_keys"), b"key", 0o600, None).unwrap();
+        d.write_atomic(Path::new("authorized_keys"), b"key", 0o600, None)
+            .unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn stale_temporary_files_are_removed_and_nothing_else() {
+        let dir = scratch("stale");
+        for name in [
+            ".authorized_keys.0badf00d.tmp",
+            ".authorized_keys.keep.tmp",
+            "authorized_keys",
+            ".other.0badf00d.tmp",
+        ] {
+            std::fs::write(dir.join(name), b"x").unwrap();
+        }
+        let d = Dir::open_path(&dir).unwrap();
+        d.remove_stale_temps(Path::new("authorized_keys"));
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                ".authorized_keys.keep.tmp",
+                ".other.0badf00d.tmp",
+                "authorized_keys"
+            ]
+        );
         std::fs::remove_dir_all(dir).unwrap();
     }
 

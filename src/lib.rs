@@ -7,8 +7,8 @@
 #[macro_use]
 pub mod log;
 
-pub mod applets;
 pub mod accounts;
+pub mod applets;
 pub mod clock_skew;
 pub mod config;
 pub mod daemon;

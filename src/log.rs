@@ -76,7 +76,11 @@ pub fn init(name: &'static str, sinks: Sinks) {
     TO_SYSLOG.store(sinks.syslog && !cfg!(test), Ordering::Relaxed);
     TO_CONSOLE.store(sinks.console && !cfg!(test), Ordering::Relaxed);
     TO_STDERR.store(sinks.stderr || sinks.debug, Ordering::Relaxed);
-    let floor = if sinks.debug { Level::Debug } else { Level::Info };
+    let floor = if sinks.debug {
+        Level::Debug
+    } else {
+        Level::Info
+    };
     STDERR_LEVEL.store(floor as u8, Ordering::Relaxed);
 }
 
@@ -119,8 +123,8 @@ pub fn format_line(name: &str, level: Level, msg: &str) -> String {
 
 /// Writes one log record to every enabled sink. Use the macros instead.
 pub fn write(level: Level, args: fmt::Arguments<'_>) {
-    let stderr_wants = TO_STDERR.load(Ordering::Relaxed)
-        && (level as u8) <= STDERR_LEVEL.load(Ordering::Relaxed);
+    let stderr_wants =
+        TO_STDERR.load(Ordering::Relaxed) && (level as u8) <= STDERR_LEVEL.load(Ordering::Relaxed);
     let system_wants = level <= Level::Info
         && (TO_SYSLOG.load(Ordering::Relaxed) || TO_CONSOLE.load(Ordering::Relaxed));
     if !stderr_wants && !system_wants {
@@ -161,7 +165,11 @@ const SYSLOG_WAIT_MS: i32 = 100;
 /// Waits up to `ms` for the socket to take another datagram.
 fn wait_writable(sock: &UnixDatagram, ms: i32) -> bool {
     use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd { fd: sock.as_raw_fd(), events: libc::POLLOUT, revents: 0 };
+    let mut pfd = libc::pollfd {
+        fd: sock.as_raw_fd(),
+        events: libc::POLLOUT,
+        revents: 0,
+    };
     // SAFETY: one valid pollfd for the duration of the call.
     unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
 }
@@ -199,7 +207,9 @@ fn send_syslog(datagram: &str) {
 }
 
 fn write_console(line: &str) {
-    let Ok(mut guard) = CONSOLE.lock() else { return };
+    let Ok(mut guard) = CONSOLE.lock() else {
+        return;
+    };
     if guard.is_none() {
         // O_APPEND: harmless on a serial device, and keeps lines of several processes when
         // the console is a plain file (a sandbox, a container).
@@ -246,7 +256,11 @@ mod tests {
     #[test]
     fn line_has_the_python_shape() {
         assert_eq!(
-            format_line("google-accounts", Level::Info, "Creating a new user account for alice."),
+            format_line(
+                "google-accounts",
+                Level::Info,
+                "Creating a new user account for alice."
+            ),
             "google-accounts: INFO Creating a new user account for alice."
         );
         assert_eq!(format_line("x", Level::Warning, "w"), "x: WARNING w");

@@ -68,7 +68,10 @@ impl FailureKind {
 }
 
 fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
-    Error::Metadata { kind, detail: detail.into() }
+    Error::Metadata {
+        kind,
+        detail: detail.into(),
+    }
 }
 
 /// One answer from the server.
@@ -108,7 +111,10 @@ fn encode_query(value: &str) -> String {
 }
 
 fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
-    headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
+    headers
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim())
 }
 
 fn method_name(m: &minreq::Method) -> &'static str {
@@ -180,7 +186,9 @@ impl Client {
     /// A client for `host[:port]`.
     pub fn with_host(host: &str) -> Client {
         let host = host.strip_prefix("http://").unwrap_or(host);
-        Client { base: format!("http://{}/computeMetadata/v1/", host) }
+        Client {
+            base: format!("http://{}/computeMetadata/v1/", host),
+        }
     }
 
     /// The URL of `path` (relative to `computeMetadata/v1/`).
@@ -190,7 +198,13 @@ impl Client {
 
     /// Sends one request and checks the transport-level rules (flavor header, length,
     /// size). Any status comes back as a [`Reply`]; callers decide what it means.
-    pub fn send(&self, method: minreq::Method, path_query: &str, body: Option<&[u8]>, timeout_secs: u64) -> Result<Reply> {
+    pub fn send(
+        &self,
+        method: minreq::Method,
+        path_query: &str,
+        body: Option<&[u8]>,
+        timeout_secs: u64,
+    ) -> Result<Reply> {
         let mut req = minreq::Request::new(method.clone(), self.url(path_query))
             .with_header("Metadata-Flavor", "Google")
             .with_timeout(timeout_secs.max(1))
@@ -204,9 +218,17 @@ impl Client {
             debug!("{} {}: {}", method_name(&method), path_query, e);
             e
         })?;
-        debug!("{} {}: HTTP {}", method_name(&method), path_query, resp.status_code);
+        debug!(
+            "{} {}: HTTP {}",
+            method_name(&method),
+            path_query,
+            resp.status_code
+        );
         if header(&resp.headers, "Metadata-Flavor") != Some("Google") {
-            return Err(failure(FailureKind::NoFlavor, format!("HTTP {} from {}", resp.status_code, self.base)));
+            return Err(failure(
+                FailureKind::NoFlavor,
+                format!("HTTP {} from {}", resp.status_code, self.base),
+            ));
         }
         let etag = header(&resp.headers, "ETag").map(str::to_string);
         let declared = header(&resp.headers, "Content-Length").and_then(|v| v.parse::<u64>().ok());
@@ -214,16 +236,26 @@ impl Client {
             return Err(failure(FailureKind::BadBody, "reply too large"));
         }
         let mut body = Vec::new();
-        (&mut resp).take(MAX_BODY + 1).read_to_end(&mut body).map_err(|e| classify(minreq::Error::IoError(e)))?;
+        (&mut resp)
+            .take(MAX_BODY + 1)
+            .read_to_end(&mut body)
+            .map_err(|e| classify(minreq::Error::IoError(e)))?;
         if body.len() as u64 > MAX_BODY {
             return Err(failure(FailureKind::BadBody, "reply too large"));
         }
         if let Some(n) = declared {
             if n != body.len() as u64 {
-                return Err(failure(FailureKind::Truncated, format!("{} of {} bytes", body.len(), n)));
+                return Err(failure(
+                    FailureKind::Truncated,
+                    format!("{} of {} bytes", body.len(), n),
+                ));
             }
         }
-        Ok(Reply { status: resp.status_code, etag, body })
+        Ok(Reply {
+            status: resp.status_code,
+            etag,
+            body,
+        })
     }
 
     /// GET `path_query` expecting 200 (404 gives `Ok(None)`); any other status is an error.
@@ -232,7 +264,10 @@ impl Client {
         match reply.status {
             200 => Ok(Some(reply)),
             404 => Ok(None),
-            code => Err(failure(FailureKind::Status(code), format!("GET {}", path_query))),
+            code => Err(failure(
+                FailureKind::Status(code),
+                format!("GET {}", path_query),
+            )),
         }
     }
 
@@ -265,7 +300,12 @@ impl Client {
     /// PUTs a guest attribute: `instance/guest-attributes/<namespace>/<key>`.
     pub fn put_guest_attribute(&self, namespace: &str, key: &str, value: &str) -> Result<()> {
         let path = format!("instance/guest-attributes/{}/{}", namespace, key);
-        let reply = self.send(minreq::Method::Put, &path, Some(value.as_bytes()), scaled_secs(REQUEST_TIMEOUT_SEC))?;
+        let reply = self.send(
+            minreq::Method::Put,
+            &path,
+            Some(value.as_bytes()),
+            scaled_secs(REQUEST_TIMEOUT_SEC),
+        )?;
         match reply.status {
             200..=299 => Ok(()),
             code => Err(failure(FailureKind::Status(code), format!("PUT {}", path))),
@@ -285,15 +325,22 @@ impl Client {
             .get_raw(&query, timeout_sec + scaled_secs(WATCH_MARGIN_SEC))?
             .ok_or_else(|| failure(FailureKind::Status(404), format!("GET {}", path)))?;
         let doc = json_body(&reply)?;
-        Ok(Snapshot { etag: reply.etag, doc })
+        Ok(Snapshot {
+            etag: reply.etag,
+            doc,
+        })
     }
 }
 
 fn json_body(reply: &Reply) -> Result<JsonValue> {
-    let text = std::str::from_utf8(&reply.body).map_err(|_| failure(FailureKind::BadBody, "body is not UTF-8"))?;
+    let text = std::str::from_utf8(&reply.body)
+        .map_err(|_| failure(FailureKind::BadBody, "body is not UTF-8"))?;
     parse_json(text).map_err(|e| {
         let start: String = text.chars().take(40).collect();
-        failure(FailureKind::BadBody, format!("not JSON ({}): {:?}", e, start))
+        failure(
+            FailureKind::BadBody,
+            format!("not JSON ({}): {:?}", e, start),
+        )
     })
 }
 
@@ -353,7 +400,10 @@ impl FailureLog {
     /// Records a success; logs the recovery after a run of failures.
     pub fn succeeded(&mut self) {
         if self.count > 0 {
-            info!("Metadata server is answering again after {} failed requests.", self.count);
+            info!(
+                "Metadata server is answering again after {} failed requests.",
+                self.count
+            );
         }
         self.count = 0;
         self.current = None;
@@ -413,7 +463,10 @@ impl Watcher {
                 Ok(snap) => {
                     self.failures.succeeded();
                     self.backoff.reset();
-                    let new_etag = snap.etag.as_deref().filter(|e| !e.is_empty() && *e != self.etag);
+                    let new_etag = snap
+                        .etag
+                        .as_deref()
+                        .filter(|e| !e.is_empty() && *e != self.etag);
                     let changed = match new_etag {
                         Some(e) => {
                             self.etag = e.to_string();
@@ -452,11 +505,13 @@ impl Watcher {
 
 /// Looks up a slash-separated path of object keys in a JSON document.
 pub fn lookup<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a JsonValue> {
-    path.split('/').filter(|p| !p.is_empty()).try_fold(doc, |v, key| match v {
-        JsonValue::Object(map) => map.get(key),
-        JsonValue::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-        _ => None,
-    })
+    path.split('/')
+        .filter(|p| !p.is_empty())
+        .try_fold(doc, |v, key| match v {
+            JsonValue::Object(map) => map.get(key),
+            JsonValue::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
+            _ => None,
+        })
 }
 
 /// A string at `path`, if there is one.
@@ -474,8 +529,14 @@ mod tests {
     #[test]
     fn urls_use_the_ip_and_the_v1_prefix() {
         let c = Client::with_host(DEFAULT_HOST);
-        assert_eq!(c.url("instance/id"), "http://169.254.169.254/computeMetadata/v1/instance/id");
-        assert_eq!(Client::with_host("127.0.0.1:8080").url("/"), "http://127.0.0.1:8080/computeMetadata/v1/");
+        assert_eq!(
+            c.url("instance/id"),
+            "http://169.254.169.254/computeMetadata/v1/instance/id"
+        );
+        assert_eq!(
+            Client::with_host("127.0.0.1:8080").url("/"),
+            "http://127.0.0.1:8080/computeMetadata/v1/"
+        );
     }
 
     #[test]
@@ -495,8 +556,12 @@ mod tests {
 
     #[test]
     fn lookup_walks_objects_and_arrays() {
-        let doc = parse_json(r#"{"instance":{"networkInterfaces":[{"mac":"42:01"}],"id":7}}"#).unwrap();
-        assert_eq!(lookup_str(&doc, "instance/networkInterfaces/0/mac"), Some("42:01"));
+        let doc =
+            parse_json(r#"{"instance":{"networkInterfaces":[{"mac":"42:01"}],"id":7}}"#).unwrap();
+        assert_eq!(
+            lookup_str(&doc, "instance/networkInterfaces/0/mac"),
+            Some("42:01")
+        );
         assert!(lookup(&doc, "instance/id").is_some());
         assert!(lookup(&doc, "instance/nothing").is_none());
     }

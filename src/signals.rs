@@ -53,14 +53,16 @@ pub fn install() -> &'static Signals {
     let set = mask();
     // SAFETY: set is initialised; a null old-set pointer is allowed.
     unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
-    let spawned = std::thread::Builder::new().name("signals".into()).spawn(move || loop {
-        let mut sig: libc::c_int = 0;
-        // SAFETY: set is a valid signal set, sig a valid out-pointer.
-        if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-            continue;
-        }
-        signals.deliver(sig);
-    });
+    let spawned = std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || loop {
+            let mut sig: libc::c_int = 0;
+            // SAFETY: set is a valid signal set, sig a valid out-pointer.
+            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
+                continue;
+            }
+            signals.deliver(sig);
+        });
     if let Err(e) = spawned {
         error!("cannot start the signal thread: {}", e);
     }
@@ -70,11 +72,16 @@ pub fn install() -> &'static Signals {
 impl Signals {
     /// A private signal state that no real signal reaches (for tests and embedding).
     pub fn new() -> Signals {
-        Signals { state: Mutex::new(State::default()), changed: Condvar::new() }
+        Signals {
+            state: Mutex::new(State::default()),
+            changed: Condvar::new(),
+        }
     }
 
     fn deliver(&self, sig: libc::c_int) {
-        let Ok(mut st) = self.state.lock() else { return };
+        let Ok(mut st) = self.state.lock() else {
+            return;
+        };
         if sig == libc::SIGHUP {
             st.reloads += 1;
         } else {
@@ -101,7 +108,9 @@ impl Signals {
     /// Sleeps up to `d`, returning early with [`Wake::Stop`] when a stop is requested.
     pub fn sleep(&self, d: Duration) -> Wake {
         let deadline = Instant::now() + d;
-        let Ok(mut st) = self.state.lock() else { return Wake::Stop };
+        let Ok(mut st) = self.state.lock() else {
+            return Wake::Stop;
+        };
         loop {
             if st.stop {
                 return Wake::Stop;

@@ -72,7 +72,11 @@ impl Default for Backoff {
 impl Backoff {
     /// Backoff from `initial` doubling up to `cap` (both before scaling).
     pub fn new(initial: Duration, cap: Duration) -> Backoff {
-        Backoff { initial, cap, next: initial }
+        Backoff {
+            initial,
+            cap,
+            next: initial,
+        }
     }
 
     /// The next wait, already scaled, and advances the sequence.
@@ -117,8 +121,9 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 
 /// `Mmm dd hh:mm:ss` in UTC, the RFC 3164 time stamp.
 pub fn syslog_timestamp(unix: i64) -> String {
-    const MONTHS: [&str; 12] =
-        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let (_, month, day) = civil_from_days(unix.div_euclid(86_400));
     let secs = unix.rem_euclid(86_400);
     format!(
@@ -151,7 +156,10 @@ mod tests {
         // 2026-11-25 13:16:42 UTC
         let t = days_from_civil(2026, 11, 25) * 86_400 + 13 * 3600 + 16 * 60 + 42;
         assert_eq!(syslog_timestamp(t), "Nov 25 13:16:42");
-        assert_eq!(syslog_timestamp(days_from_civil(2026, 1, 5) * 86_400), "Jan  5 00:00:00");
+        assert_eq!(
+            syslog_timestamp(days_from_civil(2026, 1, 5) * 86_400),
+            "Jan  5 00:00:00"
+        );
     }
 
     #[test]

@@ -9,7 +9,11 @@ fn bin() -> PathBuf {
 }
 
 fn run(program: &Path, args: &[&str]) -> Output {
-    Command::new(program).args(args).env_remove("GCE_METADATA_HOST").output().expect("run gce-guest")
+    Command::new(program)
+        .args(args)
+        .env_remove("GCE_METADATA_HOST")
+        .output()
+        .expect("run gce-guest")
 }
 
 fn scratch(name: &str) -> PathBuf {
@@ -24,7 +28,10 @@ fn stdout(o: &Output) -> String {
 }
 
 fn applet_names() -> Vec<String> {
-    stdout(&run(&bin(), &["--list"])).lines().map(str::to_string).collect()
+    stdout(&run(&bin(), &["--list"]))
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 #[test]
@@ -43,7 +50,12 @@ fn list_names_every_applet_sorted() {
         "google_optimize_local_ssd",
         "google_set_multiqueue",
     ] {
-        assert!(names.iter().any(|n| n == expected), "{} missing from --list: {:?}", expected, names);
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{} missing from --list: {:?}",
+            expected,
+            names
+        );
     }
     let mut sorted = names.clone();
     sorted.sort();
@@ -67,7 +79,11 @@ fn every_applet_answers_help_through_the_multiplexer_and_a_link() {
     for name in applet_names() {
         let out = run(&bin(), &[&name, "--help"]);
         assert!(out.status.success(), "{} --help failed", name);
-        assert!(stdout(&out).contains(&name), "{} --help does not name itself", name);
+        assert!(
+            stdout(&out).contains(&name),
+            "{} --help does not name itself",
+            name
+        );
         let link = dir.join(&name);
         std::os::unix::fs::symlink(bin(), &link).unwrap();
         let out = run(&link, &["--help"]);
@@ -105,15 +121,30 @@ fn install_makes_links_idempotently_and_leaves_foreign_files_alone() {
     std::fs::write(dir.join("google_accounts_daemon"), b"#!/usr/bin/python\n").unwrap();
     let first = run(&exe, &["--install", "-s", dir.to_str().unwrap()]);
     assert_eq!(first.status.code(), Some(1), "a foreign file is reported");
-    assert_eq!(std::fs::read(dir.join("google_accounts_daemon")).unwrap(), b"#!/usr/bin/python\n");
-    for name in applet_names().iter().filter(|n| *n != "google_accounts_daemon") {
+    assert_eq!(
+        std::fs::read(dir.join("google_accounts_daemon")).unwrap(),
+        b"#!/usr/bin/python\n"
+    );
+    for name in applet_names()
+        .iter()
+        .filter(|n| *n != "google_accounts_daemon")
+    {
         let link = dir.join(name);
-        assert_eq!(std::fs::read_link(&link).unwrap(), PathBuf::from("gce-guest"), "{} is a relative symlink", name);
+        assert_eq!(
+            std::fs::read_link(&link).unwrap(),
+            PathBuf::from("gce-guest"),
+            "{} is a relative symlink",
+            name
+        );
         let out = run(&link, &["--version"]);
         assert!(out.status.success());
     }
     let again = run(&exe, &["--install", "-s", dir.to_str().unwrap()]);
-    assert!(stdout(&again).is_empty(), "second run changes nothing: {}", stdout(&again));
+    assert!(
+        stdout(&again).is_empty(),
+        "second run changes nothing: {}",
+        stdout(&again)
+    );
     let forced = run(&exe, &["--install", "-s", "-f", dir.to_str().unwrap()]);
     assert!(forced.status.success());
     assert!(std::fs::read_link(dir.join("google_accounts_daemon")).is_ok());
@@ -132,6 +163,11 @@ fn install_makes_links_idempotently_and_leaves_foreign_files_alone() {
 #[test]
 fn bad_usage_exits_2() {
     assert_eq!(run(&bin(), &["google_metadata_get"]).status.code(), Some(2));
-    assert_eq!(run(&bin(), &["google_metadata_get", "--bogus", "x"]).status.code(), Some(2));
+    assert_eq!(
+        run(&bin(), &["google_metadata_get", "--bogus", "x"])
+            .status
+            .code(),
+        Some(2)
+    );
     assert_eq!(run(&bin(), &[]).status.code(), Some(2));
 }

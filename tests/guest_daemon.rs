@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{Sandbox, SandboxBuilder};
 
-const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPKkHbgJqZMI6HcgENtI7INWKdoHxd07XKGDtf8SC16Q alice@laptop";
+const KEY: &str =
+    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPKkHbgJqZMI6HcgENtI7INWKdoHxd07XKGDtf8SC16Q alice@laptop";
 const STUB_PATH: &str = "/run/stub:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 const CALLS: &str = "/run/hwclock.calls";
 
@@ -26,9 +27,11 @@ fn metadata(token: &str, keys: &str) -> String {
 }
 
 fn builder(token: &str, keys: &str) -> SandboxBuilder {
-    Sandbox::builder()
-        .metadata(&metadata(token, keys))
-        .file("/run/stub/hwclock", format!("#!/bin/sh\necho \"$*\" >> {}\n", CALLS), 0o755)
+    Sandbox::builder().metadata(&metadata(token, keys)).file(
+        "/run/stub/hwclock",
+        format!("#!/bin/sh\necho \"$*\" >> {}\n", CALLS),
+        0o755,
+    )
 }
 
 fn env() -> [(&'static str, &'static str); 1] {
@@ -36,7 +39,11 @@ fn env() -> [(&'static str, &'static str); 1] {
 }
 
 fn clock_calls(sb: &Sandbox) -> Vec<String> {
-    sb.read_string(CALLS).unwrap_or_default().lines().map(str::to_string).collect()
+    sb.read_string(CALLS)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 fn count_log(sb: &Sandbox, needle: &str) -> usize {
@@ -49,14 +56,24 @@ const SYNCED: &str = "google-clock-skew: INFO Synced system time with hardware c
 fn a_drift_token_change_sets_the_clock_exactly_once() {
     let sb = sandbox_or_skip!(builder("1", ""));
     let _daemon = sb.spawn_env(["google_clock_skew_daemon"], &env());
-    assert!(sb.wait_for_log(Duration::from_secs(10), SYNCED), "no sync at start: {:?}", sb.log_lines());
-    assert!(sb.log_lines().iter().any(|l| l == "google-clock-skew: INFO Clock drift token has changed: 1."));
+    assert!(
+        sb.wait_for_log(Duration::from_secs(10), SYNCED),
+        "no sync at start: {:?}",
+        sb.log_lines()
+    );
+    assert!(sb
+        .log_lines()
+        .iter()
+        .any(|l| l == "google-clock-skew: INFO Clock drift token has changed: 1."));
     assert_eq!(clock_calls(&sb), ["-s -u"], "hwclock -s -u, once at start");
 
     // Changes elsewhere in the document: the watch wakes, the clock daemon does not act.
     let emu = sb.emulator();
     for i in 0..5 {
-        emu.patch(&format!(r#"{{"instance":{{"attributes":{{"other":"{}"}}}}}}"#, i));
+        emu.patch(&format!(
+            r#"{{"instance":{{"attributes":{{"other":"{}"}}}}}}"#,
+            i
+        ));
         std::thread::sleep(Duration::from_millis(150));
     }
     std::thread::sleep(Duration::from_millis(500));
@@ -72,9 +89,14 @@ fn a_drift_token_change_sets_the_clock_exactly_once() {
 
 #[test]
 fn an_rtc_in_local_time_is_skipped_with_a_warning() {
-    let sb = sandbox_or_skip!(builder("1", "").file("/etc/adjtime", "0.0 0 0.0\n0\nLOCAL\n", 0o644));
+    let sb =
+        sandbox_or_skip!(builder("1", "").file("/etc/adjtime", "0.0 0 0.0\n0\nLOCAL\n", 0o644));
     let _daemon = sb.spawn_env(["google_clock_skew_daemon"], &env());
-    assert!(sb.wait_for_log(Duration::from_secs(10), "keeps local time"), "{:?}", sb.log_lines());
+    assert!(
+        sb.wait_for_log(Duration::from_secs(10), "keeps local time"),
+        "{:?}",
+        sb.log_lines()
+    );
     std::thread::sleep(Duration::from_millis(300));
     assert!(clock_calls(&sb).is_empty());
     assert_eq!(count_log(&sb, SYNCED), 0);
@@ -84,26 +106,43 @@ fn an_rtc_in_local_time_is_skipped_with_a_warning() {
 fn the_guest_daemon_uses_one_long_poll_for_every_daemon_and_stops_fast() {
     let sb = sandbox_or_skip!(builder("1", &format!("alice:{}", KEY)));
     let mut daemon = sb.spawn_env(["google_guest_daemon"], &env());
-    assert!(sb.wait_for_log(Duration::from_secs(10), SYNCED), "{:?}", sb.log_lines());
-    assert!(sb.wait_until(Duration::from_secs(15), || sb.exists("/home/alice/.ssh/authorized_keys")));
+    assert!(
+        sb.wait_for_log(Duration::from_secs(10), SYNCED),
+        "{:?}",
+        sb.log_lines()
+    );
+    assert!(sb.wait_until(Duration::from_secs(15), || sb
+        .exists("/home/alice/.ssh/authorized_keys")));
     let emu = sb.emulator();
     emu.patch(r#"{"instance":{"virtualClock":{"driftToken":"2"}}}"#);
     assert!(sb.wait_until(Duration::from_secs(10), || clock_calls(&sb).len() == 2));
     // The accounts daemon did not act on the clock change: one creation, no more.
     assert_eq!(count_log(&sb, "Creating a new user account for alice."), 1);
 
-    let mut polls: Vec<_> = emu.requests().into_iter().filter(|r| r.wait_for_change).collect();
+    let mut polls: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.wait_for_change)
+        .collect();
     polls.sort_by_key(|r| r.start_ms);
     assert!(polls.len() >= 2);
     for pair in polls.windows(2) {
         let end = pair[0].end_ms.expect("an earlier long-poll has ended");
-        assert!(pair[1].start_ms >= end, "two long-polls at once: {:?}", pair);
+        assert!(
+            pair[1].start_ms >= end,
+            "two long-polls at once: {:?}",
+            pair
+        );
     }
-    assert!(polls.iter().all(|r| r.path == "/computeMetadata/v1/" && r.query.contains("recursive=true")));
+    assert!(polls
+        .iter()
+        .all(|r| r.path == "/computeMetadata/v1/" && r.query.contains("recursive=true")));
 
     let start = Instant::now();
     daemon.signal(libc::SIGTERM);
-    let status = daemon.wait_timeout(Duration::from_secs(5)).expect("exits on SIGTERM");
+    let status = daemon
+        .wait_timeout(Duration::from_secs(5))
+        .expect("exits on SIGTERM");
     let took = start.elapsed();
     assert!(status.success(), "{:?}", status);
     assert!(took < Duration::from_secs(1), "SIGTERM took {:?}", took);
@@ -112,12 +151,35 @@ fn the_guest_daemon_uses_one_long_poll_for_every_daemon_and_stops_fast() {
 #[test]
 fn a_crashed_daemon_is_restarted_without_disturbing_the_others() {
     let sb = sandbox_or_skip!(builder("1", &format!("alice:{}", KEY)));
-    let _daemon = sb.spawn_env(["google_guest_daemon"], &[("PATH", STUB_PATH), ("GCE_GUEST_TEST_PANIC", "accounts:1")]);
-    assert!(sb.wait_for_log(Duration::from_secs(10), "The accounts daemon crashed; restarting it"), "{:?}", sb.log_lines());
-    assert!(sb.log_lines().iter().any(|l| l.contains("google-accounts: ERROR Internal error") && l.contains("injected test fault")));
-    assert!(sb.wait_until(Duration::from_secs(15), || sb.exists("/home/alice/.ssh/authorized_keys")), "{:?}", sb.log_lines());
+    let _daemon = sb.spawn_env(
+        ["google_guest_daemon"],
+        &[("PATH", STUB_PATH), ("GCE_GUEST_TEST_PANIC", "accounts:1")],
+    );
+    assert!(
+        sb.wait_for_log(
+            Duration::from_secs(10),
+            "The accounts daemon crashed; restarting it"
+        ),
+        "{:?}",
+        sb.log_lines()
+    );
+    assert!(sb
+        .log_lines()
+        .iter()
+        .any(|l| l.contains("google-accounts: ERROR Internal error")
+            && l.contains("injected test fault")));
+    assert!(
+        sb.wait_until(Duration::from_secs(15), || sb
+            .exists("/home/alice/.ssh/authorized_keys")),
+        "{:?}",
+        sb.log_lines()
+    );
     assert!(sb.wait_for_log(Duration::from_secs(5), SYNCED));
-    assert_eq!(clock_calls(&sb).len(), 1, "the clock daemon ran once, undisturbed");
+    assert_eq!(
+        clock_calls(&sb).len(),
+        1,
+        "the clock daemon ran once, undisturbed"
+    );
     assert_eq!(count_log(&sb, SYNCED), 1);
 }
 
@@ -130,13 +192,28 @@ fn a_lock_held_by_a_standalone_daemon_disables_only_that_thread() {
     // A second standalone copy warns and exits 0 at once.
     let second = sb.run_env(["google_clock_skew_daemon"], &env());
     assert_eq!(second.code(), Some(0));
-    assert!(sb.wait_for_log(Duration::from_secs(5), "Exception locking /var/lock/google_clock_skew.lock. File already locked."));
+    assert!(sb.wait_for_log(
+        Duration::from_secs(5),
+        "Exception locking /var/lock/google_clock_skew.lock. File already locked."
+    ));
 
     let _guest = sb.spawn_env(["google_guest_daemon"], &env());
-    assert!(sb.wait_for_log(Duration::from_secs(10), "Another copy runs; retrying every 30 seconds."), "{:?}", sb.log_lines());
-    assert!(sb.wait_until(Duration::from_secs(15), || sb.exists("/home/alice/.ssh/authorized_keys")));
+    assert!(
+        sb.wait_for_log(
+            Duration::from_secs(10),
+            "Another copy runs; retrying every 30 seconds."
+        ),
+        "{:?}",
+        sb.log_lines()
+    );
+    assert!(sb.wait_until(Duration::from_secs(15), || sb
+        .exists("/home/alice/.ssh/authorized_keys")));
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(clock_calls(&sb).len(), 1, "the clock was set by the standalone daemon only");
+    assert_eq!(
+        clock_calls(&sb).len(),
+        1,
+        "the clock was set by the standalone daemon only"
+    );
 }
 
 #[test]
@@ -145,7 +222,14 @@ fn sighup_reloads_the_configuration() {
     let daemon = sb.spawn_env(["google_guest_daemon"], &env());
     assert!(sb.wait_for_log(Duration::from_secs(10), SYNCED));
     daemon.signal(libc::SIGHUP);
-    assert!(sb.wait_for_log(Duration::from_secs(5), "Reloading the configuration (SIGHUP)."));
+    assert!(sb.wait_for_log(
+        Duration::from_secs(5),
+        "Reloading the configuration (SIGHUP)."
+    ));
     // The reload makes every daemon re-check its slice against the new configuration.
-    assert!(sb.wait_until(Duration::from_secs(10), || count_log(&sb, SYNCED) == 2), "{:?}", sb.log_lines());
+    assert!(
+        sb.wait_until(Duration::from_secs(10), || count_log(&sb, SYNCED) == 2),
+        "{:?}",
+        sb.log_lines()
+    );
 }

@@ -32,9 +32,11 @@ fn emulator() -> (Emulator, Client) {
     setup();
     let emu = Emulator::start(
         "127.0.0.1:0",
-        doc(r#"{"instance":{"id":42,"hostname":"vm.example","virtualClock":{"driftToken":"7"},
+        doc(
+            r#"{"instance":{"id":42,"hostname":"vm.example","virtualClock":{"driftToken":"7"},
               "attributes":{"ssh-keys":"alice:ssh-ed25519 AAAA alice"}},
-            "project":{"projectId":"p","attributes":{}}}"#),
+            "project":{"projectId":"p","attributes":{}}}"#,
+        ),
     )
     .unwrap();
     let client = Client::with_host(&emu.addr().to_string());
@@ -49,7 +51,10 @@ fn kind(e: &Error) -> Option<FailureKind> {
 }
 
 fn metadata_requests(emu: &Emulator) -> usize {
-    emu.requests().iter().filter(|r| r.path.starts_with("/computeMetadata/")).count()
+    emu.requests()
+        .iter()
+        .filter(|r| r.path.starts_with("/computeMetadata/"))
+        .count()
 }
 
 fn report(what: &str, requests: usize, elapsed: Duration) {
@@ -69,8 +74,15 @@ fn the_first_watch_answers_at_once() {
     let mut watcher = Watcher::new(client, "");
     let start = Instant::now();
     let snap = watcher.next(&signals).unwrap();
-    assert!(start.elapsed() < Duration::from_millis(500), "took {:?}", start.elapsed());
-    assert_eq!(mds::lookup_str(&snap.doc, "instance/hostname"), Some("vm.example"));
+    assert!(
+        start.elapsed() < Duration::from_millis(500),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert_eq!(
+        mds::lookup_str(&snap.doc, "instance/hostname"),
+        Some("vm.example")
+    );
     assert!(snap.etag.is_some());
 }
 
@@ -86,12 +98,29 @@ fn a_change_wakes_a_waiting_watch() {
         (snap, start.elapsed())
     });
     std::thread::sleep(Duration::from_millis(300));
-    emu.patch_document(&doc(r#"{"instance":{"virtualClock":{"driftToken":"8"}}}"#)).unwrap();
+    emu.patch_document(&doc(r#"{"instance":{"virtualClock":{"driftToken":"8"}}}"#))
+        .unwrap();
     let (snap, waited) = waiting.join().unwrap();
-    assert_eq!(mds::lookup_str(&snap.doc, "instance/virtualClock/driftToken"), Some("8"));
-    assert!(waited >= Duration::from_millis(250) && waited < Duration::from_secs(2), "{:?}", waited);
-    let waits: Vec<_> = emu.requests().into_iter().filter(|r| r.wait_for_change).collect();
-    assert_eq!(waits.len(), 2, "one request per document, no polling: {:?}", waits);
+    assert_eq!(
+        mds::lookup_str(&snap.doc, "instance/virtualClock/driftToken"),
+        Some("8")
+    );
+    assert!(
+        waited >= Duration::from_millis(250) && waited < Duration::from_secs(2),
+        "{:?}",
+        waited
+    );
+    let waits: Vec<_> = emu
+        .requests()
+        .into_iter()
+        .filter(|r| r.wait_for_change)
+        .collect();
+    assert_eq!(
+        waits.len(),
+        2,
+        "one request per document, no polling: {:?}",
+        waits
+    );
 }
 
 #[test]
@@ -102,7 +131,11 @@ fn timeout_sec_returns_the_unchanged_document() {
     let start = Instant::now();
     let again = client.watch_once("", &etag, 1).unwrap();
     let waited = start.elapsed();
-    assert!(waited >= Duration::from_millis(900) && waited < Duration::from_secs(3), "{:?}", waited);
+    assert!(
+        waited >= Duration::from_millis(900) && waited < Duration::from_secs(3),
+        "{:?}",
+        waited
+    );
     assert_eq!(again.etag.as_deref(), Some(etag.as_str()));
     assert_eq!(again.doc, first.doc);
     // A watcher does not hand an unchanged document to the daemons, and keeps waiting
@@ -115,7 +148,11 @@ fn timeout_sec_returns_the_unchanged_document() {
     std::thread::sleep(Duration::from_millis(3500));
     signals.request_stop();
     let n = metadata_requests(&emu);
-    report("idle watch (timeout_sec 3 under the time scale)", n, Duration::from_millis(3500));
+    report(
+        "idle watch (timeout_sec 3 under the time scale)",
+        n,
+        Duration::from_millis(3500),
+    );
     assert!(n <= 3, "{} requests while nothing changed", n);
     let _ = handle; // blocked in a long-poll; abandoned like the daemon abandons it on SIGTERM
 }
@@ -144,28 +181,50 @@ fn outage(name: &str, fault: FaultMode, duration: Duration, max_requests: usize)
     );
     report(name, during, duration);
     assert!(during >= 2, "{}: retried ({} requests)", name, during);
-    assert!(during <= max_requests, "{}: {} requests is not bounded", name, during);
+    assert!(
+        during <= max_requests,
+        "{}: {} requests is not bounded",
+        name,
+        during
+    );
     during
 }
 
 #[test]
 fn a_503_storm_is_retried_with_backoff_then_recovers() {
     // Backoff 1 s doubling to 30 s, at 1/20 speed: 25 ms, 50, 100, ... 1.5 s.
-    outage("503 storm", FaultMode::Status { status: 503, body: None }, Duration::from_secs(3), 12);
+    outage(
+        "503 storm",
+        FaultMode::Status {
+            status: 503,
+            body: None,
+        },
+        Duration::from_secs(3),
+        12,
+    );
 }
 
 #[test]
 fn a_503_whose_body_is_json_is_still_an_error() {
     let (emu, client) = emulator();
     let body = r#"{"instance":{"attributes":{}},"project":{"attributes":{}}}"#.to_string();
-    emu.push_fault(Fault::new(FaultMode::Status { status: 503, body: Some(body.clone()) }, 2));
+    emu.push_fault(Fault::new(
+        FaultMode::Status {
+            status: 503,
+            body: Some(body.clone()),
+        },
+        2,
+    ));
     let e = client.watch_once("", "0", 1).unwrap_err();
     assert_eq!(kind(&e), Some(FailureKind::Status(503)));
     let e = client.get_json("instance/attributes/").unwrap_err();
     assert_eq!(kind(&e), Some(FailureKind::Status(503)));
     outage(
         "503 with a JSON body",
-        FaultMode::Status { status: 503, body: Some(body) },
+        FaultMode::Status {
+            status: 503,
+            body: Some(body),
+        },
         Duration::from_secs(2),
         12,
     );
@@ -175,12 +234,28 @@ fn a_503_whose_body_is_json_is_still_an_error() {
 fn html_and_truncated_200s_are_errors() {
     let (emu, client) = emulator();
     emu.push_fault(Fault::new(FaultMode::Html, 1));
-    assert_eq!(kind(&client.watch_once("", "0", 1).unwrap_err()), Some(FailureKind::BadBody));
+    assert_eq!(
+        kind(&client.watch_once("", "0", 1).unwrap_err()),
+        Some(FailureKind::BadBody)
+    );
     emu.push_fault(Fault::new(FaultMode::Truncate, 1));
-    assert_eq!(kind(&client.watch_once("", "0", 1).unwrap_err()), Some(FailureKind::Truncated));
+    assert_eq!(
+        kind(&client.watch_once("", "0", 1).unwrap_err()),
+        Some(FailureKind::Truncated)
+    );
     assert!(client.watch_once("", "0", 1).is_ok());
-    outage("200 with an HTML body", FaultMode::Html, Duration::from_secs(2), 12);
-    outage("200 with a truncated body", FaultMode::Truncate, Duration::from_secs(2), 12);
+    outage(
+        "200 with an HTML body",
+        FaultMode::Html,
+        Duration::from_secs(2),
+        12,
+    );
+    outage(
+        "200 with a truncated body",
+        FaultMode::Truncate,
+        Duration::from_secs(2),
+        12,
+    );
 }
 
 #[test]
@@ -189,7 +264,12 @@ fn connection_resets_are_retried() {
     emu.push_fault(Fault::new(FaultMode::Reset, 1));
     let e = client.watch_once("", "0", 1).unwrap_err();
     assert!(matches!(kind(&e), Some(FailureKind::Connection)), "{:?}", e);
-    outage("connection reset", FaultMode::Reset, Duration::from_secs(2), 12);
+    outage(
+        "connection reset",
+        FaultMode::Reset,
+        Duration::from_secs(2),
+        12,
+    );
 }
 
 #[test]
@@ -206,7 +286,10 @@ fn a_server_that_hangs_past_the_client_timeout_is_abandoned() {
 
 #[test]
 fn answers_without_a_new_etag_do_not_make_a_busy_loop() {
-    for (name, mode) in [("200 without an ETag", FaultMode::NoEtag), ("200 with an unchanged ETag", FaultMode::FixedEtag)] {
+    for (name, mode) in [
+        ("200 without an ETag", FaultMode::NoEtag),
+        ("200 with an unchanged ETag", FaultMode::FixedEtag),
+    ] {
         let (emu, client) = emulator();
         let signals: &'static Signals = Box::leak(Box::new(Signals::new()));
         let mut watcher = Watcher::new(client, "");
@@ -220,9 +303,15 @@ fn answers_without_a_new_etag_do_not_make_a_busy_loop() {
         report(name, n, window);
         assert!(n <= 15, "{}: {} requests in {:?}", name, n, window);
         // A real change still gets through while the server misbehaves.
-        emu.patch_document(&doc(r#"{"instance":{"hostname":"changed"}}"#)).unwrap();
+        emu.patch_document(&doc(r#"{"instance":{"hostname":"changed"}}"#))
+            .unwrap();
         let got = handle.join().unwrap().unwrap();
-        assert_eq!(mds::lookup_str(&got, "instance/hostname"), Some("changed"), "{}", name);
+        assert_eq!(
+            mds::lookup_str(&got, "instance/hostname"),
+            Some("changed"),
+            "{}",
+            name
+        );
     }
 }
 
@@ -232,7 +321,10 @@ fn replies_without_metadata_flavor_are_refused() {
     emu.push_fault(Fault::new(FaultMode::NoFlavor, 1));
     let e = client.get_text("instance/id").unwrap_err();
     assert_eq!(kind(&e), Some(FailureKind::NoFlavor));
-    assert_eq!(client.get_text("instance/id").unwrap().as_deref(), Some("42"));
+    assert_eq!(
+        client.get_text("instance/id").unwrap().as_deref(),
+        Some("42")
+    );
 }
 
 #[test]
@@ -240,9 +332,17 @@ fn requests_carry_metadata_flavor_and_404_means_absent() {
     let (emu, client) = emulator();
     assert_eq!(client.get_text("instance/nothing-here").unwrap(), None);
     assert!(client.get_json("instance/attributes/").unwrap().is_some());
-    client.put_guest_attribute("hostkeys", "ssh-ed25519", "AAAA").unwrap();
+    client
+        .put_guest_attribute("hostkeys", "ssh-ed25519", "AAAA")
+        .unwrap();
     assert!(emu.requests().iter().all(|r| r.flavor));
-    assert_eq!(client.get_text("instance/guest-attributes/hostkeys/ssh-ed25519").unwrap().as_deref(), Some("AAAA"));
+    assert_eq!(
+        client
+            .get_text("instance/guest-attributes/hostkeys/ssh-ed25519")
+            .unwrap()
+            .as_deref(),
+        Some("AAAA")
+    );
 }
 
 // The binary, as scripts use it.
@@ -250,7 +350,8 @@ fn requests_carry_metadata_flavor_and_404_means_absent() {
 fn get(emu: &Emulator, args: &[&str], extra_env: &[(&str, &str)]) -> std::process::Output {
     let mut cmd = Command::new(PathBuf::from(env!("CARGO_BIN_EXE_gce-guest")));
     cmd.arg("google_metadata_get").args(args);
-    cmd.env("GCE_METADATA_HOST", emu.addr().to_string()).env(gce_guest::timing::TIME_SCALE_ENV, TIME_SCALE);
+    cmd.env("GCE_METADATA_HOST", emu.addr().to_string())
+        .env(gce_guest::timing::TIME_SCALE_ENV, TIME_SCALE);
     for (k, v) in extra_env {
         cmd.env(k, v);
     }
@@ -267,7 +368,13 @@ fn metadata_get_prints_values_and_exits_by_outcome() {
     let json = mds::parse_json(std::str::from_utf8(&out.stdout).unwrap()).unwrap();
     assert!(mds::lookup_str(&json, "ssh-keys").is_some());
     assert_eq!(get(&emu, &["instance/absent"], &[]).status.code(), Some(1));
-    emu.push_fault(Fault::new(FaultMode::Status { status: 503, body: None }, -1));
+    emu.push_fault(Fault::new(
+        FaultMode::Status {
+            status: 503,
+            body: None,
+        },
+        -1,
+    ));
     let out = get(&emu, &["--timeout", "2", "instance/id"], &[]);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("503"));
@@ -277,9 +384,19 @@ fn metadata_get_prints_values_and_exits_by_outcome() {
 fn metadata_get_ignores_proxy_settings() {
     let (emu, _) = emulator();
     let dead = "http://127.0.0.1:9";
-    let env = [("http_proxy", dead), ("HTTP_PROXY", dead), ("all_proxy", dead), ("ALL_PROXY", dead)];
+    let env = [
+        ("http_proxy", dead),
+        ("HTTP_PROXY", dead),
+        ("all_proxy", dead),
+        ("ALL_PROXY", dead),
+    ];
     let out = get(&emu, &["instance/id"], &env);
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(out.stdout, b"42");
 }
 
@@ -289,7 +406,11 @@ fn metadata_get_wait_returns_the_next_value() {
     let addr = emu.addr().to_string();
     let child = std::thread::spawn(move || {
         let out = Command::new(env!("CARGO_BIN_EXE_gce-guest"))
-            .args(["google_metadata_get", "--wait", "instance/virtual-clock/drift-token"])
+            .args([
+                "google_metadata_get",
+                "--wait",
+                "instance/virtual-clock/drift-token",
+            ])
             .env("GCE_METADATA_HOST", addr)
             .env(gce_guest::timing::TIME_SCALE_ENV, TIME_SCALE)
             .output()
@@ -297,6 +418,7 @@ fn metadata_get_wait_returns_the_next_value() {
         out.stdout
     });
     std::thread::sleep(Duration::from_millis(500));
-    emu.patch_document(&doc(r#"{"instance":{"virtualClock":{"driftToken":"99"}}}"#)).unwrap();
+    emu.patch_document(&doc(r#"{"instance":{"virtualClock":{"driftToken":"99"}}}"#))
+        .unwrap();
     assert_eq!(child.join().unwrap(), b"99");
 }

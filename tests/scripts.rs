@@ -638,7 +638,10 @@ fn a_hundred_thousand_lines_are_all_logged_in_order() {
     let syslog = output_of(&sb, "startup-script");
     let logged: Vec<usize> = syslog.iter().filter_map(|l| l.parse().ok()).collect();
     assert_eq!(logged.len(), 100_000, "syslog received {}", logged.len());
-    assert!(logged.windows(2).all(|w| w[0] < w[1]), "out of order in syslog");
+    assert!(
+        logged.windows(2).all(|w| w[0] < w[1]),
+        "out of order in syslog"
+    );
     assert_eq!(syslog.last().map(String::as_str), Some("Return code 0."));
     println!("{:?} for 100,000 lines", took);
 }

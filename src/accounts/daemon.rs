@@ -26,11 +26,19 @@ pub static SPEC: Spec = Spec {
 };
 
 /// The attributes the accounts daemon reads; a change anywhere else does not wake it.
-const INSTANCE_KEYS: [&str; 4] = ["ssh-keys", "sshKeys", "block-project-ssh-keys", "enable-oslogin"];
+const INSTANCE_KEYS: [&str; 4] = [
+    "ssh-keys",
+    "sshKeys",
+    "block-project-ssh-keys",
+    "enable-oslogin",
+];
 const PROJECT_KEYS: [&str; 3] = ["ssh-keys", "sshKeys", "enable-oslogin"];
 
 fn now_f64() -> f64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
 }
 
 /// State kept between metadata changes.
@@ -93,7 +101,15 @@ impl AccountsDaemon {
     /// One full round: wanted state from `snapshot` at this moment, plan, apply.
     fn round(&mut self, snapshot: &Snapshot) -> Result<()> {
         let now = crate::timing::unix_now();
-        let (desired, notes) = DesiredAccounts::from_snapshot(snapshot, now)?;
+        // A document the planner refuses (no `instance`) changes nothing and is not retried:
+        // the same document would be refused again. The next change is looked at afresh.
+        let (desired, notes) = match DesiredAccounts::from_snapshot(snapshot, now) {
+            Ok(read) => read,
+            Err(e) => {
+                warn!("{}; leaving every account as it is.", e);
+                return Ok(());
+            }
+        };
         self.notes.log(&notes);
         self.next_expiry = desired.next_expiry_check();
         self.oslogin_changed(desired.oslogin_enabled());
@@ -103,8 +119,15 @@ impl AccountsDaemon {
             }
         }
         let mut state = SystemState::read()?;
-        let view = SystemView { ledger: &state.ledger, created: &state.created, local_users: &state.local_users };
-        let config = PlanConfig { deprovision_remove: self.deprovision_remove, uid_min: state.uid_min };
+        let view = SystemView {
+            ledger: &state.ledger,
+            created: &state.created,
+            local_users: &state.local_users,
+        };
+        let config = PlanConfig {
+            deprovision_remove: self.deprovision_remove,
+            uid_min: state.uid_min,
+        };
         let actions = plan(&desired, &self.applied, &view, &config);
         if actions.is_empty() {
             return Ok(());
@@ -116,7 +139,10 @@ impl AccountsDaemon {
             Ok(())
         } else {
             let names: Vec<&str> = failed.iter().map(|u| u.as_str()).collect();
-            Err(Error::Msg(format!("Accounts not fully updated for: {}", names.join(", "))))
+            Err(Error::Msg(format!(
+                "Accounts not fully updated for: {}",
+                names.join(", ")
+            )))
         }
     }
 }
@@ -137,12 +163,18 @@ impl Daemon for AccountsDaemon {
         slice.insert("project".to_string(), pick("project", &PROJECT_KEYS));
         // Present only so that a document without `instance` is still a change to act on
         // (and be refused by the planner) rather than silently equal to an empty one.
-        slice.insert("hasInstance".to_string(), JsonValue::Boolean(mds::lookup(doc, "instance").is_some()));
+        slice.insert(
+            "hasInstance".to_string(),
+            JsonValue::Boolean(mds::lookup(doc, "instance").is_some()),
+        );
         Some(JsonValue::Object(slice))
     }
 
     fn apply(&mut self, doc: &JsonValue) -> Result<()> {
-        let snapshot = Snapshot { etag: None, doc: doc.clone() };
+        let snapshot = Snapshot {
+            etag: None,
+            doc: doc.clone(),
+        };
         let result = self.round(&snapshot);
         self.last = Some(snapshot);
         result

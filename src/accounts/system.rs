@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use super::authorized_keys::{remove_ours, rewrite};
 use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
-use super::passwd::{parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH};
+use super::passwd::{
+    parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH,
+};
 use super::plan::{ledger_after_failures, Action};
 use super::username::Username;
 use crate::config::Config;
@@ -74,7 +76,11 @@ impl Commands {
     /// switches to the busybox equivalent when the image lacks that program but has the
     /// busybox applet; `/bin/bash` in the default becomes `/bin/sh` where bash is missing.
     pub fn from_config(config: &Config) -> Commands {
-        Commands::resolve(config, |p| exec::find_program(p).is_some(), Path::new("/bin/bash").exists())
+        Commands::resolve(
+            config,
+            |p| exec::find_program(p).is_some(),
+            Path::new("/bin/bash").exists(),
+        )
     }
 
     fn resolve(config: &Config, have: impl Fn(&str) -> bool, have_bash: bool) -> Commands {
@@ -83,7 +89,8 @@ impl Commands {
             let configured = config.get_str("Accounts", option);
             let shadow_default = SHADOW.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
             let busybox = BUSYBOX.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
-            let is_default = configured.trim().is_empty() || Some(configured.as_str()) == shadow_default;
+            let is_default =
+                configured.trim().is_empty() || Some(configured.as_str()) == shadow_default;
             let mut chosen = if is_default && busybox_userland {
                 busybox.unwrap_or_default().to_string()
             } else if configured.trim().is_empty() {
@@ -131,7 +138,10 @@ fn run_template(template: &str, vars: &[(&str, &str)], input: Option<&[u8]>) -> 
     let argv = exec::expand_template(template, vars);
     let program = first_word(template).to_string();
     let Some(cmd) = exec::command_from_argv(&argv) else {
-        return Err(Error::Command { program, detail: "is an empty template".into() });
+        return Err(Error::Command {
+            program,
+            detail: "is an empty template".into(),
+        });
     };
     let out = match input {
         Some(bytes) => exec::run_with_input(cmd, bytes, COMMAND_TIMEOUT)?,
@@ -142,7 +152,11 @@ fn run_template(template: &str, vars: &[(&str, &str)], input: Option<&[u8]>) -> 
     } else {
         Err(Error::Command {
             program,
-            detail: format!("exited {}: {}", out.outcome.return_code(), out.text().replace('\n', " ")),
+            detail: format!(
+                "exited {}: {}",
+                out.outcome.return_code(),
+                out.text().replace('\n', " ")
+            ),
         })
     }
 }
@@ -163,8 +177,15 @@ pub fn parse_groups(content: &[u8]) -> Vec<GroupEntry> {
             if fields.len() < 4 || fields[0].is_empty() {
                 return None;
             }
-            let members = fields[3].split(',').filter(|m| !m.is_empty()).map(str::to_string).collect();
-            Some(GroupEntry { name: fields[0].to_string(), members })
+            let members = fields[3]
+                .split(',')
+                .filter(|m| !m.is_empty())
+                .map(str::to_string)
+                .collect();
+            Some(GroupEntry {
+                name: fields[0].to_string(),
+                members,
+            })
         })
         .collect()
 }
@@ -202,7 +223,12 @@ impl SystemState {
             Some(bytes) => parse_uid_min(&bytes),
             None => super::passwd::DEFAULT_UID_MIN,
         };
-        Ok(SystemState { local_users, ledger: read_ledger(USERS_LEDGER)?, created: read_ledger(CREATED_LEDGER)?, uid_min })
+        Ok(SystemState {
+            local_users,
+            ledger: read_ledger(USERS_LEDGER)?,
+            created: read_ledger(CREATED_LEDGER)?,
+            uid_min,
+        })
     }
 }
 
@@ -246,22 +272,39 @@ enum KeysRefused {
 
 fn describe_refusal(user: &str, why: &KeysRefused) -> String {
     match why {
-        KeysRefused::Symlink(what) => format!("Not updating authorized keys for user {}. {} is a symlink.", user, what),
+        KeysRefused::Symlink(what) => format!(
+            "Not updating authorized keys for user {}. {} is a symlink.",
+            user, what
+        ),
         KeysRefused::NotOwned(what, uid) => {
-            format!("Not updating authorized keys for user {}. {} belongs to uid {}.", user, what, uid)
+            format!(
+                "Not updating authorized keys for user {}. {} belongs to uid {}.",
+                user, what, uid
+            )
         }
-        KeysRefused::NotAFile => format!("Not updating authorized keys for user {}. It is not a regular file.", user),
+        KeysRefused::NotAFile => format!(
+            "Not updating authorized keys for user {}. It is not a regular file.",
+            user
+        ),
         KeysRefused::HardLinked => {
-            format!("Not updating authorized keys for user {}. The file has other hard links.", user)
+            format!(
+                "Not updating authorized keys for user {}. The file has other hard links.",
+                user
+            )
         }
     }
 }
 
 /// Opens (creating if needed) `~/.ssh` of `user`, refusing anything the user could use to
 /// redirect a root write.
-fn open_ssh_dir(user: &LocalUser, create: bool) -> Result<std::result::Result<Option<Dir>, KeysRefused>> {
+fn open_ssh_dir(
+    user: &LocalUser,
+    create: bool,
+) -> Result<std::result::Result<Option<Dir>, KeysRefused>> {
     let home = match std::fs::symlink_metadata(&user.home) {
-        Ok(m) if m.file_type().is_symlink() => return Ok(Err(KeysRefused::Symlink("The home directory"))),
+        Ok(m) if m.file_type().is_symlink() => {
+            return Ok(Err(KeysRefused::Symlink("The home directory")))
+        }
         Ok(_) => Dir::open_path(&user.home)?,
         Err(_) if !create => return Ok(Ok(None)),
         Err(_) => {
@@ -276,12 +319,17 @@ fn open_ssh_dir(user: &LocalUser, create: bool) -> Result<std::result::Result<Op
     };
     let home_stat = home.stat()?;
     if home_stat.uid != user.uid && home_stat.uid != 0 {
-        return Ok(Err(KeysRefused::NotOwned("The home directory", home_stat.uid)));
+        return Ok(Err(KeysRefused::NotOwned(
+            "The home directory",
+            home_stat.uid,
+        )));
     }
     let ssh_name = Path::new(".ssh");
     match home.stat_entry(ssh_name)? {
         Some(st) if st.is_symlink() => return Ok(Err(KeysRefused::Symlink("~/.ssh"))),
-        Some(st) if st.is_dir() && st.uid != user.uid => return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid))),
+        Some(st) if st.is_dir() && st.uid != user.uid => {
+            return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)))
+        }
         Some(st) if !st.is_dir() => return Ok(Err(KeysRefused::NotAFile)),
         Some(_) => {}
         None if !create => return Ok(Ok(None)),
@@ -305,15 +353,22 @@ fn open_ssh_dir(user: &LocalUser, create: bool) -> Result<std::result::Result<Op
 }
 
 /// Reads the current `authorized_keys`, refusing links and foreign files.
-fn read_authorized_keys(ssh: &Dir, user: &LocalUser) -> Result<std::result::Result<Option<Vec<u8>>, KeysRefused>> {
+fn read_authorized_keys(
+    ssh: &Dir,
+    user: &LocalUser,
+) -> Result<std::result::Result<Option<Vec<u8>>, KeysRefused>> {
     let name = Path::new("authorized_keys");
     match ssh.stat_entry(name)? {
         None => Ok(Ok(None)),
         Some(st) if st.is_symlink() => Ok(Err(KeysRefused::Symlink("authorized_keys"))),
         Some(st) if !st.is_file() => Ok(Err(KeysRefused::NotAFile)),
         Some(st) if st.nlink > 1 => Ok(Err(KeysRefused::HardLinked)),
-        Some(st) if st.uid != user.uid && st.uid != 0 => Ok(Err(KeysRefused::NotOwned("authorized_keys", st.uid))),
-        Some(_) => Ok(Ok(ssh.read_file(name, MAX_AUTHORIZED_KEYS)?.map(|(bytes, _)| bytes))),
+        Some(st) if st.uid != user.uid && st.uid != 0 => {
+            Ok(Err(KeysRefused::NotOwned("authorized_keys", st.uid)))
+        }
+        Some(_) => Ok(Ok(ssh
+            .read_file(name, MAX_AUTHORIZED_KEYS)?
+            .map(|(bytes, _)| bytes))),
     }
 }
 
@@ -326,7 +381,12 @@ pub struct Applier {
 impl Applier {
     /// Runs `actions` in order. A failed action skips the rest of that user's actions; the
     /// users that failed are returned (the daemon retries them).
-    pub fn apply(&mut self, actions: &[Action], commands: &Commands, state: &mut SystemState) -> BTreeSet<Username> {
+    pub fn apply(
+        &mut self,
+        actions: &[Action],
+        commands: &Commands,
+        state: &mut SystemState,
+    ) -> BTreeSet<Username> {
         let mut failed: BTreeSet<Username> = BTreeSet::new();
         for action in actions {
             if action.user().is_some_and(|u| failed.contains(u)) {
@@ -358,11 +418,16 @@ impl Applier {
                 if !commands.unlock.trim().is_empty() {
                     let line = format!("{}:*\n", name);
                     run_template(&commands.unlock, &[("user", name)], Some(line.as_bytes()))
-                        .map_err(|e| Error::Msg(format!("Could not unlock user {}. {}.", name, e)))?;
+                        .map_err(|e| {
+                            Error::Msg(format!("Could not unlock user {}. {}.", name, e))
+                        })?;
                 }
                 state.local_users = parse_passwd(&read_required(PASSWD_PATH)?);
                 if !state.local_users.contains_key(name) {
-                    return Err(Error::Msg(format!("Could not create user {}: it is not in {}.", name, PASSWD_PATH)));
+                    return Err(Error::Msg(format!(
+                        "Could not create user {}: it is not in {}.",
+                        name, PASSWD_PATH
+                    )));
                 }
                 Ok(())
             }
@@ -377,17 +442,28 @@ impl Applier {
             Action::AddToGroups(user) => self.add_to_groups(user, commands),
             Action::AddToSudoers(user) => {
                 let groups = parse_groups(&read_required(GROUP_PATH)?);
-                let member = groups.iter().any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == user.as_str()));
+                let member = groups.iter().any(|g| {
+                    g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == user.as_str())
+                });
                 if member {
                     return Ok(());
                 }
-                run_template(&commands.gpasswd_add, &[("user", user.as_str()), ("group", SUDOERS_GROUP)], None)
-                    .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", user, e)))
+                run_template(
+                    &commands.gpasswd_add,
+                    &[("user", user.as_str()), ("group", SUDOERS_GROUP)],
+                    None,
+                )
+                .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", user, e)))
             }
             Action::WriteKeys { user, keys } => self.write_keys(user, keys, state),
-            Action::Deprovision { user, delete_account } => self.deprovision(user, *delete_account, commands, state),
+            Action::Deprovision {
+                user,
+                delete_account,
+            } => self.deprovision(user, *delete_account, commands, state),
             Action::UpdateLedger(names) => {
-                let names: BTreeSet<Username> = ledger_after_failures(names, failed, &state.ledger).into_iter().collect();
+                let names: BTreeSet<Username> = ledger_after_failures(names, failed, &state.ledger)
+                    .into_iter()
+                    .collect();
                 write_ledger(USERS_LEDGER, &names)?;
                 state.ledger = names;
                 Ok(())
@@ -409,14 +485,22 @@ impl Applier {
         let name = user.as_str();
         if commands.usermod.trim().is_empty() {
             for group in groups {
-                run_template(&commands.gpasswd_add, &[("user", name), ("group", group)], None)
-                    .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", name, e)))?;
+                run_template(
+                    &commands.gpasswd_add,
+                    &[("user", name), ("group", group)],
+                    None,
+                )
+                .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", name, e)))?;
             }
             return Ok(());
         }
         let joined = groups.join(",");
-        run_template(&commands.usermod, &[("user", name), ("groups", &joined)], None)
-            .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", name, e)))
+        run_template(
+            &commands.usermod,
+            &[("user", name), ("groups", &joined)],
+            None,
+        )
+        .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", name, e)))
     }
 
     fn refused(&mut self, user: &str, why: KeysRefused) -> Result<()> {
@@ -429,7 +513,10 @@ impl Applier {
 
     fn write_keys(&mut self, user: &Username, keys: &[String], state: &SystemState) -> Result<()> {
         let Some(local) = state.local_users.get(user.as_str()) else {
-            return Err(Error::Msg(format!("Could not update keys for {}: no such account.", user)));
+            return Err(Error::Msg(format!(
+                "Could not update keys for {}: no such account.",
+                user
+            )));
         };
         let ssh = match open_ssh_dir(local, true)? {
             Ok(Some(dir)) => dir,
@@ -440,15 +527,32 @@ impl Applier {
             Ok(content) => content,
             Err(why) => return self.refused(user.as_str(), why),
         };
+        ssh.remove_stale_temps(Path::new("authorized_keys"));
         let Some(content) = rewrite(existing.as_deref(), keys) else {
             return Ok(());
         };
         debug!("Updating keys for user {}.", user);
-        ssh.write_atomic(Path::new("authorized_keys"), &content, 0o600, Some((local.uid, local.gid)))
-            .map_err(|e| Error::Msg(format!("Could not update the authorized keys file for user {}. {}.", user, e)))
+        ssh.write_atomic(
+            Path::new("authorized_keys"),
+            &content,
+            0o600,
+            Some((local.uid, local.gid)),
+        )
+        .map_err(|e| {
+            Error::Msg(format!(
+                "Could not update the authorized keys file for user {}. {}.",
+                user, e
+            ))
+        })
     }
 
-    fn deprovision(&mut self, user: &Username, delete_account: bool, commands: &Commands, state: &mut SystemState) -> Result<()> {
+    fn deprovision(
+        &mut self,
+        user: &Username,
+        delete_account: bool,
+        commands: &Commands,
+        state: &mut SystemState,
+    ) -> Result<()> {
         info!("Removing user {}.", user);
         let name = user.as_str();
         let mut result = Ok(());
@@ -458,7 +562,12 @@ impl Applier {
                     Ok(Some(content)) => {
                         let kept = remove_ours(&content);
                         if kept != content {
-                            ssh.write_atomic(Path::new("authorized_keys"), &kept, 0o600, Some((local.uid, local.gid)))?;
+                            ssh.write_atomic(
+                                Path::new("authorized_keys"),
+                                &kept,
+                                0o600,
+                                Some((local.uid, local.gid)),
+                            )?;
                         }
                     }
                     Ok(None) => {}
@@ -469,9 +578,19 @@ impl Applier {
             }
         }
         let groups = parse_groups(&read_required(GROUP_PATH)?);
-        if groups.iter().any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == name)) {
-            if let Err(e) = run_template(&commands.gpasswd_remove, &[("user", name), ("group", SUDOERS_GROUP)], None) {
-                warn!("Could not remove user {} from {}. {}.", name, SUDOERS_GROUP, e);
+        if groups
+            .iter()
+            .any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == name))
+        {
+            if let Err(e) = run_template(
+                &commands.gpasswd_remove,
+                &[("user", name), ("group", SUDOERS_GROUP)],
+                None,
+            ) {
+                warn!(
+                    "Could not remove user {} from {}. {}.",
+                    name, SUDOERS_GROUP, e
+                );
             }
         }
         if delete_account {
@@ -498,7 +617,10 @@ mod tests {
         assert_eq!(c.useradd, "useradd -m -s /bin/bash -p * {user}");
         assert_eq!(c.usermod, "usermod -G {groups} {user}");
         assert!(c.unlock.is_empty());
-        assert_eq!(c.groups, ["adm", "dip", "docker", "lxd", "plugdev", "video"]);
+        assert_eq!(
+            c.groups,
+            ["adm", "dip", "docker", "lxd", "plugdev", "video"]
+        );
     }
 
     #[test]
@@ -515,7 +637,11 @@ mod tests {
 
     #[test]
     fn configured_commands_are_kept_even_on_busybox() {
-        let c = Commands::resolve(&config("[Accounts]\nuseradd_cmd = myadd {user}\n"), |p| p == "adduser", false);
+        let c = Commands::resolve(
+            &config("[Accounts]\nuseradd_cmd = myadd {user}\n"),
+            |p| p == "adduser",
+            false,
+        );
         assert_eq!(c.useradd, "myadd {user}");
         assert_eq!(c.groupadd, "addgroup {group}");
     }

@@ -14,7 +14,11 @@ use super::{APPLETS, EXIT_USAGE, MULTIPLEXER};
 fn self_exe() -> io::Result<PathBuf> {
     std::fs::read_link("/proc/self/exe").or_else(|e| {
         let arg0 = PathBuf::from(std::env::args_os().next().unwrap_or_default());
-        if arg0.is_absolute() { Ok(arg0) } else { Err(e) }
+        if arg0.is_absolute() {
+            Ok(arg0)
+        } else {
+            Err(e)
+        }
     })
 }
 
@@ -35,7 +39,10 @@ pub(super) fn main(args: &[String]) -> i32 {
             "-s" => symbolic = true,
             "-f" => force = true,
             a if a.starts_with('-') => {
-                eprintln!("{}: --install takes [-s] [-f] [DIR], not {}", MULTIPLEXER, a);
+                eprintln!(
+                    "{}: --install takes [-s] [-f] [DIR], not {}",
+                    MULTIPLEXER, a
+                );
                 return EXIT_USAGE;
             }
             a => dir = PathBuf::from(a),
@@ -67,7 +74,11 @@ pub(super) fn main(args: &[String]) -> i32 {
         }
         if std::fs::symlink_metadata(&link).is_ok() {
             if !force {
-                eprintln!("{}: {} exists and is not gce-guest; left alone (-f replaces it)", MULTIPLEXER, link.display());
+                eprintln!(
+                    "{}: {} exists and is not gce-guest; left alone (-f replaces it)",
+                    MULTIPLEXER,
+                    link.display()
+                );
                 status = 1;
                 continue;
             }

@@ -77,7 +77,11 @@ pub(super) fn main(inv: &Invocation) -> i32 {
 }
 
 fn with_query(key: &str, fixed: &[&str], extra: &[String]) -> String {
-    let parts: Vec<&str> = fixed.iter().copied().chain(extra.iter().map(String::as_str)).collect();
+    let parts: Vec<&str> = fixed
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+        .collect();
     if parts.is_empty() {
         key.to_string()
     } else {
@@ -92,11 +96,20 @@ fn fetch(client: &Client, path_query: &str, budget: u64) -> crate::Result<Option
 
 /// GETs, retrying transient failures for `budget` seconds; each request may take up to
 /// `request_secs` (a long-poll needs its `timeout_sec` and a margin).
-fn fetch_reply(client: &Client, path_query: &str, budget: u64, request_secs: u64) -> crate::Result<Option<mds::Reply>> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(scaled_secs(budget) + request_secs);
+fn fetch_reply(
+    client: &Client,
+    path_query: &str,
+    budget: u64,
+    request_secs: u64,
+) -> crate::Result<Option<mds::Reply>> {
+    let deadline =
+        std::time::Instant::now() + Duration::from_secs(scaled_secs(budget) + request_secs);
     let mut backoff = Backoff::default();
     loop {
-        let left = deadline.saturating_duration_since(std::time::Instant::now()).as_secs().max(1);
+        let left = deadline
+            .saturating_duration_since(std::time::Instant::now())
+            .as_secs()
+            .max(1);
         match client.get_raw(path_query, left.min(request_secs)) {
             Err(e) if mds::is_transient(&e) => {
                 let wait = backoff.next_wait();
@@ -111,8 +124,19 @@ fn fetch_reply(client: &Client, path_query: &str, budget: u64, request_secs: u64
 }
 
 /// Reads the current ETag, then long-polls until it changes and returns the new body.
-fn wait_for_change(client: &Client, key: &str, query: &[&str], budget: u64) -> crate::Result<Option<Vec<u8>>> {
-    let Some(first) = fetch_reply(client, &with_query(key, query, &[]), budget, scaled_secs(10))? else {
+fn wait_for_change(
+    client: &Client,
+    key: &str,
+    query: &[&str],
+    budget: u64,
+) -> crate::Result<Option<Vec<u8>>> {
+    let Some(first) = fetch_reply(
+        client,
+        &with_query(key, query, &[]),
+        budget,
+        scaled_secs(10),
+    )?
+    else {
         return Ok(None);
     };
     let mut etag = first.etag.unwrap_or_else(|| "0".into());
@@ -123,7 +147,13 @@ fn wait_for_change(client: &Client, key: &str, query: &[&str], budget: u64) -> c
             format!("last_etag={}", etag),
             format!("timeout_sec={}", timeout),
         ];
-        let Some(reply) = fetch_reply(client, &with_query(key, query, &extra), budget, timeout + scaled_secs(10))? else {
+        let Some(reply) = fetch_reply(
+            client,
+            &with_query(key, query, &extra),
+            budget,
+            timeout + scaled_secs(10),
+        )?
+        else {
             return Ok(None);
         };
         match reply.etag {

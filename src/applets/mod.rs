@@ -7,12 +7,12 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 mod daemons;
+#[cfg(feature = "emulator")]
+mod emulator;
 mod install;
 mod metadata_get;
 mod root;
 mod script_runner;
-#[cfg(feature = "emulator")]
-mod emulator;
 
 /// Where an applet's log lines go by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -170,28 +170,45 @@ pub static APPLETS: &[Applet] = &[
 
 /// Finds an applet by exact name.
 pub fn find(name: &str) -> Option<&'static Applet> {
-    APPLETS.binary_search_by(|a| a.name.cmp(name)).ok().map(|i| &APPLETS[i])
+    APPLETS
+        .binary_search_by(|a| a.name.cmp(name))
+        .ok()
+        .map(|i| &APPLETS[i])
 }
 
 /// The version line: crate version and the git commit it was built from.
 pub fn version_line() -> String {
-    format!("{} {} ({})", MULTIPLEXER, env!("CARGO_PKG_VERSION"), env!("GCE_GUEST_COMMIT"))
+    format!(
+        "{} {} ({})",
+        MULTIPLEXER,
+        env!("CARGO_PKG_VERSION"),
+        env!("GCE_GUEST_COMMIT")
+    )
 }
 
 fn not_landed(inv: &Invocation) -> i32 {
-    eprintln!("{}: not part of this build yet (its issue has not landed)", inv.name);
+    eprintln!(
+        "{}: not part of this build yet (its issue has not landed)",
+        inv.name
+    );
     EXIT_NOT_LANDED
 }
 
 fn basename(arg: &OsString) -> String {
     let s = arg.to_string_lossy();
     let s = s.strip_prefix('-').unwrap_or(&s);
-    Path::new(s).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default()
+    Path::new(s)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }
 
 /// Runs the program `argv` names and returns its exit status.
 pub fn dispatch(argv: Vec<OsString>) -> i32 {
-    let mut args: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let mut args: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let invoked = argv.first().map(basename).unwrap_or_default();
     let name = if invoked.starts_with(MULTIPLEXER) || invoked.is_empty() {
         args.drain(..1.min(args.len()));
@@ -203,7 +220,10 @@ pub fn dispatch(argv: Vec<OsString>) -> i32 {
         args.remove(0);
         invoked
     };
-    let name = Path::new(&name).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or(name);
+    let name = Path::new(&name)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or(name);
     let Some(applet) = find(&name) else {
         eprintln!("{}: applet not found", name);
         return EXIT_UNKNOWN;
@@ -249,8 +269,14 @@ fn multiplexer_options(args: &mut Vec<String>) -> Option<i32> {
 
 fn print_multiplexer_help() {
     println!("{}\n", version_line());
-    println!("Usage: {} APPLET [ARGS...]   (or call it through a link named APPLET)", MULTIPLEXER);
-    println!("       {} --list | --install [-s] [-f] [DIR] | --version\n", MULTIPLEXER);
+    println!(
+        "Usage: {} APPLET [ARGS...]   (or call it through a link named APPLET)",
+        MULTIPLEXER
+    );
+    println!(
+        "       {} --list | --install [-s] [-f] [DIR] | --version\n",
+        MULTIPLEXER
+    );
     println!("Applets:");
     for a in APPLETS {
         println!("  {:<32} {}", a.name, a.summary);
@@ -271,7 +297,10 @@ fn run_applet(applet: &'static Applet, args: Vec<String>) -> i32 {
             }
             "-d" | "--debug" => debug = true,
             "--help" | "-h" => {
-                println!("Usage: {} {}\n\n{}.\n\n{}", applet.name, applet.usage, applet.summary, COMMON_USAGE);
+                println!(
+                    "Usage: {} {}\n\n{}.\n\n{}",
+                    applet.name, applet.usage, applet.summary, COMMON_USAGE
+                );
                 return 0;
             }
             "--version" => {
@@ -292,7 +321,12 @@ fn run_applet(applet: &'static Applet, args: Vec<String>) -> i32 {
     let system = applet.output == Output::System;
     crate::log::init(
         applet.logger,
-        crate::log::Sinks { syslog: system, console: system, stderr: !system, debug },
+        crate::log::Sinks {
+            syslog: system,
+            console: system,
+            stderr: !system,
+            debug,
+        },
     );
     if let Some(dir) = root {
         if let Err(e) = root::enter(&dir) {
@@ -300,7 +334,11 @@ fn run_applet(applet: &'static Applet, args: Vec<String>) -> i32 {
             return 1;
         }
     }
-    (applet.run)(&Invocation { name: applet.name, args: rest, debug })
+    (applet.run)(&Invocation {
+        name: applet.name,
+        args: rest,
+        debug,
+    })
 }
 
 #[cfg(test)]
@@ -310,7 +348,12 @@ mod tests {
     #[test]
     fn the_table_is_sorted_and_unique() {
         for pair in APPLETS.windows(2) {
-            assert!(pair[0].name < pair[1].name, "{} before {}", pair[0].name, pair[1].name);
+            assert!(
+                pair[0].name < pair[1].name,
+                "{} before {}",
+                pair[0].name,
+                pair[1].name
+            );
         }
     }
 
@@ -324,14 +367,23 @@ mod tests {
 
     #[test]
     fn argv0_is_reduced_to_a_basename_without_a_login_dash() {
-        assert_eq!(basename(&OsString::from("/usr/bin/google_accounts_daemon")), "google_accounts_daemon");
+        assert_eq!(
+            basename(&OsString::from("/usr/bin/google_accounts_daemon")),
+            "google_accounts_daemon"
+        );
         assert_eq!(basename(&OsString::from("-gce-guest")), "gce-guest");
     }
 
     #[test]
     fn unknown_applets_exit_127() {
-        let argv = vec![OsString::from("gce-guest"), OsString::from("no_such_applet")];
+        let argv = vec![
+            OsString::from("gce-guest"),
+            OsString::from("no_such_applet"),
+        ];
         assert_eq!(dispatch(argv), EXIT_UNKNOWN);
-        assert_eq!(dispatch(vec![OsString::from("/bin/weird-name")]), EXIT_UNKNOWN);
+        assert_eq!(
+            dispatch(vec![OsString::from("/bin/weird-name")]),
+            EXIT_UNKNOWN
+        );
     }
 }

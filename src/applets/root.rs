@@ -9,13 +9,17 @@ use std::path::Path;
 use crate::error::{Error, Result};
 
 fn c_path(p: &Path) -> Result<CString> {
-    CString::new(p.as_os_str().as_bytes()).map_err(|_| Error::Usage(format!("bad path {}", p.display())))
+    CString::new(p.as_os_str().as_bytes())
+        .map_err(|_| Error::Usage(format!("bad path {}", p.display())))
 }
 
 /// Whether `inner` is a mount point of its own (its device differs from its parent's).
 fn is_mounted(inner: &Path) -> bool {
     use std::os::unix::fs::MetadataExt;
-    match (std::fs::metadata(inner), inner.parent().map(std::fs::metadata)) {
+    match (
+        std::fs::metadata(inner),
+        inner.parent().map(std::fs::metadata),
+    ) {
         (Ok(a), Some(Ok(b))) => a.dev() != b.dev(),
         _ => false,
     }
@@ -24,7 +28,10 @@ fn is_mounted(inner: &Path) -> bool {
 /// Bind-mounts the kernel file systems into `dir`, then chroots there.
 pub(super) fn enter(dir: &Path) -> Result<()> {
     if !dir.is_dir() {
-        return Err(Error::Usage(format!("--root {} is not a directory", dir.display())));
+        return Err(Error::Usage(format!(
+            "--root {} is not a directory",
+            dir.display()
+        )));
     }
     for fs in ["proc", "sys", "dev"] {
         let inner = dir.join(fs);
@@ -36,16 +43,30 @@ pub(super) fn enter(dir: &Path) -> Result<()> {
         let dst = c_path(&inner)?;
         // SAFETY: both paths are valid C strings; the null fstype/data are allowed for MS_BIND.
         let rc = unsafe {
-            libc::mount(src.as_ptr(), dst.as_ptr(), std::ptr::null(), libc::MS_BIND | libc::MS_REC, std::ptr::null())
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND | libc::MS_REC,
+                std::ptr::null(),
+            )
         };
         if rc != 0 {
-            return Err(Error::io("bind-mount into", &inner, std::io::Error::last_os_error()));
+            return Err(Error::io(
+                "bind-mount into",
+                &inner,
+                std::io::Error::last_os_error(),
+            ));
         }
     }
     let c = c_path(dir)?;
     // SAFETY: c is a valid C string.
     if unsafe { libc::chroot(c.as_ptr()) } != 0 {
-        return Err(Error::io("chroot into", dir, std::io::Error::last_os_error()));
+        return Err(Error::io(
+            "chroot into",
+            dir,
+            std::io::Error::last_os_error(),
+        ));
     }
     std::env::set_current_dir("/").map_err(|e| Error::io("enter", "/", e))
 }
