@@ -34,7 +34,7 @@ emulator: prereqs
 
 # Unit and integration tests, run against the static musl build.
 test: prereqs
-	$(CARGO) test --locked --target $(TARGET) --features emulator
+	bash tests/run-tests.sh --locked --target $(TARGET) --features emulator
 
 # Minutes-long runs kept out of CI: fuzzing and real-time outages.
 test-long: prereqs
@@ -44,8 +44,13 @@ test-long: prereqs
 demo: emulator
 	bash tests/demo.sh $(EMU_BIN)
 
+# Each part prints its own table; numbers are measured here, never asserted.
 bench: release tiny emulator
 	python3 tests/bench.py
+	$(CARGO) test --release --locked --target $(TARGET) --features emulator \
+	  --test bench_accounts --test bench_scripts -- --ignored --nocapture --test-threads=1
+	$(CARGO) test --release --locked --target $(TARGET) --features emulator \
+	  --test ip_forwarding -- --ignored bench --nocapture --test-threads=1
 
 install: release
 	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/gce-guest
