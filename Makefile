@@ -44,12 +44,13 @@ test-long: prereqs
 demo: emulator
 	bash tests/demo.sh $(EMU_BIN)
 
-# Each part prints its own table; numbers are measured here, never asserted.
+# Each part prints its own table; numbers are measured here, never asserted. The release
+# test builds go to target/bench so they never replace the product binary.
 bench: release tiny emulator
 	python3 tests/bench.py
-	$(CARGO) test --release --locked --target $(TARGET) --features emulator \
+	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
 	  --test bench_accounts --test bench_scripts -- --ignored --nocapture --test-threads=1
-	$(CARGO) test --release --locked --target $(TARGET) --features emulator \
+	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
 	  --test ip_forwarding -- --ignored bench --nocapture --test-threads=1
 
 install: release
