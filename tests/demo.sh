@@ -64,7 +64,7 @@ landed google_metadata_script_runner --script-type startup
 
 step "google_guest_daemon for 3 seconds"
 set +e
-"$BIN" google_guest_daemon & pid=$!
+"$BIN" google_guest_daemon ${DEMO_DEBUG:+--debug} & pid=$!
 sleep 3; kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
 set -e
 [ $rc = 3 ] && echo "   (google_guest_daemon has not landed yet)"
