@@ -141,13 +141,19 @@ def peak_rss_kib(argv, env, addr):
 
 
 def enter_private_namespace():
-    """Runs the rest of the bench in private mount and network namespaces, so daemons that
-    take locks, manage users or add routes touch nothing of the host."""
+    """Runs the rest of the bench in private mount and network namespaces with overlays on
+    /etc, /var, /home, /root and /run (as the test sandbox has), so the daemons it starts
+    create their users, locks and routes there and never on the host."""
     if os.environ.get("GCE_GUEST_BENCH_INSIDE") == "1":
+        subprocess.run(["mount", "--make-rprivate", "/"], check=True)
+        base = os.environ["GCE_GUEST_BENCH_ROOT"]
+        for d in ["/run", "/etc", "/var", "/home", "/root"]:
+            upper, work = f"{base}/upper{d}", f"{base}/work{d}"
+            os.makedirs(upper)
+            os.makedirs(work)
+            opts = f"lowerdir={d},upperdir={upper},workdir={work}"
+            subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, d], check=True)
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
-        for d in ["/run/lock", "/var/lib/google"]:
-            if os.path.isdir(d):
-                subprocess.run(["mount", "-t", "tmpfs", "tmpfs", d], check=True)
         # The daemons' log lines go nowhere instead of the host's console and syslog.
         for dev in ["/dev/console", "/dev/log"]:
             if os.path.exists(dev):
@@ -155,9 +161,15 @@ def enter_private_namespace():
         return
     if os.geteuid() != 0:
         sys.exit("bench: run as root (the daemons run in private namespaces)")
-    env = dict(os.environ, GCE_GUEST_BENCH_INSIDE="1")
-    os.execvpe("unshare", ["unshare", "--mount", "--net", "--propagation", "private",
-                           sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env)
+    import shutil
+    base = tempfile.mkdtemp(prefix="gce-guest-bench-root-")
+    env = dict(os.environ, GCE_GUEST_BENCH_INSIDE="1", GCE_GUEST_BENCH_ROOT=base)
+    try:
+        rc = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private",
+                             sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env).returncode
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    sys.exit(rc)
 
 
 def main():
