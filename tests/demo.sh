@@ -32,6 +32,13 @@ mount --rbind /dev/pts "$DIR/dev/pts"; mount --rbind /dev/shm "$DIR/dev/shm"
 mount --rbind "$DIR/dev" /dev
 ip link set lo up
 ip addr add 169.254.169.254/32 dev lo
+# A NIC with the sample's MAC (a veth pair in the private network namespace), and a sysfs
+# that shows this namespace's interfaces, for the IP-forwarding daemon to find it by.
+mount -t sysfs -o ro sysfs /sys
+ip link add eth0 type veth peer name peer0
+ip link set eth0 address 42:01:0a:80:00:02
+ip link set eth0 up
+ip link set peer0 up
 "$BIN" google_metadata_emulator --listen 169.254.169.254:80 --metadata "$METADATA" \
   --admin-socket "$DIR/admin.sock" --ready-file "$DIR/ready" >/dev/null &
 for _ in $(seq 200); do [ -e "$DIR/ready" ] && break; sleep 0.05; done
@@ -68,6 +75,8 @@ set +e
 sleep 3; kill -TERM $pid 2>/dev/null; wait $pid; rc=$?
 set -e
 [ $rc = 3 ] && echo "   (google_guest_daemon has not landed yet)"
+printf '\n== forwarded IPs as local routes (ip route show table local proto 66)\n'
+{ ip route show table local proto 66; ip -6 route show table local proto 66; } | sed 's/^/   /'
 exit 0
 INSIDE
 
