@@ -106,19 +106,9 @@ fn hwclock_to_system() -> Result<()> {
     })?;
     let mut cmd = std::process::Command::new(&program);
     cmd.args(["-s", "-u"]);
-    let out = crate::exec::run(cmd, crate::timing::scaled(Duration::from_secs(20)))?;
-    if out.outcome.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            program: program.display().to_string(),
-            detail: format!(
-                "exited {}: {}",
-                out.outcome.return_code(),
-                out.text().replace('\n', " ")
-            ),
-        })
-    }
+    crate::exec::run(cmd, crate::timing::scaled(Duration::from_secs(20)))?
+        .checked(&program.display().to_string())
+        .map(drop)
 }
 
 impl ClockSkew {

@@ -282,6 +282,8 @@ fn daemon_thread(
     let mut updates = 0u64;
     let mut pending = latest.is_some();
     loop {
+        // One guarded call into the daemon per turn: a new document, or its own timer.
+        let mut outcome = None;
         if pending {
             pending = false;
             if let Some(doc) = latest.clone() {
@@ -289,40 +291,49 @@ fn daemon_thread(
                 if applied.as_ref() != Some(&slice) {
                     updates += 1;
                     let n = updates;
-                    let outcome = catch_unwind(AssertUnwindSafe(|| {
+                    let step = guarded(|| {
                         if injected_panic(spec.name, n) {
                             panic!("injected test fault in {}", spec.name);
                         }
                         daemon.apply(&doc)
-                    }));
-                    match outcome {
-                        Ok(Ok(())) => {
-                            applied = Some(slice);
-                            retry_at = None;
-                            backoff.reset();
-                        }
-                        Ok(Err(e)) => {
-                            let wait = backoff.next_wait();
-                            error!("{}; trying again in {:.1} s.", e, wait.as_secs_f64());
-                            retry_at = Some(Instant::now() + wait);
-                        }
-                        Err(_) => {
-                            let wait = backoff.next_wait();
-                            error!(
-                                "The {} daemon crashed; restarting it in {:.1} s.",
-                                spec.name,
-                                wait.as_secs_f64()
-                            );
-                            if signals.sleep(wait) == Wake::Stop {
-                                return;
-                            }
-                            daemon = (spec.make)(&config);
-                            applied = None;
-                            pending = true;
-                            continue;
-                        }
+                    });
+                    if step == Step::Done {
+                        applied = Some(slice);
                     }
+                    outcome = Some(step);
                 }
+            }
+        } else if daemon.next_wake().is_some_and(|t| t <= Instant::now()) {
+            outcome = Some(guarded(|| daemon.wake()));
+        }
+        match outcome {
+            None => {}
+            Some(Step::Done) => {
+                retry_at = None;
+                backoff.reset();
+            }
+            Some(Step::Failed(e)) => {
+                let wait = backoff.next_wait();
+                error!("{}; trying again in {:.1} s.", e, wait.as_secs_f64());
+                // Applied again from the latest document once the wait is over.
+                applied = None;
+                retry_at = Some(Instant::now() + wait);
+            }
+            Some(Step::Crashed) => {
+                let wait = backoff.next_wait();
+                error!(
+                    "The {} daemon crashed; restarting it in {:.1} s.",
+                    spec.name,
+                    wait.as_secs_f64()
+                );
+                if signals.sleep(wait) == Wake::Stop {
+                    return;
+                }
+                daemon = (spec.make)(&config);
+                applied = None;
+                retry_at = None;
+                pending = true;
+                continue;
             }
         }
         let wake_at = [retry_at, daemon.next_wake()].into_iter().flatten().min();
@@ -348,21 +359,31 @@ fn daemon_thread(
                     retry_at = None;
                     pending = true;
                 }
-                if daemon.next_wake().is_some_and(|t| t <= Instant::now()) {
-                    let outcome = catch_unwind(AssertUnwindSafe(|| daemon.wake()));
-                    match outcome {
-                        Ok(Ok(())) => {}
-                        Ok(Err(e)) => error!("{}", e),
-                        Err(_) => {
-                            error!("The {} daemon crashed; restarting it.", spec.name);
-                            daemon = (spec.make)(&config);
-                            applied = None;
-                            pending = true;
-                        }
-                    }
-                }
             }
         }
+    }
+}
+
+/// How one call into a daemon went.
+#[derive(Debug)]
+enum Step {
+    Done,
+    Failed(crate::Error),
+    Crashed,
+}
+
+impl PartialEq for Step {
+    fn eq(&self, other: &Step) -> bool {
+        std::mem::discriminant(self) == std::mem::discriminant(other)
+    }
+}
+
+/// Calls into a daemon, turning a panic (already logged by the panic hook) into a value.
+fn guarded(f: impl FnOnce() -> Result<()>) -> Step {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(Ok(())) => Step::Done,
+        Ok(Err(e)) => Step::Failed(e),
+        Err(_) => Step::Crashed,
     }
 }
 

@@ -44,6 +44,22 @@ pub struct Captured {
 }
 
 impl Captured {
+    /// `Ok` when the program exited 0, else an error naming `program`, its return code and
+    /// its output on one line.
+    pub fn checked(self, program: &str) -> Result<Captured> {
+        if self.outcome.success() {
+            return Ok(self);
+        }
+        Err(Error::Command {
+            program: program.to_string(),
+            detail: format!(
+                "exited {}: {}",
+                self.outcome.return_code(),
+                self.text().replace('\n', " ")
+            ),
+        })
+    }
+
     /// The output as text (invalid UTF-8 replaced), trimmed.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.output).trim().to_string()

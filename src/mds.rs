@@ -292,11 +292,6 @@ impl Client {
         retrying(budget, || self.get_json(path))
     }
 
-    /// Like [`Client::get_text`], retrying transient failures for up to `budget` (scaled).
-    pub fn get_text_retrying(&self, path: &str, budget: Duration) -> Result<Option<String>> {
-        retrying(budget, || self.get_text(path))
-    }
-
     /// PUTs a guest attribute: `instance/guest-attributes/<namespace>/<key>`.
     pub fn put_guest_attribute(&self, namespace: &str, key: &str, value: &str) -> Result<()> {
         let path = format!("instance/guest-attributes/{}/{}", namespace, key);
@@ -349,7 +344,9 @@ pub fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Metadata { .. })
 }
 
-fn retrying<T>(budget: Duration, mut op: impl FnMut() -> Result<T>) -> Result<T> {
+/// Runs `op` until it gives anything but a transient metadata error, with backoff, for up
+/// to `budget` (scaled); the last error when the budget is spent.
+pub fn retrying<T>(budget: Duration, mut op: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + scaled(budget);
     let mut backoff = Backoff::default();
     loop {

@@ -147,18 +147,7 @@ fn run_template(template: &str, vars: &[(&str, &str)], input: Option<&[u8]>) -> 
         Some(bytes) => exec::run_with_input(cmd, bytes, COMMAND_TIMEOUT)?,
         None => exec::run(cmd, COMMAND_TIMEOUT)?,
     };
-    if out.outcome.success() {
-        Ok(())
-    } else {
-        Err(Error::Command {
-            program,
-            detail: format!(
-                "exited {}: {}",
-                out.outcome.return_code(),
-                out.text().replace('\n', " ")
-            ),
-        })
-    }
+    out.checked(&program).map(drop)
 }
 
 /// A line of `/etc/group`.

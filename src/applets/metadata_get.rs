@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use super::{Invocation, EXIT_USAGE};
 use crate::mds::{self, Client};
-use crate::timing::{scaled_secs, Backoff};
+use crate::timing::scaled_secs;
 
 pub(super) const USAGE: &str = "KEY [--recursive] [--json] [--wait] [--timeout SECONDS]
 
@@ -102,25 +102,9 @@ fn fetch_reply(
     budget: u64,
     request_secs: u64,
 ) -> crate::Result<Option<mds::Reply>> {
-    let deadline =
-        std::time::Instant::now() + Duration::from_secs(scaled_secs(budget) + request_secs);
-    let mut backoff = Backoff::default();
-    loop {
-        let left = deadline
-            .saturating_duration_since(std::time::Instant::now())
-            .as_secs()
-            .max(1);
-        match client.get_raw(path_query, left.min(request_secs)) {
-            Err(e) if mds::is_transient(&e) => {
-                let wait = backoff.next_wait();
-                if std::time::Instant::now() + wait >= deadline {
-                    return Err(e);
-                }
-                std::thread::sleep(wait);
-            }
-            other => return other,
-        }
-    }
+    mds::retrying(Duration::from_secs(budget), || {
+        client.get_raw(path_query, request_secs)
+    })
 }
 
 /// Reads the current ETag, then long-polls until it changes and returns the new body.

@@ -181,17 +181,10 @@ pub fn run_steps(steps: &[Step]) -> bool {
         let Some(cmd) = crate::exec::command_from_argv(&step.argv) else {
             continue;
         };
-        previous_ok = match crate::exec::run(cmd, crate::timing::scaled(COMMAND_TIMEOUT)) {
-            Ok(out) if out.outcome.success() => true,
-            Ok(out) => {
-                warn!(
-                    "{} exited {}: {}",
-                    step.argv.join(" "),
-                    out.outcome.return_code(),
-                    out.text()
-                );
-                false
-            }
+        let ran = crate::exec::run(cmd, crate::timing::scaled(COMMAND_TIMEOUT))
+            .and_then(|out| out.checked(&step.argv.join(" ")));
+        previous_ok = match ran {
+            Ok(_) => true,
             Err(e) => {
                 warn!("{}", e);
                 false
