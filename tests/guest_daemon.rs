@@ -221,6 +221,12 @@ fn sighup_reloads_the_configuration() {
     let sb = sandbox_or_skip!(builder("1", ""));
     let daemon = sb.spawn_env(["google_guest_daemon"], &env());
     assert!(sb.wait_for_log(Duration::from_secs(10), SYNCED));
+    // New accounts join the configured groups: the default list has adm; the new file
+    // names video only. Only a daemon that re-read the file on SIGHUP uses it.
+    sb.write(
+        "/etc/default/instance_configs.cfg",
+        "[Accounts]\ngroups = video\n",
+    );
     daemon.signal(libc::SIGHUP);
     assert!(sb.wait_for_log(
         Duration::from_secs(5),
@@ -232,4 +238,48 @@ fn sighup_reloads_the_configuration() {
         "{:?}",
         sb.log_lines()
     );
+    sb.emulator().patch(&format!(
+        r#"{{"instance":{{"attributes":{{"ssh-keys":"alice:{}"}}}}}}"#,
+        KEY
+    ));
+    assert!(sb.wait_until(Duration::from_secs(15), || {
+        sb.exists("/home/alice/.ssh/authorized_keys")
+    }));
+    let member = |group: &str| {
+        sb.group(group)
+            .is_some_and(|g| g.members.iter().any(|m| m == "alice"))
+    };
+    assert!(member("video"), "the reloaded groups apply");
+    assert!(!member("adm"), "the built-in groups no longer apply");
+}
+
+#[test]
+fn a_metadata_outage_is_logged_once_per_kind_and_its_end_once() {
+    let sb = sandbox_or_skip!(builder("1", ""));
+    let _daemon = sb.spawn_env(["google_guest_daemon"], &env());
+    assert!(sb.wait_for_log(Duration::from_secs(10), SYNCED));
+    let emu = sb.emulator();
+    const FAILED: &str = "GET request error retrieving metadata.";
+    emu.fault(r#"{"mode":"status","status":503,"count":-1}"#);
+    // The fault bites once the pending long-poll (3 s under the time scale) returns.
+    assert!(sb.wait_for_log(Duration::from_secs(10), FAILED));
+    std::thread::sleep(Duration::from_secs(2));
+    let failed_503 = emu.requests().iter().filter(|r| r.status == 503).count();
+    assert!(failed_503 >= 3, "retried: {} requests", failed_503);
+    assert_eq!(count_log(&sb, FAILED), 1, "{:?}", sb.log_lines());
+
+    emu.clear_faults();
+    emu.fault(r#"{"mode":"reset","count":-1}"#);
+    assert!(sb.wait_until(Duration::from_secs(10), || count_log(&sb, FAILED) == 2));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(count_log(&sb, FAILED), 2, "a new kind is logged once more");
+
+    emu.clear_faults();
+    assert!(sb.wait_for_log(
+        Duration::from_secs(10),
+        "Metadata server is answering again"
+    ));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(count_log(&sb, "Metadata server is answering again"), 1);
+    assert_eq!(count_log(&sb, FAILED), 2);
 }
