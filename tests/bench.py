@@ -153,6 +153,8 @@ def enter_private_namespace():
             os.makedirs(work)
             opts = f"lowerdir={d},upperdir={upper},workdir={work}"
             subprocess.run(["mount", "-t", "overlay", "overlay", "-o", opts, d], check=True)
+        # Scratch files of the bench (ready files, stubs) go to a private /tmp too.
+        subprocess.run(["mount", "-t", "tmpfs", "tmpfs", "/tmp"], check=True)
         subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
         # The daemons' log lines go nowhere instead of the host's console and syslog.
         for dev in ["/dev/console", "/dev/log"]:
