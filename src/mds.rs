@@ -345,17 +345,19 @@ pub fn is_transient(e: &Error) -> bool {
 }
 
 /// Runs `op` until it gives anything but a transient metadata error, with backoff, for up
-/// to `budget` (scaled); the last error when the budget is spent.
+/// to `budget` (scaled); the last error when the budget is spent. A wait that would pass the
+/// end is cut short, so the last try is made at the end of the budget.
 pub fn retrying<T>(budget: Duration, mut op: impl FnMut() -> Result<T>) -> Result<T> {
     let deadline = Instant::now() + scaled(budget);
     let mut backoff = Backoff::default();
     loop {
         match op() {
             Err(e) if is_transient(&e) => {
-                let wait = backoff.next_wait();
-                if Instant::now() + wait >= deadline {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if left.is_zero() {
                     return Err(e);
                 }
+                let wait = backoff.next_wait().min(left);
                 debug!("{}; retrying in {:?}", e, wait);
                 std::thread::sleep(wait);
             }

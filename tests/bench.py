@@ -140,10 +140,23 @@ def peak_rss_kib(argv, env, addr):
     return peak, proc.returncode
 
 
+def text_sizes(binary):
+    """Bytes of `.text.hot` (the profiled code that build.rs's linker script gathers) and
+    of the rest of the text. A `.text.hot` that shrinks means the script has gone stale."""
+    sizes = {}
+    out = subprocess.run(["readelf", "-SW", binary], capture_output=True, text=True, check=True).stdout
+    for line in out.splitlines():
+        parts = line.replace("[ ", "[").split()
+        if len(parts) > 5 and parts[1] in (".text", ".text.hot"):
+            sizes[parts[1]] = int(parts[5], 16)
+    return sizes.get(".text.hot", 0), sizes.get(".text", 0)
+
+
 def enter_private_namespace():
-    """Runs the rest of the bench in private mount and network namespaces with overlays on
-    /etc, /var, /home, /root and /run (as the test sandbox has), so the daemons it starts
-    create their users, locks and routes there and never on the host."""
+    """Runs the rest of the calling script (this bench, or hot_code.py) in private mount and
+    network namespaces with overlays on /etc, /var, /home, /root and /run (as the test
+    sandbox has), so the daemons it starts create their users, locks and routes there and
+    never on the host."""
     if os.environ.get("GCE_GUEST_BENCH_INSIDE") == "1":
         subprocess.run(["mount", "--make-rprivate", "/"], check=True)
         base = os.environ["GCE_GUEST_BENCH_ROOT"]
@@ -168,7 +181,7 @@ def enter_private_namespace():
     env = dict(os.environ, GCE_GUEST_BENCH_INSIDE="1", GCE_GUEST_BENCH_ROOT=base)
     try:
         rc = subprocess.run(["unshare", "--mount", "--net", "--propagation", "private",
-                             sys.executable, os.path.abspath(__file__)] + sys.argv[1:], env=env).returncode
+                             sys.executable, os.path.abspath(sys.argv[0])] + sys.argv[1:], env=env).returncode
     finally:
         shutil.rmtree(base, ignore_errors=True)
     sys.exit(rc)
@@ -181,6 +194,10 @@ def main():
             sys.exit(f"bench: {path} is missing; run `make bench`, which builds it")
     row("binary size, `make` (with TLS)", f"{os.path.getsize(RELEASE) / MIB:.2f} MiB", "<= 3 MiB")
     row("binary size, `make tiny` (no TLS)", f"{os.path.getsize(TINY) / MIB:.2f} MiB", "<= 1 MiB")
+    for path, name in [(RELEASE, "make"), (TINY, "make tiny")]:
+        hot, text = text_sizes(path)
+        row(f"`{name}`: code the daemons run, gathered first (src/link/hot-code.ld)",
+            f"{hot / 1024:.0f} of {(hot + text) / 1024:.0f} KB")
     emu, addr = start_emulator()
     try:
         med, p99 = first_request_latency(RELEASE, ["google_metadata_get", "--timeout", "1", "instance/id"])
