@@ -97,12 +97,15 @@ fn change_and_time(
     (seen - t0, seen - reply_at)
 }
 
-/// `google_accounts_daemon --debug` (its stderr marks each metadata reply).
+/// `google_accounts_daemon --debug` (its stderr marks each metadata reply), from the
+/// product binary `make bench` names in `GCE_GUEST_BENCH_BINARY`, else from this test build
+/// (which has the emulator compiled in, so its memory layout is not the product's).
 fn debug_daemon(sb: &Sandbox) -> Daemon {
-    sb.spawn_env(
-        ["google_accounts_daemon", "--debug"],
-        &[("PATH", RECORD_PATH)],
-    )
+    let product = std::env::var("GCE_GUEST_BENCH_BINARY").ok();
+    let binary = product.as_deref().unwrap_or_else(|| sb.binary().to_str().expect("path"));
+    sb.program([binary, "google_accounts_daemon", "--debug"])
+        .envs(&[("PATH", RECORD_PATH)])
+        .spawn()
 }
 
 fn ms(d: Duration) -> f64 {
@@ -251,9 +254,13 @@ fn accounts_bench() {
     } else {
         "without"
     };
+    let subject = match std::env::var("GCE_GUEST_BENCH_BINARY") {
+        Ok(path) => format!("the daemon from {}", path),
+        Err(_) => "the daemon from this test build".to_string(),
+    };
     println!(
-        "accounts bench ({} release build {} built-in TLS, {} cores)",
-        target, tls, cores
+        "accounts bench ({} release build {} built-in TLS, {} cores; {})",
+        target, tls, cores, subject
     );
     println!("{:<58} {:>28}  {:<22}", "measure", "value", "budget");
     println!(
