@@ -102,7 +102,9 @@ fn change_and_time(
 /// (which has the emulator compiled in, so its memory layout is not the product's).
 fn debug_daemon(sb: &Sandbox) -> Daemon {
     let product = std::env::var("GCE_GUEST_BENCH_BINARY").ok();
-    let binary = product.as_deref().unwrap_or_else(|| sb.binary().to_str().expect("path"));
+    let binary = product
+        .as_deref()
+        .unwrap_or_else(|| sb.binary().to_str().expect("path"));
     sb.program([binary, "google_accounts_daemon", "--debug"])
         .envs(&[("PATH", RECORD_PATH)])
         .spawn()

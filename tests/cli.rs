@@ -171,3 +171,32 @@ fn bad_usage_exits_2() {
     );
     assert_eq!(run(&bin(), &[]).status.code(), Some(2));
 }
+
+/// build.rs links the static binary with `src/link/hot-code.ld` (the profiled code gathered
+/// in `.text.hot`) and packed relative relocations (`.relr.dyn`), which musl applies at
+/// start: the sections are there, the script still matches a good share of the code, and
+/// the binary runs. (How much memory that saves is `make bench`'s to print.)
+#[test]
+#[cfg(target_env = "musl")]
+fn the_binary_gathers_its_hot_code_and_packs_its_relocations() {
+    let out = Command::new("readelf")
+        .args(["-SW"])
+        .arg(bin())
+        .output()
+        .expect("run readelf");
+    assert!(out.status.success(), "readelf: {:?}", out);
+    let sections: Vec<(String, u64)> = stdout(&out)
+        .lines()
+        .filter_map(|line| {
+            let line = line.replace("[ ", "[");
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            let size = u64::from_str_radix(fields.get(5)?, 16).ok()?;
+            Some((fields.get(1)?.to_string(), size))
+        })
+        .collect();
+    let size = |name: &str| sections.iter().find(|(n, _)| n == name).map(|(_, s)| *s);
+    let hot = size(".text.hot").expect("a .text.hot section");
+    assert!(hot >= 64 * 1024, ".text.hot holds only {} bytes", hot);
+    assert!(size(".relr.dyn").is_some(), "no .relr.dyn: {:?}", sections);
+    assert!(run(&bin(), &["--version"]).status.success());
+}
