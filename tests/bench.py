@@ -87,16 +87,24 @@ def admin(addr, method, path, body=None):
     return data
 
 
-def idle_daemon(addr, binary=RELEASE, label="", settle=20, window=60):
-    """google_guest_daemon with every daemon on, idle: RSS, threads, CPU, request rate
-    (only the RSS when `window` is 0)."""
-    import json
+def daemon_env(addr):
+    """The environment daemons run in here: the emulator's address, real time, and a PATH
+    whose `hwclock` does nothing (the clock-skew daemon falls back to it, and it must not
+    touch the host's clock; the daemons also run without CAP_SYS_TIME)."""
     stub = tempfile.mkdtemp(prefix="gce-guest-bench-stub-")
     with open(os.path.join(stub, "hwclock"), "w") as f:
         f.write("#!/bin/sh\nexit 0\n")
     os.chmod(os.path.join(stub, "hwclock"), 0o755)
     env = dict(os.environ, GCE_METADATA_HOST=addr, PATH=stub + ":" + os.environ.get("PATH", ""))
     env.pop("GCE_GUEST_TIME_SCALE", None)
+    return env
+
+
+def idle_daemon(addr, binary=RELEASE, label="", settle=20, window=60):
+    """google_guest_daemon with every daemon on, idle: RSS, threads, CPU, request rate
+    (only the RSS when `window` is 0)."""
+    import json
+    env = daemon_env(addr)
     proc = subprocess.Popen(["setpriv", "--inh-caps=-sys_time", "--bounding-set=-sys_time", "--",
                              binary, "google_guest_daemon"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -17,13 +17,14 @@ script only costs memory, never correctness: it stays in the ordinary `.text`.
 
 Usage (the Makefile passes these): hot_code.py UNSTRIPPED_BINARY LINK_MAP OUTPUT
 """
+import bisect
 import collections
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -59,13 +60,7 @@ def alice_has(text):
 
 def profile(binary, outdir, addr):
     """Runs every workload under callgrind; returns the callgrind output files."""
-    import json
-    stub = tempfile.mkdtemp(prefix="gce-guest-hot-code-stub-")
-    with open(os.path.join(stub, "hwclock"), "w") as f:
-        f.write("#!/bin/sh\nexit 0\n")
-    os.chmod(os.path.join(stub, "hwclock"), 0o755)
-    env = dict(os.environ, GCE_METADATA_HOST=addr, PATH=stub + ":" + os.environ.get("PATH", ""))
-    env.pop("GCE_GUEST_TIME_SCALE", None)
+    env = bench.daemon_env(addr)
     original = json.loads(bench.admin(addr, "GET", "/emulator/metadata"))
     keys = original["instance"]["attributes"]["ssh-keys"]
     valgrind = ["valgrind", "--tool=callgrind", "--demangle=no", "--trace-children=no"]
@@ -191,7 +186,7 @@ def main():
     addresses = symbol_addresses(binary)
     sections = input_sections(link_map)
     starts = [s[0] for s in sections]
-    import bisect
+
     chosen = collections.OrderedDict()
     hot_bytes = 0
     missing = 0
