@@ -28,6 +28,7 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+sys.dont_write_bytecode = True
 import bench  # noqa: E402  (the namespace set-up, the emulator, the admin API)
 
 # The runs: applet, and whether it manages accounts (then the first update is awaited by
@@ -186,16 +187,15 @@ def main():
     addresses = symbol_addresses(binary)
     sections = input_sections(link_map)
     starts = [s[0] for s in sections]
-
     chosen = collections.OrderedDict()
     hot_bytes = 0
     missing = 0
     # Callgrind names a few functions (memcpy, which valgrind redirects) by their address.
     hot = {addresses[n] for n in ran if n in addresses}
     hot |= {int(n, 16) for n in ran if re.fullmatch(r"0x[0-9a-f]+", n)}
-    for addr_ in sorted(hot):
-        i = bisect.bisect_right(starts, addr_) - 1
-        if i < 0 or not sections[i][0] <= addr_ < sections[i][0] + sections[i][1]:
+    for address in sorted(hot):
+        i = bisect.bisect_right(starts, address) - 1
+        if i < 0 or not sections[i][0] <= address < sections[i][0] + sections[i][1]:
             missing += 1
             continue
         start, size, section, path = sections[i]
