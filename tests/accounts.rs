@@ -24,7 +24,7 @@
 mod accounts_support;
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
@@ -182,8 +182,16 @@ fn sigkill_during_a_large_update_leaves_each_file_old_or_new() {
         if old > 0 && new > 0 {
             mixed_rounds += 1;
         }
-        // /etc/passwd and /etc/group still parse (sb.users() panics on a broken line).
-        assert!(sb.users().len() >= 210);
+        // /etc/passwd and /etc/group still parse (sb.users() panics on a broken line), and
+        // every seeded account is still there.
+        let users: BTreeSet<String> = sb.users().into_iter().map(|u| u.name).collect();
+        let missing: Vec<&String> = seeded.iter().filter(|u| !users.contains(*u)).collect();
+        assert!(
+            missing.is_empty(),
+            "round {}: accounts lost: {:?}",
+            round,
+            missing
+        );
         let _ = sb.groups();
 
         // A restart settles on this round's state.
@@ -194,18 +202,125 @@ fn sigkill_during_a_large_update_leaves_each_file_old_or_new() {
         daemon
             .wait_timeout(Duration::from_secs(5))
             .expect("SIGTERM ends the daemon");
+        // Round 1 made u200..u209 and nothing deletes accounts: the created ledger names
+        // exactly those.
         let created = sb.read_string(CREATED).unwrap_or_default();
-        assert!(
-            created
-                .lines()
-                .all(|u| names(200..210).contains(&u.to_string())),
-            "only accounts the daemon made are in the created ledger: {}",
-            created
+        assert_eq!(
+            created.lines().map(str::to_string).collect::<BTreeSet<_>>(),
+            names(200..210).into_iter().collect::<BTreeSet<_>>(),
+            "the created ledger after round {}",
+            round
         );
     }
     assert!(
         mixed_rounds >= 1,
         "no kill landed in the middle of an update; the test proved nothing"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Key sources, options, expiry formats and nologin users, on real files.
+
+#[test]
+fn key_sources_options_expiry_formats_and_nologin_users_on_real_files() {
+    let (ka, kp, kl) = (fake_key(1, "a"), fake_key(2, "p"), fake_key(3, "legacy"));
+    let kc = format!(
+        r#"from="127.0.0.1",command="/bin/true" {}"#,
+        fake_key(4, "c")
+    );
+    let google = |seed: u64, expire: &str| {
+        let key = fake_key(seed, "ignored");
+        let blob = key.split(' ').nth(1).unwrap().to_string();
+        format!(
+            r#"ssh-ed25519 {} google-ssh {{"userName":"u@example.com","expireOn":"{}"}}"#,
+            blob, expire
+        )
+    };
+    // Each expireOn format once in the future and once in the past.
+    let erin = google(5, "2099-01-01T00:00:00+0000");
+    let frank = google(6, "2099-01-01T00:00:00Z");
+    let dave = google(7, "2001-01-01T00:00:00+0000");
+    let gina = google(8, "2001-01-01T00:00:00Z");
+    let instance_keys = [
+        format!("alice:{}", ka),
+        format!("carol:{}", kc),
+        format!("erin:{}", erin),
+        format!("frank:{}", frank),
+        format!("dave:{}", dave),
+        format!("gina:{}", gina),
+        format!("svc:{}", ka),
+    ]
+    .join("\n");
+    let project_keys = format!("alice:{}", kp);
+    let mut passwd = std::fs::read_to_string("/etc/passwd").expect("host /etc/passwd");
+    passwd.push_str("svc:x:3100:100::/home/svc:/usr/sbin/nologin\n");
+    let sb = sandbox_or_skip!(with_recorders(Sandbox::builder().metadata(&document(
+        &[("ssh-keys", &instance_keys)],
+        &[("ssh-keys", &project_keys)],
+    )))
+    .file("/etc/passwd", passwd, 0o644)
+    .file("/home/svc/.keep", "", 0o644));
+    let _daemon = spawn_daemon(&sb);
+
+    // Instance and project keys together; options kept as they are; each format read.
+    wait_keys(&sb, "alice", Duration::from_secs(20), |k| {
+        k == only_google(&[ka.clone(), kp.clone()])
+    });
+    wait_keys(&sb, "frank", Duration::from_secs(10), |k| {
+        k == only_google(std::slice::from_ref(&frank))
+    });
+    assert_eq!(
+        keys_of(&sb, "carol"),
+        only_google(std::slice::from_ref(&kc))
+    );
+    assert_eq!(
+        keys_of(&sb, "erin"),
+        only_google(std::slice::from_ref(&erin))
+    );
+    // Expired keys make no account; a nologin user gets no keys.
+    for gone in ["dave", "gina"] {
+        assert!(sb.user(gone).is_none(), "{} was created", gone);
+        assert!(!sb.exists(format!("/home/{}", gone)));
+    }
+    assert!(
+        !sb.exists("/home/svc/.ssh"),
+        "keys written for a nologin user"
+    );
+    let users = users_in_calls(&sb);
+    assert!(
+        !users.contains("dave") && !users.contains("gina"),
+        "{:?}",
+        users
+    );
+    // The existing nologin account is not created again (it joins google-sudoers, as 2.8).
+    assert!(
+        !calls(&sb)
+            .iter()
+            .any(|c| c[0] == "useradd" && c.contains(&"svc".to_string())),
+        "{:?}",
+        calls(&sb)
+    );
+
+    // block-project-ssh-keys drops the project's keys.
+    sb.emulator().patch(&instance_patch(&[
+        ("ssh-keys", &instance_keys),
+        ("block-project-ssh-keys", "true"),
+    ]));
+    wait_keys(&sb, "alice", Duration::from_secs(10), |k| {
+        k == only_google(std::slice::from_ref(&ka))
+    });
+
+    // Instance sshKeys (the legacy name) come first, and still no project keys.
+    sb.emulator().patch(&instance_patch(&[
+        ("block-project-ssh-keys", "false"),
+        ("sshKeys", &format!("alice:{}", kl)),
+    ]));
+    wait_keys(&sb, "alice", Duration::from_secs(10), |k| {
+        k == only_google(&[kl.clone(), ka.clone()])
+    });
+    assert_eq!(
+        keys_of(&sb, "carol"),
+        only_google(std::slice::from_ref(&kc))
     );
 }
 

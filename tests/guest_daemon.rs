@@ -105,7 +105,12 @@ fn an_rtc_in_local_time_is_skipped_with_a_warning() {
 #[test]
 fn the_guest_daemon_uses_one_long_poll_for_every_daemon_and_stops_fast() {
     let sb = sandbox_or_skip!(builder("1", &format!("alice:{}", KEY)));
-    let mut daemon = sb.spawn_env(["google_guest_daemon"], &env());
+    // The accounts daemon's second update panics (the test hook): a probe that shows
+    // whether the accounts thread was handed a document.
+    let mut daemon = sb.spawn_env(
+        ["google_guest_daemon"],
+        &[("PATH", STUB_PATH), ("GCE_GUEST_TEST_PANIC", "accounts:2")],
+    );
     assert!(
         sb.wait_for_log(Duration::from_secs(10), SYNCED),
         "{:?}",
@@ -116,8 +121,25 @@ fn the_guest_daemon_uses_one_long_poll_for_every_daemon_and_stops_fast() {
     let emu = sb.emulator();
     emu.patch(r#"{"instance":{"virtualClock":{"driftToken":"2"}}}"#);
     assert!(sb.wait_until(Duration::from_secs(10), || clock_calls(&sb).len() == 2));
-    // The accounts daemon did not act on the clock change: one creation, no more.
-    assert_eq!(count_log(&sb, "Creating a new user account for alice."), 1);
+    // The accounts daemon did not act on the clock change: no second update...
+    std::thread::sleep(Duration::from_millis(300));
+    const ACCOUNTS_CRASHED: &str = "The accounts daemon crashed";
+    assert_eq!(count_log(&sb, ACCOUNTS_CRASHED), 0, "{:?}", sb.log_lines());
+    // ...but it does act on a change of its own slice (so the probe works).
+    emu.patch(&format!(
+        r#"{{"instance":{{"attributes":{{"ssh-keys":"alice:{}\nbob:{}"}}}}}}"#,
+        KEY, KEY
+    ));
+    assert!(
+        sb.wait_for_log(Duration::from_secs(10), ACCOUNTS_CRASHED),
+        "{:?}",
+        sb.log_lines()
+    );
+    assert_eq!(
+        clock_calls(&sb).len(),
+        2,
+        "the clock daemon ignored the key change"
+    );
 
     let mut polls: Vec<_> = emu
         .requests()
@@ -181,12 +203,19 @@ fn a_crashed_daemon_is_restarted_without_disturbing_the_others() {
         "the clock daemon ran once, undisturbed"
     );
     assert_eq!(count_log(&sb, SYNCED), 1);
+    // And it still acts on its own changes, exactly once each.
+    sb.emulator()
+        .patch(r#"{"instance":{"virtualClock":{"driftToken":"2"}}}"#);
+    assert!(sb.wait_until(Duration::from_secs(10), || clock_calls(&sb).len() == 2));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(clock_calls(&sb).len(), 2);
+    assert_eq!(count_log(&sb, SYNCED), 2);
 }
 
 #[test]
 fn a_lock_held_by_a_standalone_daemon_disables_only_that_thread() {
     let sb = sandbox_or_skip!(builder("1", &format!("alice:{}", KEY)));
-    let _standalone = sb.spawn_env(["google_clock_skew_daemon"], &env());
+    let mut standalone = sb.spawn_env(["google_clock_skew_daemon"], &env());
     assert!(sb.wait_for_log(Duration::from_secs(10), SYNCED));
 
     // A second standalone copy warns and exits 0 at once.
@@ -214,6 +243,19 @@ fn a_lock_held_by_a_standalone_daemon_disables_only_that_thread() {
         1,
         "the clock was set by the standalone daemon only"
     );
+
+    // Once the standalone copy is gone, the thread takes the lock at its next retry (30 s,
+    // 1.5 s at the test time scale) and acts on the document it has.
+    standalone.signal(libc::SIGTERM);
+    standalone
+        .wait_timeout(Duration::from_secs(5))
+        .expect("the standalone daemon exits");
+    assert!(
+        sb.wait_until(Duration::from_secs(10), || clock_calls(&sb).len() == 2
+            && count_log(&sb, SYNCED) == 2),
+        "{:?}",
+        sb.log_lines()
+    );
 }
 
 #[test]
@@ -221,11 +263,11 @@ fn sighup_reloads_the_configuration() {
     let sb = sandbox_or_skip!(builder("1", ""));
     let daemon = sb.spawn_env(["google_guest_daemon"], &env());
     assert!(sb.wait_for_log(Duration::from_secs(10), SYNCED));
-    // New accounts join the configured groups: the default list has adm; the new file
-    // names video only. Only a daemon that re-read the file on SIGHUP uses it.
+    // New accounts join the configured groups: the default list has adm (and not audio);
+    // the new file names audio only. Only a daemon that re-read the file on SIGHUP uses it.
     sb.write(
         "/etc/default/instance_configs.cfg",
-        "[Accounts]\ngroups = video\n",
+        "[Accounts]\ngroups = audio\n",
     );
     daemon.signal(libc::SIGHUP);
     assert!(sb.wait_for_log(
@@ -249,7 +291,11 @@ fn sighup_reloads_the_configuration() {
         sb.group(group)
             .is_some_and(|g| g.members.iter().any(|m| m == "alice"))
     };
-    assert!(member("video"), "the reloaded groups apply");
+    assert!(
+        sb.group("audio").is_some(),
+        "the sandbox has an audio group"
+    );
+    assert!(member("audio"), "the reloaded groups apply");
     assert!(!member("adm"), "the built-in groups no longer apply");
 }
 
