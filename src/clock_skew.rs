@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
-use crate::config::Config;
 use crate::daemon::{Daemon, Spec};
 use crate::error::{Error, Result};
 use crate::mds;
@@ -158,8 +157,6 @@ impl Daemon for ClockSkew {
         }
         Ok(())
     }
-
-    fn reload(&mut self, _config: &Config) {}
 }
 
 #[cfg(test)]

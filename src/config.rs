@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tinyjson::JsonValue;
 
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::fsutil;
 use crate::ini::{self, Ini, Warning, DEFAULT_SECTION};
 
@@ -314,10 +314,9 @@ impl Config {
 /// `textwrap.wrap(text, width, break_on_hyphens=False)` does: greedy, white space runs
 /// collapsed at line ends, words longer than a line cut to fill it.
 pub fn wrap(text: &str, width: usize) -> Vec<String> {
-    let is_space = |c: char| c.is_whitespace() || ('\x1c'..='\x1f').contains(&c);
     let munged: String = text
         .chars()
-        .map(|c| if is_space(c) { ' ' } else { c })
+        .map(|c| if crate::ini::is_py_space(c) { ' ' } else { c })
         .collect();
     // Alternating runs of spaces and of other characters, last chunk first.
     let mut chunks: Vec<Vec<char>> = Vec::new();
@@ -431,11 +430,7 @@ pub fn merged_config(paths: &Paths, metadata_config_text: Option<&str>) -> Resul
 /// Writes `ini` with the header to `paths.config` (mode 0644, atomically). The caller holds
 /// the lock.
 fn write_config(paths: &Paths, ini: &Ini) -> Result<()> {
-    if let Some(dir) = paths.config.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-        }
-    }
+    fsutil::create_parent(&paths.config)?;
     let mut text = header(&paths.template);
     text.push_str(&ini.to_string());
     fsutil::write_atomic(&paths.config, text.as_bytes(), 0o644)?;
@@ -817,7 +812,7 @@ mod tests {
         let held = fsutil::try_lock(&paths.lock).unwrap().unwrap();
         let refused = regenerate_waiting(&paths, None, Duration::from_millis(50));
         assert!(
-            matches!(refused, Err(Error::Locked { .. })),
+            matches!(refused, Err(crate::Error::Locked { .. })),
             "{:?}",
             refused
         );

@@ -297,7 +297,7 @@ fn daemon_thread(
                         }
                         daemon.apply(&doc)
                     });
-                    if step == Step::Done {
+                    if matches!(step, Step::Done) {
                         applied = Some(slice);
                     }
                     outcome = Some(step);
@@ -370,12 +370,6 @@ enum Step {
     Done,
     Failed(crate::Error),
     Crashed,
-}
-
-impl PartialEq for Step {
-    fn eq(&self, other: &Step) -> bool {
-        std::mem::discriminant(self) == std::mem::discriminant(other)
-    }
 }
 
 /// Calls into a daemon, turning a panic (already logged by the panic hook) into a value.

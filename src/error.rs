@@ -21,8 +21,6 @@ pub enum Error {
         kind: crate::mds::FailureKind,
         detail: String,
     },
-    /// A key is not defined on the metadata server (HTTP 404).
-    MetadataAbsent { path: String },
     /// A configuration or data file could not be parsed.
     Parse {
         what: String,
@@ -76,7 +74,6 @@ impl fmt::Display for Error {
             Error::Metadata { kind, detail } => {
                 write!(f, "metadata server {}: {}", kind.describe(), detail)
             }
-            Error::MetadataAbsent { path } => write!(f, "metadata key {} is not defined", path),
             Error::Parse { what, line, msg } if *line > 0 => {
                 write!(f, "cannot parse {} line {}: {}", what, line, msg)
             }

@@ -35,13 +35,15 @@ fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
 #[derive(Debug)]
 pub struct LockGuard {
     _file: File,
-    path: PathBuf,
 }
 
-impl LockGuard {
-    /// The lock file's path.
-    pub fn path(&self) -> &Path {
-        &self.path
+/// Creates the directories above `path` that do not exist yet.
+pub fn create_parent(path: &Path) -> Result<()> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -49,11 +51,7 @@ impl LockGuard {
 /// `Ok(None)` means another process holds it. A lock file that is a symlink or not owned
 /// by us is refused: `/var/lock` is often world-writable.
 pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
-    if let Some(dir) = path.parent() {
-        if !dir.as_os_str().is_empty() && !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-        }
-    }
+    create_parent(path)?;
     let c = cstr(path.as_os_str().as_bytes(), path)?;
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: c is a valid NUL-terminated path.
@@ -76,10 +74,7 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
     }
     // SAFETY: fd is valid for the life of `file`.
     match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
-        Ok(_) => Ok(Some(LockGuard {
-            _file: file,
-            path: path.to_path_buf(),
-        })),
+        Ok(_) => Ok(Some(LockGuard { _file: file })),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
         Err(e) => Err(Error::io("lock", path, e)),
     }
@@ -198,11 +193,6 @@ impl Dir {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
             path: path.to_path_buf(),
         })
-    }
-
-    /// The path this directory was opened by (for log lines only).
-    pub fn path(&self) -> &Path {
-        &self.path
     }
 
     fn child_path(&self, name: &Path) -> PathBuf {

@@ -92,7 +92,7 @@ enum Target {
 }
 
 /// Python's `str.isspace()`: Rust's white space plus the four ASCII separators.
-fn is_py_space(c: char) -> bool {
+pub(crate) fn is_py_space(c: char) -> bool {
     c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
 }
 

@@ -89,11 +89,6 @@ pub fn set_console(enabled: bool) {
     TO_CONSOLE.store(enabled && !cfg!(test), Ordering::Relaxed);
 }
 
-/// Whether `--debug` lines are wanted (lets callers skip building costly messages).
-pub fn debug_enabled() -> bool {
-    STDERR_LEVEL.load(Ordering::Relaxed) >= Level::Debug as u8
-}
-
 /// Names this thread's logger (for example `google-accounts`).
 pub fn set_thread_name(name: &'static str) {
     THREAD_NAME.with(|n| n.set(Some(name)));

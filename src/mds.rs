@@ -327,7 +327,7 @@ impl Client {
     }
 }
 
-fn json_body(reply: &Reply) -> Result<JsonValue> {
+pub(crate) fn json_body(reply: &Reply) -> Result<JsonValue> {
     let text = std::str::from_utf8(&reply.body)
         .map_err(|_| failure(FailureKind::BadBody, "body is not UTF-8"))?;
     parse_json(text).map_err(|e| {

@@ -215,8 +215,7 @@ fn access_token(client: &Client) -> Option<String> {
     let reply = client
         .get_raw("instance/service-accounts/default/token", scaled_secs(10))
         .ok()??;
-    let text = String::from_utf8(reply.body).ok()?;
-    let token = mds::lookup_str(&mds::parse_json(&text).ok()?, "access_token")?.to_string();
+    let token = mds::lookup_str(&mds::json_body(&reply).ok()?, "access_token")?.to_string();
     if !token_is_clean(&token) {
         warn!("The service account's access token has characters a header cannot carry; not using it.");
         return None;

@@ -84,7 +84,7 @@ fn an_expiring_key_works_until_expire_on_and_is_removed_by_the_timer() {
         k.contains(&permanent)
     });
 
-    let expire_on = unix_now() + 5;
+    let expire_on = gce_guest::timing::unix_now() + 5;
     let body = short.rsplit_once(' ').unwrap().0;
     let expiring = format!(
         r#"{} google-ssh {{"userName":"alice@x","expireOn":"{}"}}"#,
@@ -96,7 +96,7 @@ fn an_expiring_key_works_until_expire_on_and_is_removed_by_the_timer() {
         k.contains(&expiring)
     });
     assert!(
-        unix_now() < expire_on,
+        gce_guest::timing::unix_now() < expire_on,
         "the key was applied too late to test its expiry"
     );
     assert_login_and_sudo(&sb, SSHD_PORT, "short", "alice");

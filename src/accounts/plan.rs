@@ -41,8 +41,10 @@ pub enum Action {
     WriteKeys { user: Username, keys: Vec<String> },
     /// Metadata no longer wants this ledger user (log `Removing user <user>.`): remove our
     /// lines from its `authorized_keys` ([`super::authorized_keys::remove_ours`]), run
-    /// `gpasswd_remove_cmd`, then, if `delete_account`, `userdel_cmd`. Every step is tried;
-    /// the action fails when the keys could not be removed or the account not deleted.
+    /// `gpasswd_remove_cmd`, then, if `delete_account`, `userdel_cmd`. A key file that cannot
+    /// be read or written stops it there (nothing more is removed; the next round tries
+    /// again); a failing `gpasswd_remove_cmd` is only logged; the action fails when the
+    /// account could not be deleted.
     Deprovision {
         user: Username,
         delete_account: bool,

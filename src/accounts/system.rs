@@ -179,6 +179,14 @@ pub fn parse_groups(content: &[u8]) -> Vec<GroupEntry> {
         .collect()
 }
 
+/// Whether `user` is a member of `google-sudoers` in `/etc/group` as it is now.
+fn in_sudoers_group(user: &str) -> Result<bool> {
+    let groups = parse_groups(&read_required(GROUP_PATH)?);
+    Ok(groups
+        .iter()
+        .any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == user)))
+}
+
 fn read_required(path: &str) -> Result<Vec<u8>> {
     std::fs::read(path).map_err(|e| Error::io("read", path, e))
 }
@@ -223,9 +231,7 @@ impl SystemState {
 
 fn write_ledger(path: &str, names: &BTreeSet<Username>) -> Result<()> {
     let path = Path::new(path);
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
-    }
+    fsutil::create_parent(path)?;
     fsutil::write_atomic(path, format_ledger(names).as_bytes(), LEDGER_MODE)
 }
 
@@ -430,11 +436,7 @@ impl Applier {
             }
             Action::AddToGroups(user) => self.add_to_groups(user, commands),
             Action::AddToSudoers(user) => {
-                let groups = parse_groups(&read_required(GROUP_PATH)?);
-                let member = groups.iter().any(|g| {
-                    g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == user.as_str())
-                });
-                if member {
+                if in_sudoers_group(user.as_str())? {
                     return Ok(());
                 }
                 run_template(
@@ -492,12 +494,12 @@ impl Applier {
         .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", name, e)))
     }
 
-    fn refused(&mut self, user: &str, why: KeysRefused) -> Result<()> {
+    /// Logs, once per distinct refusal, why a user's keys were left alone on purpose.
+    fn refused(&mut self, user: &str, why: KeysRefused) {
         let line = describe_refusal(user, &why);
         if self.refusals_logged.insert(line.clone()) {
             warn!("{}", line);
         }
-        Ok(())
     }
 
     fn write_keys(&mut self, user: &Username, keys: &[String], state: &SystemState) -> Result<()> {
@@ -510,11 +512,17 @@ impl Applier {
         let ssh = match open_ssh_dir(local, true)? {
             Ok(Some(dir)) => dir,
             Ok(None) => return Ok(()),
-            Err(why) => return self.refused(user.as_str(), why),
+            Err(why) => {
+                self.refused(user.as_str(), why);
+                return Ok(());
+            }
         };
         let existing = match read_authorized_keys(&ssh, local)? {
             Ok(content) => content,
-            Err(why) => return self.refused(user.as_str(), why),
+            Err(why) => {
+                self.refused(user.as_str(), why);
+                return Ok(());
+            }
         };
         ssh.remove_stale_temps(Path::new("authorized_keys"));
         let Some(content) = rewrite(existing.as_deref(), keys) else {
@@ -560,17 +568,13 @@ impl Applier {
                         }
                     }
                     Ok(None) => {}
-                    Err(why) => self.refused(name, why)?,
+                    Err(why) => self.refused(name, why),
                 },
                 Ok(None) => {}
-                Err(why) => self.refused(name, why)?,
+                Err(why) => self.refused(name, why),
             }
         }
-        let groups = parse_groups(&read_required(GROUP_PATH)?);
-        if groups
-            .iter()
-            .any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == name))
-        {
+        if in_sudoers_group(name)? {
             if let Err(e) = run_template(
                 &commands.gpasswd_remove,
                 &[("user", name), ("group", SUDOERS_GROUP)],

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use crate::common::{Daemon, Output, Sandbox, SandboxBuilder, OVERLAID_DIRS};
 
@@ -127,28 +127,10 @@ pub fn fake_key(seed: u64, comment: &str) -> String {
     format!("ssh-ed25519 {} {}", base64(&blob), comment)
 }
 
-/// Unix time now, in seconds.
-pub fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .expect("clock after 1970")
-        .as_secs() as i64
-}
-
 /// Seconds since the epoch as RFC 3339 UTC (`2024-05-01T12:00:00Z`).
 pub fn rfc3339(t: i64) -> String {
-    let days = t.div_euclid(86_400);
     let secs = t.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = gce_guest::timing::civil_from_days(t.div_euclid(86_400));
     format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
         year,
