@@ -2,9 +2,10 @@
 //! OpenSSH's `sshd` and `dropbear` on loopback, OpenSSH's client, `sudo -n` through
 //! `google-sudoers`. A key removed from metadata stops working; a key with a
 //! `google-ssh {"expireOn": ...}` comment stops working at its expiry (the daemon's timer,
-//! not a later poll); and on a busybox-only userland (no shadow-utils on `PATH`) the daemon
-//! switches to `adduser`/`addgroup`/`chpasswd` by itself and the account it makes has no
-//! usable password yet accepts key logins.
+//! not a later poll), with either server; and on a busybox-only userland (no shadow-utils
+//! on `PATH`) the daemon switches to `adduser`/`addgroup`/`chpasswd`/`delgroup` by itself,
+//! the account it makes has no usable password yet accepts key logins, and a removed key
+//! stops working there too.
 //!
 //! Run: `cargo test --features emulator --test accounts_login` (as root).
 
@@ -134,7 +135,7 @@ fn an_expiring_key_works_until_expire_on_and_is_removed_by_the_timer() {
 }
 
 #[test]
-fn dropbear_login_follows_the_metadata_keys() {
+fn dropbear_login_follows_the_metadata_keys_and_expire_on() {
     let sb = sandbox_or_skip!(sandbox());
     let alice = key_pair(&sb, "alice");
     let _dropbear = start_dropbear(&sb, DROPBEAR_PORT);
@@ -164,6 +165,29 @@ fn dropbear_login_follows_the_metadata_keys() {
         ])
         .output();
     assert!(out.success() && out.stdout_text() == "0\n", "{:?}", out);
+
+    // A key with an expireOn logs in until then; after it, the daemon's timer removes it
+    // and dropbear refuses it.
+    let short = key_pair(&sb, "short");
+    let body = short.rsplit_once(' ').unwrap().0;
+    let expire_on = gce_guest::timing::unix_now() + 4;
+    let expiring = format!(
+        r#"{} google-ssh {{"userName":"alice@x","expireOn":"{}"}}"#,
+        body,
+        rfc3339(expire_on)
+    );
+    set_keys(&sb, &format!("alice:{}\nalice:{}", alice, expiring));
+    wait_keys(&sb, "alice", Duration::from_secs(5), |k| {
+        k.contains(&expiring)
+    });
+    assert!(
+        gce_guest::timing::unix_now() < expire_on,
+        "the key was applied too late to test its expiry"
+    );
+    assert_login_and_sudo(&sb, DROPBEAR_PORT, "short", "alice");
+    wait_keys(&sb, "alice", Duration::from_secs(10), |k| !k.contains(body));
+    assert_login_refused(&sb, DROPBEAR_PORT, "short", "alice");
+    assert_login_and_sudo(&sb, DROPBEAR_PORT, "alice", "alice");
 
     set_keys(&sb, "");
     wait_keys(&sb, "alice", Duration::from_secs(10), |k| {
@@ -197,7 +221,7 @@ fn busybox_binary() -> Option<String> {
 }
 
 #[test]
-fn a_busybox_userland_gets_an_unlocked_account_that_logs_in() {
+fn a_busybox_userland_gets_an_unlocked_account_that_logs_in_until_removed() {
     let Some(busybox) = busybox_binary() else {
         common::skip_or_fail("cannot build a busybox with adduser (tests/busybox/build.sh)");
         return;
@@ -277,5 +301,26 @@ fn a_busybox_userland_gets_an_unlocked_account_that_logs_in() {
     let sudoers = sb.sh("stat -c %a /etc/sudoers.d/google_sudoers");
     assert_eq!(sudoers.stdout_text().trim(), "440");
     assert_login_and_sudo(&sb, SSHD_PORT, "alice", "alice");
+
+    // Removed from metadata: out of google-sudoers through busybox delgroup, and the key
+    // no longer logs in.
+    set_keys(&sb, "");
+    wait_keys(&sb, "alice", Duration::from_secs(10), |k| {
+        !k.contains(&alice)
+    });
+    assert_login_refused(&sb, SSHD_PORT, "alice", "alice");
+    let later = accounts_support::calls(&sb);
+    assert!(
+        later
+            .iter()
+            .any(|c| c[..] == ["delgroup", "alice", SUDOERS_GROUP]),
+        "{:?}",
+        later
+    );
+    assert!(!sb
+        .group(SUDOERS_GROUP)
+        .unwrap()
+        .members
+        .contains(&"alice".to_string()));
     assert_running(&sb, &mut daemon);
 }
