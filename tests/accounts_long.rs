@@ -19,9 +19,6 @@ use std::time::{Duration, Instant};
 use accounts_support::*;
 use common::Sandbox;
 
-const EMPTY_DOC: &str =
-    r#"{"instance":{"id":1,"attributes":{}},"project":{"projectId":"p","attributes":{}}}"#;
-
 #[test]
 #[ignore = "minutes of real time; run by make test-long (GCE_GUEST_LONG=1)"]
 fn a_real_time_outage_of_minutes_loses_no_key_and_recovers() {
@@ -29,28 +26,11 @@ fn a_real_time_outage_of_minutes_loses_no_key_and_recovers() {
         println!("skipped: set GCE_GUEST_LONG=1 (make test-long)");
         return;
     }
-    let before = format!(
-        "alice:{}\nbob:{}",
-        fake_key(1, "alice-old"),
-        fake_key(2, "bob")
-    );
-    let after = format!(
-        "alice:{}\ncarol:{}",
-        fake_key(3, "alice-new"),
-        fake_key(4, "carol")
-    );
     let sb = sandbox_or_skip!(Sandbox::builder()
         .time_scale(1.0)
-        .metadata(&keys_document(&before)));
+        .metadata(&keys_document(&outage_keys_before())));
     let mut daemon = spawn_daemon(&sb);
-    wait_keys(&sb, "bob", Duration::from_secs(30), |k| {
-        k.contains(&fake_key(2, "bob"))
-    });
-    wait_keys(&sb, "alice", Duration::from_secs(5), |k| {
-        k.contains(&fake_key(1, "alice-old"))
-    });
-    let alice_before = keys_of(&sb, "alice");
-    let bob_before = keys_of(&sb, "bob");
+    let before = wait_outage_start(&sb, Duration::from_secs(30));
     let emu = sb.emulator();
 
     // (fault, how long it stays, the mode name in the request log)
@@ -95,23 +75,11 @@ fn a_real_time_outage_of_minutes_loses_no_key_and_recovers() {
                 emu.requests().iter().any(|r| r.fault.is_some())
             });
             assert!(met, "no request met the first fault");
-            set_keys(&sb, &after);
+            set_keys(&sb, &outage_keys_after());
         }
         let until = Instant::now() + Duration::from_secs(*secs);
         while Instant::now() < until {
-            assert_eq!(
-                keys_of(&sb, "alice"),
-                alice_before,
-                "phase {}: alice's keys changed",
-                i
-            );
-            assert_eq!(
-                keys_of(&sb, "bob"),
-                bob_before,
-                "phase {}: bob lost his key",
-                i
-            );
-            assert!(!sb.exists("/home/carol"), "phase {}: carol appeared", i);
+            assert_outage_untouched(&sb, &before, &format!("phase {} ({})", i, mode));
             std::thread::sleep(Duration::from_secs(1));
         }
         let met = emu
@@ -129,21 +97,10 @@ fn a_real_time_outage_of_minutes_loses_no_key_and_recovers() {
     assert_eq!(ledger(&sb), ["alice", "bob"]);
     emu.clear_faults();
     let outage = started.elapsed();
-    let t = Instant::now();
-    wait_keys(&sb, "carol", Duration::from_secs(45), |k| {
-        k.contains(&fake_key(4, "carol"))
-    });
-    wait_keys(&sb, "alice", Duration::from_secs(2), |k| {
-        google_keys(k) == [fake_key(3, "alice-new")]
-    });
-    wait_keys(&sb, "bob", Duration::from_secs(2), |k| {
-        google_keys(k).is_empty()
-    });
-    wait_ledger(&sb, &["alice", "carol"], Duration::from_secs(2));
+    let took = wait_outage_recovered(&sb, Duration::from_secs(45));
     eprintln!(
         "outage of {:?}; recovered {:?} after it ended",
-        outage,
-        t.elapsed()
+        outage, took
     );
     assert_running(&sb, &mut daemon);
 }

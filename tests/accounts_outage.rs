@@ -21,31 +21,6 @@ use std::time::{Duration, Instant};
 use accounts_support::*;
 use common::Sandbox;
 
-/// The keys before the outage and the change made during it.
-pub struct Scenario {
-    pub before: String,
-    pub after: String,
-}
-
-fn scenario() -> Scenario {
-    Scenario {
-        before: format!(
-            "alice:{}\nbob:{}",
-            fake_key(1, "alice-old"),
-            fake_key(2, "bob")
-        ),
-        after: format!(
-            "alice:{}\ncarol:{}",
-            fake_key(3, "alice-new"),
-            fake_key(4, "carol")
-        ),
-    }
-}
-
-/// The JSON 503 body that looks like a document with no keys at all.
-const EMPTY_DOC: &str =
-    r#"{"instance":{"id":1,"attributes":{}},"project":{"projectId":"p","attributes":{}}}"#;
-
 /// Runs one outage: `start` makes the server misbehave (after the current long-poll was
 /// answered), the keys change behind it (unless `stop` serves the change itself), `during`
 /// long the files must stay as they were, then `stop` ends the outage and the change must
@@ -68,45 +43,20 @@ fn outage_with(
     start: impl FnOnce(&Sandbox),
     stop: impl FnOnce(&Sandbox),
 ) {
-    let s = scenario();
-    let sb = sandbox_or_skip!(Sandbox::builder().metadata(&keys_document(&s.before)));
+    let sb = sandbox_or_skip!(Sandbox::builder().metadata(&keys_document(&outage_keys_before())));
     let mut daemon = spawn_daemon(&sb);
-    wait_keys(&sb, "bob", Duration::from_secs(20), |k| {
-        k.contains(&fake_key(2, "bob"))
-    });
-    wait_keys(&sb, "alice", Duration::from_secs(5), |k| {
-        k.contains(&fake_key(1, "alice-old"))
-    });
-    let alice_before = keys_of(&sb, "alice");
-    let bob_before = keys_of(&sb, "bob");
-    let emu = sb.emulator();
-    emu.clear_requests();
+    let before = wait_outage_start(&sb, Duration::from_secs(20));
+    sb.emulator().clear_requests();
 
     start(&sb);
     if change_during {
         // Metadata changes while the daemon cannot read it.
-        set_keys(&sb, &s.after);
+        set_keys(&sb, &outage_keys_after());
     }
     let until = Instant::now() + during;
     let mut checks = 0;
     while Instant::now() < until {
-        assert_eq!(
-            keys_of(&sb, "alice"),
-            alice_before,
-            "{}: alice's keys changed during the outage",
-            name
-        );
-        assert_eq!(
-            keys_of(&sb, "bob"),
-            bob_before,
-            "{}: bob lost his key during the outage",
-            name
-        );
-        assert!(
-            !sb.exists("/home/carol"),
-            "{}: carol appeared during the outage",
-            name
-        );
+        assert_outage_untouched(&sb, &before, name);
         checks += 1;
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -115,22 +65,8 @@ fn outage_with(
     assert_running(&sb, &mut daemon);
 
     stop(&sb);
-    let t = Instant::now();
-    wait_keys(&sb, "carol", recovery, |k| {
-        k.contains(&fake_key(4, "carol"))
-    });
-    wait_keys(&sb, "alice", Duration::from_secs(2), |k| {
-        google_keys(k) == [fake_key(3, "alice-new")]
-    });
-    wait_keys(&sb, "bob", Duration::from_secs(2), |k| {
-        google_keys(k).is_empty()
-    });
-    wait_ledger(&sb, &["alice", "carol"], Duration::from_secs(2));
-    eprintln!(
-        "{}: recovered {:?} after the outage ended",
-        name,
-        t.elapsed()
-    );
+    let took = wait_outage_recovered(&sb, recovery);
+    eprintln!("{}: recovered {:?} after the outage ended", name, took);
     assert_running(&sb, &mut daemon);
 }
 
@@ -171,118 +107,103 @@ fn clear(sb: &Sandbox) {
 const DURING: Duration = Duration::from_secs(2);
 const RECOVERY: Duration = Duration::from_secs(5);
 
-#[test]
-fn plain_503s_lose_no_key_and_recover() {
+/// One outage whose server misbehaves by `fault` (count -1, mode `mode`) until it is
+/// cleared; at least `at_least` requests must have met it by then.
+fn fault_outage(
+    name: &str,
+    fault: &str,
+    mode: &str,
+    at_least: usize,
+    during: Duration,
+    recovery: Duration,
+) {
     outage(
-        "503",
-        DURING,
-        RECOVERY,
-        |sb| fault_after_kick(sb, r#"{"mode":"status","status":503,"count":-1}"#, "status"),
+        name,
+        during,
+        recovery,
+        |sb| fault_after_kick(sb, fault, mode),
         |sb| {
-            assert_faults_served(sb, "status", 3);
+            assert_faults_served(sb, mode, at_least);
             clear(sb)
         },
     );
+}
+
+const STATUS_503: &str = r#"{"mode":"status","status":503,"count":-1}"#;
+
+#[test]
+fn plain_503s_lose_no_key_and_recover() {
+    fault_outage("503", STATUS_503, "status", 3, DURING, RECOVERY);
 }
 
 #[test]
 fn a_503_with_a_keyless_json_body_loses_no_key() {
-    outage(
-        "json 503",
-        DURING,
-        RECOVERY,
-        |sb| {
-            fault_after_kick(
-                sb,
-                &format!(
-                    r#"{{"mode":"status","status":503,"count":-1,"body":{}}}"#,
-                    EMPTY_DOC
-                ),
-                "status",
-            )
-        },
-        |sb| {
-            assert_faults_served(sb, "status", 3);
-            clear(sb)
-        },
+    let fault = format!(
+        r#"{{"mode":"status","status":503,"count":-1,"body":{}}}"#,
+        EMPTY_DOC
     );
+    fault_outage("json 503", &fault, "status", 3, DURING, RECOVERY);
 }
 
 #[test]
 fn html_200s_lose_no_key_and_recover() {
-    outage(
+    fault_outage(
         "html",
+        r#"{"mode":"html","count":-1}"#,
+        "html",
+        3,
         DURING,
         RECOVERY,
-        |sb| fault_after_kick(sb, r#"{"mode":"html","count":-1}"#, "html"),
-        |sb| {
-            assert_faults_served(sb, "html", 3);
-            clear(sb)
-        },
     );
 }
 
 #[test]
 fn truncated_200s_lose_no_key_and_recover() {
-    outage(
-        "truncate",
-        DURING,
-        RECOVERY,
-        |sb| fault_after_kick(sb, r#"{"mode":"truncate","count":-1}"#, "truncate"),
-        |sb| {
-            assert_faults_served(sb, "truncate", 3);
-            clear(sb)
-        },
-    );
+    let fault = r#"{"mode":"truncate","count":-1}"#;
+    fault_outage("truncate", fault, "truncate", 3, DURING, RECOVERY);
 }
 
 #[test]
 fn connection_resets_lose_no_key_and_recover() {
-    outage(
+    fault_outage(
         "reset",
+        r#"{"mode":"reset","count":-1}"#,
+        "reset",
+        3,
         DURING,
         RECOVERY,
-        |sb| fault_after_kick(sb, r#"{"mode":"reset","count":-1}"#, "reset"),
-        |sb| {
-            assert_faults_served(sb, "reset", 3);
-            clear(sb)
-        },
     );
 }
 
 #[test]
 fn requests_hanging_past_the_client_timeout_lose_no_key_and_recover() {
     // The watch's client timeout is (60 + 10) s x 0.05 = 4 s here; the server hangs 8 s.
-    outage(
+    let fault = r#"{"mode":"hang","seconds":8,"count":-1}"#;
+    fault_outage(
         "hang",
+        fault,
+        "hang",
+        1,
         Duration::from_secs(5),
         Duration::from_secs(12),
-        |sb| fault_after_kick(sb, r#"{"mode":"hang","seconds":8,"count":-1}"#, "hang"),
-        |sb| {
-            assert_faults_served(sb, "hang", 1);
-            clear(sb)
-        },
     );
 }
 
 #[test]
 fn a_long_503_storm_loses_no_key_and_recovers() {
     // 8 s at the test time scale: 160 s of backoff in real time terms, past the 30 s cap.
-    outage(
+    fault_outage(
         "storm",
+        STATUS_503,
+        "status",
+        8,
         Duration::from_secs(8),
         RECOVERY,
-        |sb| fault_after_kick(sb, r#"{"mode":"status","status":503,"count":-1}"#, "status"),
-        |sb| {
-            assert_faults_served(sb, "status", 8);
-            clear(sb)
-        },
     );
 }
 
 #[test]
 fn a_complete_document_without_instance_loses_no_key() {
-    let s = scenario();
     outage_with(
         "no instance",
         DURING,
@@ -292,6 +213,17 @@ fn a_complete_document_without_instance_loses_no_key() {
             sb.emulator()
                 .set_metadata(r#"{"project":{"projectId":"p","attributes":{}}}"#)
         },
-        move |sb| sb.emulator().set_metadata(&keys_document(&s.after)),
+        |sb| {
+            // The daemon did receive the document without `instance`, and refused it.
+            assert!(
+                sb.log_lines()
+                    .iter()
+                    .any(|l| l.contains("leaving every account as it is")),
+                "the document without instance never reached the daemon: {:?}",
+                sb.log_lines()
+            );
+            sb.emulator()
+                .set_metadata(&keys_document(&outage_keys_after()))
+        },
     );
 }

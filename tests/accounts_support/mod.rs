@@ -316,6 +316,69 @@ pub fn wait_ledger(sb: &Sandbox, names: &[&str], timeout: Duration) {
     }
 }
 
+// ---------------------------------------------------------------------------------------
+// Metadata outages (accounts_outage under the test time scale, accounts_long in real time):
+// alice and bob have keys; behind the daemon's back alice's key changes, bob leaves and
+// carol comes; while the server misbehaves nothing may change, afterwards the change must.
+
+/// The keys before an outage.
+pub fn outage_keys_before() -> String {
+    format!(
+        "alice:{}\nbob:{}",
+        fake_key(1, "alice-old"),
+        fake_key(2, "bob")
+    )
+}
+
+/// The keys metadata holds once they changed during the outage.
+pub fn outage_keys_after() -> String {
+    format!(
+        "alice:{}\ncarol:{}",
+        fake_key(3, "alice-new"),
+        fake_key(4, "carol")
+    )
+}
+
+/// A 503 body that looks like a document with no keys at all.
+pub const EMPTY_DOC: &str =
+    r#"{"instance":{"id":1,"attributes":{}},"project":{"projectId":"p","attributes":{}}}"#;
+
+/// alice's and bob's files once the daemon applied [`outage_keys_before`].
+pub fn wait_outage_start(sb: &Sandbox, timeout: Duration) -> (String, String) {
+    wait_keys(sb, "bob", timeout, |k| k.contains(&fake_key(2, "bob")));
+    wait_keys(sb, "alice", Duration::from_secs(5), |k| {
+        k.contains(&fake_key(1, "alice-old"))
+    });
+    (keys_of(sb, "alice"), keys_of(sb, "bob"))
+}
+
+/// Nothing changed: alice's and bob's files as `before`, no carol.
+pub fn assert_outage_untouched(sb: &Sandbox, before: &(String, String), what: &str) {
+    assert_eq!(
+        keys_of(sb, "alice"),
+        before.0,
+        "{}: alice's keys changed",
+        what
+    );
+    assert_eq!(keys_of(sb, "bob"), before.1, "{}: bob lost his key", what);
+    assert!(!sb.exists("/home/carol"), "{}: carol appeared", what);
+}
+
+/// Waits (up to `recovery` for carol's key) until [`outage_keys_after`] is applied: alice's
+/// new key only, none of ours for bob, the ledger alice and carol. Returns how long it took.
+pub fn wait_outage_recovered(sb: &Sandbox, recovery: Duration) -> Duration {
+    let t = std::time::Instant::now();
+    wait_keys(sb, "carol", recovery, |k| k.contains(&fake_key(4, "carol")));
+    wait_keys(sb, "alice", Duration::from_secs(2), |k| {
+        google_keys(k) == [fake_key(3, "alice-new")]
+    });
+    wait_keys(sb, "bob", Duration::from_secs(2), |k| {
+        google_keys(k).is_empty()
+    });
+    wait_ledger(sb, &["alice", "carol"], Duration::from_secs(2));
+    t.elapsed()
+}
+
 /// Starts `google_accounts_daemon` with `PATH` = [`RECORD_PATH`] (recording wrappers
 /// first; they are only there when the sandbox was built [`with_recorders`]).
 pub fn spawn_daemon(sb: &Sandbox) -> Daemon {
