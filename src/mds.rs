@@ -25,9 +25,9 @@ pub const HOST_ENV: &str = "GCE_METADATA_HOST";
 /// Seconds the server may hold a watch before answering unchanged.
 pub const WATCH_TIMEOUT_SEC: u64 = 60;
 /// Extra seconds the client waits beyond that before it calls the request hung.
-const WATCH_MARGIN_SEC: u64 = 10;
+pub const WATCH_MARGIN_SEC: u64 = 10;
 /// Client timeout of a plain request.
-const REQUEST_TIMEOUT_SEC: u64 = 10;
+pub const REQUEST_TIMEOUT_SEC: u64 = 10;
 /// Replies larger than this are refused (metadata is at most a few MB).
 const MAX_BODY: u64 = 32 << 20;
 /// JSON nested deeper than this is refused before parsing.
@@ -98,7 +98,7 @@ impl Default for Client {
 }
 
 /// Percent-encodes a query value.
-fn encode_query(value: &str) -> String {
+pub fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {

@@ -213,7 +213,10 @@ fn token_is_clean(token: &str) -> bool {
 /// The service account's access token, if the metadata server gives a usable one.
 fn access_token(client: &Client) -> Option<String> {
     let reply = client
-        .get_raw("instance/service-accounts/default/token", scaled_secs(10))
+        .get_raw(
+            "instance/service-accounts/default/token",
+            scaled_secs(mds::REQUEST_TIMEOUT_SEC),
+        )
         .ok()??;
     let token = mds::lookup_str(&mds::json_body(&reply).ok()?, "access_token")?.to_string();
     if !token_is_clean(&token) {

@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::{Invocation, EXIT_USAGE};
+use super::Invocation;
 use crate::emulator::{self, Emulator};
 
 pub(super) const USAGE: &str =
@@ -29,19 +29,12 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         .optopt("m", "metadata", "", "FILE")
         .optopt("a", "admin-socket", "", "PATH")
         .optopt("r", "ready-file", "", "PATH");
-    let m = match opts.parse(&inv.args) {
+    let m = match inv.parse(&opts) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("{}: {}", inv.name, e);
-            return EXIT_USAGE;
-        }
+        Err(status) => return status,
     };
-    if !m.free.is_empty() {
-        eprintln!(
-            "{}: unexpected argument {} (see --help)",
-            inv.name, m.free[0]
-        );
-        return EXIT_USAGE;
+    if let Some(extra) = m.free.first() {
+        return inv.usage_error(format_args!("unexpected argument {} (see --help)", extra));
     }
     let doc = match m.opt_str("m") {
         None => emulator::sample_document(),

@@ -5,7 +5,7 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::{Invocation, EXIT_USAGE};
+use super::Invocation;
 use crate::mds::{self, Client};
 use crate::timing::scaled_secs;
 
@@ -25,24 +25,17 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         .optflag("j", "json", "")
         .optflag("w", "wait", "")
         .optopt("t", "timeout", "", "S");
-    let m = match opts.parse(&inv.args) {
+    let m = match inv.parse(&opts) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("{}: {}", inv.name, e);
-            return EXIT_USAGE;
-        }
+        Err(status) => return status,
     };
     let [key] = m.free.as_slice() else {
-        eprintln!("{}: give exactly one KEY (see --help)", inv.name);
-        return EXIT_USAGE;
+        return inv.usage_error("give exactly one KEY (see --help)");
     };
     let budget = match m.opt_str("t").map(|t| t.parse::<u64>()) {
         None => 10,
         Some(Ok(t)) => t,
-        Some(Err(_)) => {
-            eprintln!("{}: --timeout takes whole seconds", inv.name);
-            return EXIT_USAGE;
-        }
+        Some(Err(_)) => return inv.usage_error("--timeout takes whole seconds"),
     };
     let key = key.trim_start_matches('/');
     let mut query = Vec::new();
@@ -91,7 +84,8 @@ fn with_query(key: &str, fixed: &[&str], extra: &[String]) -> String {
 
 /// GETs with retries for `budget` seconds; returns the body, or `None` on 404.
 fn fetch(client: &Client, path_query: &str, budget: u64) -> crate::Result<Option<Vec<u8>>> {
-    Ok(fetch_reply(client, path_query, budget, scaled_secs(10))?.map(|r| r.body))
+    let request_secs = scaled_secs(mds::REQUEST_TIMEOUT_SEC);
+    Ok(fetch_reply(client, path_query, budget, request_secs)?.map(|r| r.body))
 }
 
 /// GETs, retrying transient failures for `budget` seconds; each request may take up to
@@ -118,7 +112,7 @@ fn wait_for_change(
         client,
         &with_query(key, query, &[]),
         budget,
-        scaled_secs(10),
+        scaled_secs(mds::REQUEST_TIMEOUT_SEC),
     )?
     else {
         return Ok(None);
@@ -128,14 +122,14 @@ fn wait_for_change(
         let timeout = scaled_secs(mds::WATCH_TIMEOUT_SEC);
         let extra = [
             "wait_for_change=true".to_string(),
-            format!("last_etag={}", etag),
+            format!("last_etag={}", mds::encode_query(&etag)),
             format!("timeout_sec={}", timeout),
         ];
         let Some(reply) = fetch_reply(
             client,
             &with_query(key, query, &extra),
             budget,
-            timeout + scaled_secs(10),
+            timeout + scaled_secs(mds::WATCH_MARGIN_SEC),
         )?
         else {
             return Ok(None);

@@ -50,6 +50,30 @@ pub struct Invocation {
     pub debug: bool,
 }
 
+impl Invocation {
+    /// Prints `APPLET: msg` to stderr and gives the exit status for bad usage.
+    pub fn usage_error(&self, msg: impl std::fmt::Display) -> i32 {
+        eprintln!("{}: {}", self.name, msg);
+        EXIT_USAGE
+    }
+
+    /// Parses the applet's own options; on bad usage, the message is printed and the exit
+    /// status is the error.
+    pub fn parse(&self, opts: &getopts::Options) -> Result<getopts::Matches, i32> {
+        opts.parse(&self.args).map_err(|e| self.usage_error(e))
+    }
+
+    /// Runs `run` when no argument is left, else a usage error.
+    pub fn without_arguments(&self, run: impl FnOnce() -> i32) -> i32 {
+        match self.args.first() {
+            Some(extra) => {
+                self.usage_error(format_args!("unexpected argument {} (see --help)", extra))
+            }
+            None => run(),
+        }
+    }
+}
+
 /// Exit status of an applet whose issue has not landed in this build.
 pub const EXIT_NOT_LANDED: i32 = 3;
 /// Exit status for an unknown applet (the shell's "command not found").

@@ -1,7 +1,7 @@
 //! `google_metadata_script_runner --script-type startup|shutdown` (or the Go runner's
 //! positional `startup|shutdown`): runs the metadata scripts, always exits 0.
 
-use super::{Invocation, EXIT_USAGE};
+use super::Invocation;
 use crate::config::Config;
 use crate::scripts::{self, ScriptType};
 
@@ -10,12 +10,9 @@ pub(super) const USAGE: &str = "--script-type startup|shutdown  (or: startup|shu
 pub(super) fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optopt("", "script-type", "", "startup|shutdown");
-    let m = match opts.parse(&inv.args) {
+    let m = match inv.parse(&opts) {
         Ok(m) => m,
-        Err(e) => {
-            eprintln!("{}: {}", inv.name, e);
-            return EXIT_USAGE;
-        }
+        Err(status) => return status,
     };
     let named = m.opt_str("script-type");
     let kind = match (named.as_deref(), m.free.as_slice()) {
@@ -24,11 +21,7 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         _ => None,
     };
     let Some(kind) = kind else {
-        eprintln!(
-            "{}: say which scripts to run: --script-type startup|shutdown",
-            inv.name
-        );
-        return EXIT_USAGE;
+        return inv.usage_error("say which scripts to run: --script-type startup|shutdown");
     };
     crate::log::set_thread_name(kind.logger());
     let config = Config::load();

@@ -146,19 +146,12 @@ impl RouteSocket {
             tv_sec: REPLY_TIMEOUT_SECS as _,
             tv_usec: 0,
         };
-        // SAFETY: the pointer and length describe `timeout`, alive for the call.
-        let set = unsafe {
-            libc::setsockopt(
-                socket.fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if set != 0 {
-            return Err(io_error("set the netlink receive timeout"));
-        }
+        socket
+            .setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)
+            .map_err(|source| NetlinkError::Io {
+                op: "set the netlink receive timeout",
+                source,
+            })?;
         let address = zeroed_address();
         // SAFETY: the pointer and length describe `address`, alive for the call.
         let bound = unsafe {
@@ -194,25 +187,29 @@ impl RouteSocket {
         Ok(socket)
     }
 
-    /// Sets an integer socket option; failures are ignored (old kernels lack some).
-    fn set_option(&mut self, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+    /// Sets a socket option to `value`.
+    fn setsockopt<T>(&self, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
         // SAFETY: the pointer and length describe `value`, alive for the call.
         let result = unsafe {
             libc::setsockopt(
                 self.fd.as_raw_fd(),
                 level,
                 name,
-                (&value as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+                (value as *const T).cast(),
+                std::mem::size_of::<T>() as libc::socklen_t,
             )
         };
-        if result != 0 {
-            debug!(
-                "netlink socket option {}/{} not set: {}",
-                level,
-                name,
-                io::Error::last_os_error()
-            );
+        if result == 0 {
+            Ok(())
+        } else {
+            Err(io::Error::last_os_error())
+        }
+    }
+
+    /// Sets an integer socket option; failures are ignored (old kernels lack some).
+    fn set_option(&mut self, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
+        if let Err(e) = self.setsockopt(level, name, &value) {
+            debug!("netlink socket option {}/{} not set: {}", level, name, e);
         }
     }
 }
