@@ -72,6 +72,24 @@ fn openssh_login_follows_the_metadata_keys() {
     assert_running(&sb, &mut daemon);
 }
 
+/// Gives alice `permanent` and the key `body` with a `google-ssh` `expireOn` of `expire_on`,
+/// and waits until both are in place (before `expire_on`, or the test proves nothing).
+fn add_expiring_key(sb: &Sandbox, permanent: &str, body: &str, expire_on: i64) {
+    let expiring = format!(
+        r#"{} google-ssh {{"userName":"alice@x","expireOn":"{}"}}"#,
+        body,
+        rfc3339(expire_on)
+    );
+    set_keys(sb, &format!("alice:{}\nalice:{}", permanent, expiring));
+    wait_keys(sb, "alice", Duration::from_secs(5), |k| {
+        k.contains(&expiring)
+    });
+    assert!(
+        gce_guest::timing::unix_now() < expire_on,
+        "the key was applied too late to test its expiry"
+    );
+}
+
 #[test]
 fn an_expiring_key_works_until_expire_on_and_is_removed_by_the_timer() {
     let sb = sandbox_or_skip!(sandbox());
@@ -87,19 +105,7 @@ fn an_expiring_key_works_until_expire_on_and_is_removed_by_the_timer() {
 
     let expire_on = gce_guest::timing::unix_now() + 5;
     let body = short.rsplit_once(' ').unwrap().0;
-    let expiring = format!(
-        r#"{} google-ssh {{"userName":"alice@x","expireOn":"{}"}}"#,
-        body,
-        rfc3339(expire_on)
-    );
-    set_keys(&sb, &format!("alice:{}\nalice:{}", permanent, expiring));
-    wait_keys(&sb, "alice", Duration::from_secs(5), |k| {
-        k.contains(&expiring)
-    });
-    assert!(
-        gce_guest::timing::unix_now() < expire_on,
-        "the key was applied too late to test its expiry"
-    );
+    add_expiring_key(&sb, &permanent, body, expire_on);
     assert_login_and_sudo(&sb, SSHD_PORT, "short", "alice");
 
     // Metadata does not change again: only the daemon's timer can remove the key. It must
@@ -170,20 +176,7 @@ fn dropbear_login_follows_the_metadata_keys_and_expire_on() {
     // and dropbear refuses it.
     let short = key_pair(&sb, "short");
     let body = short.rsplit_once(' ').unwrap().0;
-    let expire_on = gce_guest::timing::unix_now() + 4;
-    let expiring = format!(
-        r#"{} google-ssh {{"userName":"alice@x","expireOn":"{}"}}"#,
-        body,
-        rfc3339(expire_on)
-    );
-    set_keys(&sb, &format!("alice:{}\nalice:{}", alice, expiring));
-    wait_keys(&sb, "alice", Duration::from_secs(5), |k| {
-        k.contains(&expiring)
-    });
-    assert!(
-        gce_guest::timing::unix_now() < expire_on,
-        "the key was applied too late to test its expiry"
-    );
+    add_expiring_key(&sb, &alice, body, gce_guest::timing::unix_now() + 4);
     assert_login_and_sudo(&sb, DROPBEAR_PORT, "short", "alice");
     wait_keys(&sb, "alice", Duration::from_secs(10), |k| !k.contains(body));
     assert_login_refused(&sb, DROPBEAR_PORT, "short", "alice");
