@@ -22,6 +22,20 @@ MIB = 1024 * 1024
 rows = []
 
 
+# Daemons run without the capability to set the clock: the host's clock is never theirs.
+NO_SYS_TIME = ["setpriv", "--inh-caps=-sys_time", "--bounding-set=-sys_time", "--"]
+
+
+def wait_for(predicate, seconds):
+    """Polls `predicate` every 10 ms for up to `seconds`; whether it came true."""
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.01)
+    return False
+
+
 def row(what, value, budget=""):
     rows.append((what, value, budget))
 
@@ -33,10 +47,7 @@ def start_emulator():
         [EMULATOR, "google_metadata_emulator", "--listen", "127.0.0.1:0", "--ready-file", ready],
         stdout=subprocess.DEVNULL,
     )
-    for _ in range(500):
-        if os.path.exists(ready):
-            break
-        time.sleep(0.01)
+    wait_for(lambda: os.path.exists(ready), 5)
     with open(ready) as f:
         addr = f.read().split()[0]
     return proc, addr
@@ -105,8 +116,7 @@ def idle_daemon(addr, binary=RELEASE, label="", settle=20, window=60):
     (only the RSS when `window` is 0)."""
     import json
     env = daemon_env(addr)
-    proc = subprocess.Popen(["setpriv", "--inh-caps=-sys_time", "--bounding-set=-sys_time", "--",
-                             binary, "google_guest_daemon"], env=env,
+    proc = subprocess.Popen(NO_SYS_TIME + [binary, "google_guest_daemon"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(settle)
@@ -138,11 +148,8 @@ def peak_rss_kib(argv, env, addr):
     peak = 0
     while proc.poll() is None:
         try:
-            with open(f"/proc/{proc.pid}/status") as f:
-                for line in f:
-                    if line.startswith("VmHWM:"):
-                        peak = max(peak, int(line.split()[1]))
-        except (FileNotFoundError, ProcessLookupError, ValueError):
+            peak = max(peak, int(proc_status(proc.pid)["VmHWM"].split()[0]))
+        except (OSError, KeyError, ValueError):
             pass
         time.sleep(0.001)
     return peak, proc.returncode
@@ -197,7 +204,7 @@ def enter_private_namespace():
 
 def main():
     enter_private_namespace()
-    for path, name in [(RELEASE, "make"), (TINY, "make tiny"), (EMULATOR, "make emulator")]:
+    for path in [RELEASE, TINY, EMULATOR]:
         if not os.path.exists(path):
             sys.exit(f"bench: {path} is missing; run `make bench`, which builds it")
     row("binary size, `make` (with TLS)", f"{os.path.getsize(RELEASE) / MIB:.2f} MiB", "<= 3 MiB")

@@ -42,15 +42,6 @@ RUNS = [
 NEW_KEY = "alice:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHotCodeProfileKeyHotCodeProfileKey0000 alice@profile{}"
 
 
-def wait_for(predicate, seconds):
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.1)
-    return False
-
-
 def alice_has(text):
     try:
         with open("/home/alice/.ssh/authorized_keys") as f:
@@ -68,21 +59,20 @@ def profile(binary, outdir, addr):
     for n, (applet, accounts) in enumerate(RUNS):
         bench.admin(addr, "PUT", "/emulator/metadata", json.dumps(original))
         out = os.path.join(outdir, f"callgrind.{n}.{applet}")
-        proc = subprocess.Popen(["setpriv", "--inh-caps=-sys_time", "--bounding-set=-sys_time", "--"]
-                                + valgrind + [f"--callgrind-out-file={out}", binary, applet],
+        proc = subprocess.Popen(bench.NO_SYS_TIME + valgrind + [f"--callgrind-out-file={out}", binary, applet],
                                 env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         if accounts:
             # The metadata is back to the original: the key the previous run added goes.
             def first_update_done():
                 return alice_has("alice@workstation") and not alice_has(f"alice@profile{n - 1}")
-            if not wait_for(first_update_done, 60):
+            if not bench.wait_for(first_update_done, 60):
                 sys.exit(f"hot_code: {applet} did not write alice's keys within 60 s")
         else:
             time.sleep(8)
         patch = {"instance": {"attributes": {"ssh-keys": keys + "\n" + NEW_KEY.format(n)},
                               "virtualClock": {"driftToken": str(1000 + n)}}}
         bench.admin(addr, "PATCH", "/emulator/metadata", json.dumps(patch))
-        if accounts and not wait_for(lambda: alice_has(f"alice@profile{n}"), 60):
+        if accounts and not bench.wait_for(lambda: alice_has(f"alice@profile{n}"), 60):
             sys.exit(f"hot_code: {applet} did not apply the key change within 60 s")
         time.sleep(3)
         proc.send_signal(signal.SIGTERM)
