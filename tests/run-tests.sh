@@ -6,6 +6,11 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
-awk '/^test result:/ { passed += $4; failed += $6; ignored += $8 }
+# A test's own threads may write to stderr while the harness prints its summary, so the
+# counts are found anywhere on a line that has "test result:", not by field position.
+awk '/test result:/ && match($0, /[0-9]+ passed; [0-9]+ failed; [0-9]+ ignored/) {
+       split(substr($0, RSTART, RLENGTH), n, /[^0-9]+/)
+       passed += n[1]; failed += n[2]; ignored += n[3]
+     }
      END { printf "tests: %d passed, %d failed, %d skipped\n", passed, failed, ignored }' "$log"
 exit "$rc"
