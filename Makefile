@@ -8,8 +8,17 @@ EMU_BIN     := target/emulator/$(TARGET)/release/gce-guest
 DESTDIR     ?=
 PREFIX      ?= /usr
 BINDIR      ?= $(PREFIX)/bin
+# make install / deb / rpm / tarball: the binary packaged (BIN=... reuses another build,
+# e.g. a test build, instead of building the release binary), the init system, the
+# optional rsyslog console rule, where packages go; the version comes from Cargo.toml.
+BIN         ?= $(RELEASE_BIN)
+INIT        ?= systemd
+RSYSLOG     ?= 0
+DISTDIR     ?= target/dist
+VERSION     := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
+BIN_DEP     := $(if $(filter $(RELEASE_BIN),$(BIN)),release)
 
-.PHONY: all release tiny emulator test test-long demo bench hot-code install prereqs clean fmt lint
+.PHONY: all release tiny emulator test test-long demo bench hot-code install deb rpm tarball packages prereqs clean fmt lint
 
 all: release
 
@@ -67,9 +76,26 @@ hot-code: prereqs emulator
 	  $(CARGO) build --release --locked --target $(TARGET)
 	python3 tests/hot_code.py $(PROFILE_DIR)/$(TARGET)/release/gce-guest $(PROFILE_DIR)/gce-guest.map src/link/hot-code.ld
 
-install: release
-	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/gce-guest
-	$(DESTDIR)$(BINDIR)/gce-guest --install -s -f $(DESTDIR)$(BINDIR) >/dev/null
+# The binary, its applet links, the init files of INIT (systemd, sysvinit, upstart, openrc,
+# busybox), the google_configs files (sysctl, udev, modprobe; rsyslog with RSYSLOG=1) and
+# /etc/default/instance_configs.cfg when absent. packaging/install.sh does the work (the
+# tarball's install.sh is the same script).
+install: $(BIN_DEP)
+	BINDIR=$(BINDIR) sh packaging/install.sh --destdir "$(DESTDIR)" --bin $(BIN) --init $(INIT) \
+	  $(if $(filter 1,$(RSYSLOG)),--rsyslog)
+
+# Packages, into $(DISTDIR): dpkg-deb, rpmbuild (packaging/rpm/gce-guest.spec), and a
+# tarball with install.sh.
+deb: $(BIN_DEP)
+	sh packaging/deb/build.sh $(VERSION) $(BIN) $(DISTDIR)
+
+rpm: $(BIN_DEP)
+	sh packaging/rpm/build.sh $(VERSION) $(BIN) $(DISTDIR)
+
+tarball: $(BIN_DEP)
+	sh packaging/tarball/build.sh $(VERSION) $(BIN) $(DISTDIR)
+
+packages: deb rpm tarball
 
 fmt:
 	$(CARGO) fmt

@@ -83,6 +83,11 @@ put 0644 "$src/sysctl/11-gce-network-security.conf" /etc/sysctl.d/11-gce-network
 put 0644 "$src/modprobe/gce-blacklist.conf" /etc/modprobe.d/gce-blacklist.conf
 put 0644 "$src/udev/64-gce-disk-removal.rules" "$UDEVRULESDIR/64-gce-disk-removal.rules"
 put 0644 "$src/udev/65-gce-disk-naming.rules" "$UDEVRULESDIR/65-gce-disk-naming.rules"
+# The rules call google_nvme_id by name, which udev looks up in its own directory.
+udevdir=$(dirname "$UDEVRULESDIR")
+mkdir -p "$destdir$udevdir"
+ln -sfn "$BINDIR/gce-guest" "$destdir$udevdir/google_nvme_id"
+echo "$udevdir/google_nvme_id"
 if [ "$rsyslog" = 1 ]; then
 	put 0644 "$src/rsyslog/90-google.conf" /etc/rsyslog.d/90-google.conf
 fi

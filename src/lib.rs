@@ -21,6 +21,7 @@ pub mod ini;
 pub mod mds;
 pub mod netlink;
 pub mod network;
+pub mod nvme_id;
 pub mod scripts;
 pub mod signals;
 pub mod timing;

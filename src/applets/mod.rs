@@ -11,6 +11,7 @@ mod daemons;
 mod emulator;
 mod install;
 mod metadata_get;
+mod nvme_id;
 mod root;
 mod script_runner;
 
@@ -173,6 +174,14 @@ pub static APPLETS: &[Applet] = &[
         output: Output::System,
         summary: "alias of google_ip_forwarding_daemon (the 2.8 name)",
         usage: "[-d]",
+    },
+    Applet {
+        name: "google_nvme_id",
+        run: nvme_id::main,
+        logger: "google-nvme-id",
+        output: Output::Terminal,
+        summary: "Compute Engine disk names for udev (ID_SERIAL_SHORT=) and mdev links",
+        usage: nvme_id::USAGE,
     },
     Applet {
         name: "google_optimize_local_ssd",
