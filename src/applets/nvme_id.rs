@@ -1,5 +1,6 @@
 //! `google_nvme_id`: Compute Engine disk names without nvme-cli or udev's helpers.
-//! `-d DEVICE` prints `ID_SERIAL_SHORT=`/`ID_SERIAL=` for udev's `IMPORT{program}` (or,
+//! `DEVICE` (or `-d DEVICE` as the original was called: `-d` is the shared debug flag, so
+//! both forms work) prints `ID_SERIAL_SHORT=`/`ID_SERIAL=` for udev's `IMPORT{program}` (or,
 //! with `-s`, makes the `/dev/disk/by-id/google-*` link itself); `--mdev` is the helper of
 //! the busybox `mdev.conf` lines, making and removing the links for `$MDEV` on `$ACTION`.
 
@@ -8,10 +9,11 @@ use std::path::{Path, PathBuf};
 use super::Invocation;
 use crate::nvme_id::{self, DiskName};
 
-pub(super) const USAGE: &str = "-d DEVICE [-s] | --mdev [--sys DIR] [--dev DIR]
+pub(super) const USAGE: &str = "[-d] DEVICE [-s] | --mdev [--sys DIR] [--dev DIR]
 
-  -d DEVICE  the NVMe namespace to name (/dev/nvme0n1); a regular file is read as a
-             captured Identify Namespace page (nvme id-ns -b)
+  DEVICE     the NVMe namespace to name (/dev/nvme0n1); a regular file is read as a
+             captured Identify Namespace page (nvme id-ns -b). The original's
+             `-d DEVICE` works too (-d is the shared --debug: debug lines go to stderr)
   -s         make /dev/disk/by-id/google-NAME[-partN] instead of printing the names
   --mdev     from mdev.conf: links for the device $MDEV on $ACTION (sd*, vd*, nvme*)
   --sys DIR  sysfs (default /sys)
@@ -20,8 +22,7 @@ Exit status 1: the device has no Compute Engine name.";
 
 pub(super) fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
-    opts.optopt("d", "device", "", "DEVICE")
-        .optflag("s", "symlink", "")
+    opts.optflag("s", "symlink", "")
         .optflag("", "mdev", "")
         .optopt("", "sys", "", "DIR")
         .optopt("", "dev", "", "DIR");
@@ -29,9 +30,6 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         Ok(m) => m,
         Err(status) => return status,
     };
-    if let Some(extra) = m.free.first() {
-        return inv.usage_error(format_args!("unexpected argument {} (see --help)", extra));
-    }
     let sys = PathBuf::from(m.opt_str("sys").unwrap_or_else(|| "/sys".into()));
     let dev = PathBuf::from(m.opt_str("dev").unwrap_or_else(|| "/dev".into()));
     if m.opt_present("mdev") {
@@ -40,10 +38,13 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         if name.is_empty() || name.contains('/') {
             return inv.usage_error("--mdev needs the device name in $MDEV");
         }
+        if let Some(extra) = m.free.first() {
+            return inv.usage_error(format_args!("unexpected argument {} (see --help)", extra));
+        }
         return mdev(&sys, &dev, &name, &action);
     }
-    let Some(device) = m.opt_str("d") else {
-        return inv.usage_error("give -d DEVICE or --mdev (see --help)");
+    let [device] = m.free.as_slice() else {
+        return inv.usage_error("give one DEVICE or --mdev (see --help)");
     };
     let device = PathBuf::from(device);
     let page = match nvme_id::identify_namespace(&device) {
