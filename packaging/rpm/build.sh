@@ -6,13 +6,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 src=$(cd "$here/../.." && pwd)
 top=$(mktemp -d)
 trap 'rm -rf "$top"' EXIT
-cp "$src/LICENSE" "$top/LICENSE"
 rpmbuild -bb --quiet \
 	--define "_topdir $top" \
 	--define "gce_version $version" \
 	--define "gce_bin $bin" \
 	--define "gce_src $src" \
-	--define "gce_src_license $top/LICENSE" \
 	--define "_build_id_links none" \
 	"$here/gce-guest.spec" >/dev/null
 mkdir -p "$out"
