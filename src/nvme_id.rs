@@ -214,7 +214,10 @@ pub fn identify_namespace(dev: &Path) -> Result<Vec<u8>> {
         return Ok(page);
     }
     if !meta.file_type().is_block_device() {
-        return Err(Error::Msg(format!("{} is not a block device", dev.display())));
+        return Err(Error::Msg(format!(
+            "{} is not a block device",
+            dev.display()
+        )));
     }
     let fd = file.as_raw_fd();
     // SAFETY: NVME_IOCTL_ID takes no argument and returns the namespace id or -1; `fd` is
@@ -385,15 +388,24 @@ mod tests {
     fn an_empty_or_foreign_vendor_area_gives_no_name() {
         assert_eq!(device_name_from_identify(&identify_page(b"")), None);
         assert_eq!(device_name_from_identify(&identify_page(b"   ")), None);
-        assert_eq!(device_name_from_identify(&identify_page(b"{\"x\":1}")), None);
-        assert_eq!(device_name_from_identify(&identify_page(&[0xff, 0xfe])), None);
+        assert_eq!(
+            device_name_from_identify(&identify_page(b"{\"x\":1}")),
+            None
+        );
+        assert_eq!(
+            device_name_from_identify(&identify_page(&[0xff, 0xfe])),
+            None
+        );
         assert_eq!(device_name_from_identify(&[0u8; 100]), None);
     }
 
     #[test]
     fn names_that_could_escape_the_link_directory_are_refused() {
         for bad in [r#"{"device_name":"../../etc"}"#, r#"{"device_name":"a/b"}"#] {
-            assert_eq!(device_name_from_identify(&identify_page(bad.as_bytes())), None);
+            assert_eq!(
+                device_name_from_identify(&identify_page(bad.as_bytes())),
+                None
+            );
         }
         assert!(!is_valid_name(&"a".repeat(129)));
         assert!(is_valid_name("Disk_1-x"));

@@ -33,9 +33,15 @@ const ENABLED_UNITS: &str = "google-instance-setup.service google-guest-daemon.s
 /// Paths of the package managers' own bookkeeping and the stubs' logs, left out of the
 /// before/after comparisons.
 fn is_bookkeeping(path: &str) -> bool {
-    ["var/lib/dpkg", "var/lib/rpm", "usr/lib/sysimage", "var/log/", "var/tmp/"]
-        .iter()
-        .any(|p| path.starts_with(p))
+    [
+        "var/lib/dpkg",
+        "var/lib/rpm",
+        "usr/lib/sysimage",
+        "var/log/",
+        "var/tmp/",
+    ]
+    .iter()
+    .any(|p| path.starts_with(p))
 }
 
 fn changes(before: &BTreeSet<String>, after: &BTreeSet<String>) -> (Vec<String>, Vec<String>) {
@@ -61,7 +67,12 @@ fn built(out: &std::process::Output) -> PathBuf {
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last().unwrap_or_default();
     let path = PathBuf::from(last.trim());
-    assert!(path.is_file(), "no package at {:?}; make said:\n{}", path, text);
+    assert!(
+        path.is_file(),
+        "no package at {:?}; make said:\n{}",
+        path,
+        text
+    );
     path
 }
 
@@ -86,8 +97,7 @@ fn assert_has_all(list: &[String], wanted: &[&str], what: &str) {
 
 #[test]
 fn deb_installs_upgrades_removes_and_purges_cleanly() {
-    if !(have_tool("dpkg-deb") && have_tool("fakeroot") && have_tool("lintian") && have_root())
-    {
+    if !(have_tool("dpkg-deb") && have_tool("fakeroot") && have_tool("lintian") && have_root()) {
         return;
     }
     let scratch = Scratch::new("deb");
@@ -154,7 +164,11 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
         .expect("run lintian");
     let report = String::from_utf8_lossy(&lintian.stdout);
     let errors: Vec<&str> = report.lines().filter(|l| l.starts_with("E:")).collect();
-    println!("lintian: {} warnings, {} errors", report.lines().filter(|l| l.starts_with("W:")).count(), errors.len());
+    println!(
+        "lintian: {} warnings, {} errors",
+        report.lines().filter(|l| l.starts_with("W:")).count(),
+        errors.len()
+    );
     assert!(
         lintian.status.success() && errors.is_empty(),
         "lintian errors:\n{}",
@@ -163,13 +177,13 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
 
     // systemd image.
     let root = scratch.path().join("root");
-    throwaway_root(&root, &["etc/default", "var/lib/dpkg/info", "var/lib/dpkg/updates"]);
+    throwaway_root(
+        &root,
+        &["etc/default", "var/lib/dpkg/info", "var/lib/dpkg/updates"],
+    );
     fs::write(root.join("var/lib/dpkg/status"), b"").expect("dpkg status");
     let dpkg = |args: &str| {
-        in_root_namespace(
-            &root,
-            &format!("dpkg --root='{}' {}", root.display(), args),
-        )
+        in_root_namespace(&root, &format!("dpkg --root='{}' {}", root.display(), args))
     };
     let before = tree(&root);
 
@@ -229,7 +243,9 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     println!("remove: {:#?}", calls);
     assert!(has(&calls, "systemctl stop google-guest-daemon.service google-accounts-daemon.service google-clock-skew-daemon.service google-network-daemon.service"));
     assert!(has(&calls, &format!("systemctl disable {}", ENABLED_UNITS)));
-    assert!(!calls.iter().any(|c| c.contains("stop google-shutdown-scripts")));
+    assert!(!calls
+        .iter()
+        .any(|c| c.contains("stop google-shutdown-scripts")));
     let (_, removed) = changes(&installed_tree, &tree(&root));
     print_list("dpkg -r removed", &removed);
     let (left, _) = changes(&before, &tree(&root));
@@ -241,11 +257,19 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     dpkg("-P gce-guest");
     let (left, gone) = changes(&before, &tree(&root));
     print_list("left after dpkg -P", &left);
-    assert!(left.is_empty() && gone.is_empty(), "purge left {:?}, took {:?}", left, gone);
+    assert!(
+        left.is_empty() && gone.is_empty(),
+        "purge left {:?}, took {:?}",
+        left,
+        gone
+    );
 
     // sysvinit image: no systemd, update-rc.d and invoke-rc.d record their calls.
     let root = scratch.path().join("sysv");
-    throwaway_root(&root, &["etc/default", "var/lib/dpkg/info", "var/lib/dpkg/updates"]);
+    throwaway_root(
+        &root,
+        &["etc/default", "var/lib/dpkg/info", "var/lib/dpkg/updates"],
+    );
     fs::write(root.join("var/lib/dpkg/status"), b"").expect("dpkg status");
     fs::remove_dir_all(root.join("run/systemd")).expect("no systemd");
     fs::remove_file(root.join("usr/bin/systemctl")).expect("no systemctl");
@@ -264,7 +288,11 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     let dpkg = |args: &str| {
         in_root_namespace(
             &root,
-            &format!("PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg --root='{}' {}", root.display(), args),
+            &format!(
+                "PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg --root='{}' {}",
+                root.display(),
+                args
+            ),
         )
     };
     dpkg(&format!("-i '{}'", deb.display()));
@@ -288,7 +316,12 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     assert!(has(&calls, "invoke-rc.d google-guest-daemon stop"));
     assert!(has(&calls, "update-rc.d google-guest-daemon remove"));
     let (left, gone) = changes(&before, &tree(&root));
-    assert!(left.is_empty() && gone.is_empty(), "purge left {:?}, took {:?}", left, gone);
+    assert!(
+        left.is_empty() && gone.is_empty(),
+        "purge left {:?}, took {:?}",
+        left,
+        gone
+    );
 }
 
 /// Directories a base RPM system has (owned by other packages there).
@@ -339,9 +372,8 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
 
     let root = scratch.path().join("root");
     throwaway_root(&root, RPM_SYSTEM_DIRS);
-    let rpm = |args: &str| {
-        in_root_namespace(&root, &format!("rpm --root '{}' {}", root.display(), args))
-    };
+    let rpm =
+        |args: &str| in_root_namespace(&root, &format!("rpm --root '{}' {}", root.display(), args));
     rpm("--initdb");
     let before = tree(&root);
 
@@ -364,7 +396,10 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
     );
     let calls = take_systemctl_calls(&root);
     println!("install: {:#?}", calls);
-    assert!(has(&calls, &format!("systemctl --no-reload preset {}", ENABLED_UNITS)));
+    assert!(has(
+        &calls,
+        &format!("systemctl --no-reload preset {}", ENABLED_UNITS)
+    ));
     assert!(has(
         &calls,
         "systemctl start google-guest-daemon.service google-shutdown-scripts.service"
@@ -372,11 +407,20 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
 
     let config = root.join("etc/default/instance_configs.cfg");
     fs::write(&config, "[Accounts]\ngroups = adm\n").expect("edit config");
-    rpm(&format!("-U --replacepkgs --nodeps '{}'", rpm_file.display()));
+    rpm(&format!(
+        "-U --replacepkgs --nodeps '{}'",
+        rpm_file.display()
+    ));
     let calls = take_systemctl_calls(&root);
     println!("upgrade: {:#?}", calls);
-    assert!(has(&calls, "systemctl reload-or-restart google-guest-daemon.service"));
-    assert!(!has(&calls, &format!("systemctl --no-reload preset {}", ENABLED_UNITS)));
+    assert!(has(
+        &calls,
+        "systemctl reload-or-restart google-guest-daemon.service"
+    ));
+    assert!(!has(
+        &calls,
+        &format!("systemctl --no-reload preset {}", ENABLED_UNITS)
+    ));
     assert_eq!(
         fs::read_to_string(&config).unwrap_or_default(),
         "[Accounts]\ngroups = adm\n"
@@ -391,7 +435,12 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
     let (_, removed) = changes(&installed_tree, &tree(&root));
     print_list("rpm -e removed", &removed);
     let (left, gone) = changes(&before, &tree(&root));
-    assert!(left.is_empty() && gone.is_empty(), "erase left {:?}, took {:?}", left, gone);
+    assert!(
+        left.is_empty() && gone.is_empty(),
+        "erase left {:?}, took {:?}",
+        left,
+        gone
+    );
 
     // No systemd: chkconfig and service.
     let root = scratch.path().join("sysv");
@@ -400,12 +449,14 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
     for tool in ["chkconfig", "service"] {
         write_executable(
             &root.join("sbin").join(tool),
-            &format!("#!/bin/sh\necho \"{} $*\" >> /var/log/systemctl.calls\n", tool),
+            &format!(
+                "#!/bin/sh\necho \"{} $*\" >> /var/log/systemctl.calls\n",
+                tool
+            ),
         );
     }
-    let rpm = |args: &str| {
-        in_root_namespace(&root, &format!("rpm --root '{}' {}", root.display(), args))
-    };
+    let rpm =
+        |args: &str| in_root_namespace(&root, &format!("rpm --root '{}' {}", root.display(), args));
     rpm("--initdb");
     rpm(&format!("-i --nodeps '{}'", rpm_file.display()));
     let calls = take_systemctl_calls(&root);
@@ -427,7 +478,10 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
 
 /// The file each init system's install must leave, as a witness.
 const INIT_WITNESS: &[(&str, &str)] = &[
-    ("systemd", "usr/lib/systemd/system/google-guest-daemon.service"),
+    (
+        "systemd",
+        "usr/lib/systemd/system/google-guest-daemon.service",
+    ),
     ("sysvinit", "etc/init.d/google-guest-daemon"),
     ("upstart", "etc/init/google-guest-daemon.conf"),
     ("openrc", "etc/init.d/google-guest-daemon"),
@@ -475,14 +529,21 @@ fn tarball_install_sh_installs_every_init_system_under_busybox_ash() {
                 .arg(&dest));
         }
         let files = tree(&dest);
-        assert!(files.contains(*witness), "{}: {} not installed", init, witness);
+        assert!(
+            files.contains(*witness),
+            "{}: {} not installed",
+            init,
+            witness
+        );
         assert!(files.contains("usr/bin/google_instance_setup -> gce-guest"));
         assert!(files.contains("etc/default/instance_configs.cfg"));
         assert!(!files.contains("etc/rsyslog.d/90-google.conf"));
         if *init == "busybox" {
             let inittab = fs::read_to_string(dest.join("etc/inittab")).unwrap_or_default();
             assert_eq!(
-                inittab.matches("::respawn:/usr/bin/google_guest_daemon").count(),
+                inittab
+                    .matches("::respawn:/usr/bin/google_guest_daemon")
+                    .count(),
                 1,
                 "appended once:\n{}",
                 inittab
@@ -528,8 +589,16 @@ fn make_install_keeps_an_existing_config_and_adds_rsyslog_only_when_asked() {
 
     // A fresh tree gets the commented default file.
     let fresh = scratch.path().join("fresh");
-    make("install", &test_binary(), &[("DESTDIR", &fresh.display().to_string())]);
-    let text = fs::read_to_string(fresh.join("etc/default/instance_configs.cfg"))
-        .unwrap_or_default();
-    assert!(text.lines().all(|l| l.is_empty() || l.starts_with('#')), "{}", text);
+    make(
+        "install",
+        &test_binary(),
+        &[("DESTDIR", &fresh.display().to_string())],
+    );
+    let text =
+        fs::read_to_string(fresh.join("etc/default/instance_configs.cfg")).unwrap_or_default();
+    assert!(
+        text.lines().all(|l| l.is_empty() || l.starts_with('#')),
+        "{}",
+        text
+    );
 }
