@@ -47,6 +47,7 @@ fn list_names_every_applet_sorted() {
         "google_metadata_get",
         "google_metadata_script_runner",
         "google_network_daemon",
+        "google_nvme_id",
         "google_optimize_local_ssd",
         "google_set_multiqueue",
     ] {
