@@ -275,7 +275,7 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     fs::remove_file(root.join("usr/bin/systemctl")).expect("no systemctl");
     // A base system's /usr/bin is never empty (dpkg would remove it with the package).
     std::os::unix::fs::symlink("/bin/busybox", root.join("usr/bin/env")).expect("usr/bin/env");
-    for tool in ["update-rc.d", "invoke-rc.d"] {
+    for tool in ["update-rc.d", "invoke-rc.d", "update-initramfs"] {
         write_executable(
             &root.join("usr/sbin").join(tool),
             &format!(
@@ -307,6 +307,7 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
             "update-rc.d google-accounts-daemon defaults-disabled",
             "invoke-rc.d google-guest-daemon start",
             "invoke-rc.d google-shutdown-scripts start",
+            "update-initramfs -u",
         ],
         "sysvinit postinst",
     );
@@ -315,6 +316,10 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     println!("sysvinit purge: {:#?}", calls);
     assert!(has(&calls, "invoke-rc.d google-guest-daemon stop"));
     assert!(has(&calls, "update-rc.d google-guest-daemon remove"));
+    assert!(
+        has(&calls, "update-initramfs -u"),
+        "the hook leaves the initramfs"
+    );
     let (left, gone) = changes(&before, &tree(&root));
     assert!(
         left.is_empty() && gone.is_empty(),
@@ -446,9 +451,13 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
     let root = scratch.path().join("sysv");
     throwaway_root(&root, RPM_SYSTEM_DIRS);
     fs::remove_dir_all(root.join("run/systemd")).expect("no systemd");
-    for tool in ["chkconfig", "service"] {
+    for (dir, tool) in [
+        ("sbin", "chkconfig"),
+        ("sbin", "service"),
+        ("usr/bin", "dracut"),
+    ] {
         write_executable(
-            &root.join("sbin").join(tool),
+            &root.join(dir).join(tool),
             &format!(
                 "#!/bin/sh\necho \"{} $*\" >> /var/log/systemctl.calls\n",
                 tool
@@ -467,6 +476,7 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
             "chkconfig --add google-instance-setup",
             "chkconfig --add google-guest-daemon",
             "service google-guest-daemon start",
+            "dracut --force",
         ],
         "chkconfig %post",
     );
@@ -474,6 +484,10 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
     let calls = take_systemctl_calls(&root);
     assert!(has(&calls, "chkconfig --del google-guest-daemon"));
     assert!(has(&calls, "service google-guest-daemon stop"));
+    assert!(
+        has(&calls, "dracut --force"),
+        "the module leaves the initramfs"
+    );
 }
 
 /// The file each init system's install must leave, as a witness.
