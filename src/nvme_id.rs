@@ -437,6 +437,27 @@ mod tests {
     }
 
     #[test]
+    fn the_admin_command_has_the_kernel_layout() {
+        // struct nvme_admin_cmd is 72 bytes; _IOWR('N', 0x41, it) and _IO('N', 0x40).
+        assert_eq!(std::mem::size_of::<NvmeAdminCmd>(), 72);
+        let iowr = (3u32 << 30) | (72 << 16) | ((b'N' as u32) << 8) | 0x41;
+        assert_eq!(NVME_IOCTL_ADMIN_CMD, iowr);
+        assert_eq!(NVME_IOCTL_ID, ((b'N' as u32) << 8) | 0x40);
+        let cmd = NvmeAdminCmd::default();
+        let base = &cmd as *const _ as usize;
+        assert_eq!(&cmd.addr as *const _ as usize - base, 24);
+        assert_eq!(&cmd.data_len as *const _ as usize - base, 36);
+        assert_eq!(&cmd.cdw10 as *const _ as usize - base, 40);
+        assert_eq!(&cmd.result as *const _ as usize - base, 68);
+    }
+
+    #[test]
+    fn a_non_block_non_file_device_is_refused() {
+        let err = identify_namespace(Path::new("/dev/null")).err();
+        assert!(err.is_some_and(|e| e.to_string().contains("not a block device")));
+    }
+
+    #[test]
     fn links_are_planned_per_action() {
         let name = DiskName::Persistent("data".into());
         assert_eq!(
