@@ -50,10 +50,13 @@ pub fn stripped_binary() -> PathBuf {
     static STRIPPED: OnceLock<PathBuf> = OnceLock::new();
     STRIPPED
         .get_or_init(|| {
-            let dir = std::env::temp_dir().join(format!("gce-pkg-bin-{}", std::process::id()));
+            // Under the build directory (not /tmp): nothing is left behind to clean up.
+            let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
             fs::create_dir_all(&dir).expect("create binary directory");
-            let out = dir.join("gce-guest");
-            run(Command::new("strip").arg("-o").arg(&out).arg(test_binary()));
+            let out = dir.join("gce-guest-stripped");
+            let tmp = dir.join(format!("gce-guest-stripped.{}", std::process::id()));
+            run(Command::new("strip").arg("-o").arg(&tmp).arg(test_binary()));
+            fs::rename(&tmp, &out).expect("rename the stripped binary");
             out
         })
         .clone()
