@@ -21,15 +21,12 @@
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::*;
+use crate::common::{self, Sandbox};
 
 fn names(range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("u{:03}", i)).collect()

@@ -15,13 +15,10 @@
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::Duration;
 
-use accounts_support::*;
-use common::{Daemon, Sandbox};
+use crate::accounts_support::*;
+use crate::common::{self, Daemon, Sandbox};
 
 /// Paths that creating accounts with shadow-utils legitimately touches, besides the homes.
 const ACCOUNT_FILES: &[&str] = &[

@@ -11,14 +11,11 @@
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::{self, *};
+use crate::common::{self, Sandbox};
 
 const SSHD_PORT: u16 = 2222;
 const DROPBEAR_PORT: u16 = 2223;

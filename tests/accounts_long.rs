@@ -11,13 +11,10 @@
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::*;
+use crate::common::Sandbox;
 
 #[test]
 #[ignore = "minutes of real time; run by make test-long (GCE_GUEST_LONG=1)"]

@@ -13,13 +13,10 @@
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::*;
+use crate::common::Sandbox;
 
 /// Runs one outage: `start` makes the server misbehave (after the current long-poll was
 /// answered), the keys change behind it (unless `stop` serves the change itself), `during`

@@ -26,15 +26,12 @@
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::{Daemon, Sandbox};
+use crate::accounts_support::*;
+use crate::common::{Daemon, Sandbox};
 
 fn file_id(path: &Path) -> Option<(u64, i64, i64)> {
     std::fs::metadata(path)

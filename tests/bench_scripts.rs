@@ -15,11 +15,9 @@
 
 #![cfg(feature = "emulator")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Sandbox};
+use crate::common::{Daemon, Sandbox};
 
 const RUNS: usize = 25;
 const DOC: &str = r#"{"instance":{"id":1,"hostname":"vm","attributes":{"startup-script":"echo first"}},

@@ -5,14 +5,12 @@
 //!
 //! Run: `cargo test --features emulator --test sandbox`.
 
-mod common;
-
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ChangeKind, EntryType, Sandbox};
+use crate::common::{self, ChangeKind, EntryType, Sandbox};
 
 /// A small document with values no other test or sample uses.
 const METADATA: &str = r#"{

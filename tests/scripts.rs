@@ -12,11 +12,9 @@
 
 #![cfg(feature = "emulator")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Output, Sandbox, SandboxBuilder};
+use crate::common::{Daemon, Output, Sandbox, SandboxBuilder};
 
 const RUNNER: &str = "google_metadata_script_runner";
 const CONFIG: &str = "/etc/default/instance_configs.cfg";

@@ -4,8 +4,6 @@
 //! and a checkpoint of the overlay upper directories so a test can list exactly what
 //! changed between two moments (the sandbox's own `changes()` is relative to its start).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
