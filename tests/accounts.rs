@@ -15,9 +15,10 @@
 //!
 //! Commands are recorded by wrappers first in `PATH` (see `accounts_support`).
 //!
-//! Run: `cargo test --features emulator --test accounts` (as root). The other accounts
-//! tests: `accounts_login` (real SSH logins, busybox), `accounts_hostile`,
-//! `accounts_outage`, `accounts_long` (`make test-long`), `bench_accounts` (`make bench`).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts::` (as
+//! root). The other accounts tests: `accounts_login` (real SSH logins, busybox),
+//! `accounts_hostile`, `accounts_outage`, `accounts_long` (`make test-long`),
+//! `bench_accounts` (`make bench`).
 
 #![cfg(feature = "emulator")]
 

@@ -11,7 +11,7 @@
 //! - half a megabyte of `ssh-keys` (thousands of valid keys for many users plus garbage):
 //!   every valid key lands, the garbage is logged once per kind, the daemon stays up.
 //!
-//! Run: `cargo test --features emulator --test accounts_hostile` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_hostile::` (as root).
 
 #![cfg(feature = "emulator")]
 

@@ -7,7 +7,7 @@
 //! the account it makes has no usable password yet accepts key logins, and a removed key
 //! stops working there too.
 //!
-//! Run: `cargo test --features emulator --test accounts_login` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_login::` (as root).
 
 #![cfg(feature = "emulator")]
 

@@ -7,7 +7,8 @@
 //! within the backoff cap (30 s) plus a margin.
 //!
 //! `#[ignore]`d; it runs only with `GCE_GUEST_LONG=1` (which `make test-long` sets):
-//! `GCE_GUEST_LONG=1 cargo test --features emulator --test accounts_long -- --ignored`.
+//! `GCE_GUEST_LONG=1 cargo test --features emulator,test-hooks --test integration --
+//! --ignored accounts_long::`.
 
 #![cfg(feature = "emulator")]
 

@@ -9,7 +9,7 @@
 //!
 //! The minutes-long real-time variant is `tests/accounts_long.rs` (`make test-long`).
 //!
-//! Run: `cargo test --features emulator --test accounts_outage` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_outage::` (as root).
 
 #![cfg(feature = "emulator")]
 

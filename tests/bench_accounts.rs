@@ -20,7 +20,8 @@
 //! Budgets: <= 5 ms median; <= 20 ms and one file; <= 1.5 MiB. The table marks each.
 //!
 //! `#[ignore]`d and meaningful only in a release build:
-//! `cargo test --release --features emulator --test bench_accounts -- --ignored --nocapture`
+//! `cargo test --release --features emulator,test-hooks --test integration -- --ignored
+//! bench_accounts:: --nocapture`
 //! (add `--target x86_64-unknown-linux-musl` for the static binary). A debug build prints
 //! `skipped`.
 

@@ -1,6 +1,6 @@
 //! Integration tests of the metadata-server emulator itself: raw HTTP over real sockets to
 //! an in-process [`Emulator`], and the `google_metadata_emulator` applet as a process.
-//! Run with `cargo test --features emulator --test emulator`.
+//! Run with `cargo test --features emulator,test-hooks --test integration emulator::`.
 
 #![cfg(feature = "emulator")]
 

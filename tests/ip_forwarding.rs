@@ -1,6 +1,7 @@
-//! IP forwarding for real (SPEC §5): the netlink code against the kernel in a private
-//! network namespace, and the daemon (`google_ip_forwarding_daemon`, `google_network_daemon`,
-//! the thread of `google_guest_daemon`) in the test sandbox with veth pairs the test makes:
+//! IP forwarding for real (local routes for forwarded IPs, alias ranges and target-instance
+//! IPs): the netlink code against the kernel in a private network namespace, and the daemon
+//! (`google_ip_forwarding_daemon`, `google_network_daemon`, the thread of
+//! `google_guest_daemon`) in the test sandbox with veth pairs the test makes:
 //! metadata changes add and remove routes and `ip route show table local proto 66` agrees,
 //! routes of other protocols survive, a TCP connection from a second namespace reaches a
 //! listener on a forwarded IP until the IP leaves metadata, bad input removes nothing,

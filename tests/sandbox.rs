@@ -3,7 +3,7 @@
 //! emulator at its default address, that logs, faults and admin changes come through, and
 //! that nothing is left behind.
 //!
-//! Run: `cargo test --features emulator --test sandbox`.
+//! Run: `cargo test --features emulator,test-hooks --test integration sandbox::`.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
