@@ -1233,6 +1233,7 @@ fn the_applet_serves_a_document_from_a_file() {
 fn the_crates_own_client_understands_the_emulator() {
     use gce_guest::mds::{Client, FailureKind};
     use gce_guest::Error;
+    crate::common::scale_time_in_process();
     let emu = start();
     let client = Client::with_host(&emu.addr().to_string());
     assert_eq!(

@@ -1,4 +1,4 @@
-//! The integration-test sandbox, shared by every test in `tests/` (`mod common;`).
+//! The integration-test sandbox, shared by every test in `tests/` (`crate::common`).
 //!
 //! A [`Sandbox`] runs the built `gce-guest` binary as root inside private namespaces
 //! (`unshare --mount --net --pid --uts --ipc`), so `useradd`, `flock`, netlink and files are
@@ -80,6 +80,20 @@ macro_rules! sandbox_or_skip {
             }
         }
     };
+}
+
+/// Sets the time scale of the library code this test process runs itself (the metadata
+/// client against an in-process emulator) to [`DEFAULT_TIME_SCALE`]. The library reads it
+/// once per process, so every test that runs such code calls this first, whatever the order
+/// the tests run in.
+pub fn scale_time_in_process() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        std::env::set_var(
+            gce_guest::timing::TIME_SCALE_ENV,
+            DEFAULT_TIME_SCALE.to_string(),
+        )
+    });
 }
 
 /// Reports an unavailable sandbox: panics when `CI` is `true`, else prints
