@@ -29,6 +29,7 @@ const LOCK_RETRY: Duration = Duration::from_secs(30);
 /// How long SIGTERM waits for daemon threads before the process exits anyway.
 const STOP_GRACE: Duration = Duration::from_millis(700);
 /// Test-only: `NAME[:N]` makes daemon NAME panic on its N-th (default first) update.
+#[cfg(feature = "test-hooks")]
 pub const TEST_PANIC_ENV: &str = "GCE_GUEST_TEST_PANIC";
 
 /// One daemon's behaviour. The runner owns the thread, the lock and the error handling.
@@ -212,6 +213,7 @@ fn install_panic_logger() {
 }
 
 /// Whether the test-only fault injection asks `name` to panic on update number `n`.
+#[cfg(feature = "test-hooks")]
 fn injected_panic(name: &str, n: u64) -> bool {
     let Ok(spec) = std::env::var(TEST_PANIC_ENV) else {
         return false;
@@ -220,6 +222,12 @@ fn injected_panic(name: &str, n: u64) -> bool {
         let (who, at) = item.split_once(':').unwrap_or((item, "1"));
         who == name && at.parse::<u64>().ok() == Some(n)
     })
+}
+
+/// A product build has no fault injection.
+#[cfg(not(feature = "test-hooks"))]
+fn injected_panic(_name: &str, _n: u64) -> bool {
+    false
 }
 
 /// The loop of one daemon thread.
@@ -381,7 +389,7 @@ fn guarded(f: impl FnOnce() -> Result<()>) -> Step {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "test-hooks"))]
 mod tests {
     use super::*;
 

@@ -27,10 +27,12 @@ use crate::mds::{self, Client};
 use crate::timing::{scaled, scaled_secs, Backoff};
 
 /// Test-only: replaces `https://storage.googleapis.com` (for a local server in tests).
+#[cfg(feature = "test-hooks")]
 pub const STORAGE_ENDPOINT_ENV: &str = "GCE_GUEST_STORAGE_ENDPOINT";
 /// Test-only: `external` sends `https://` downloads to `curl` or `wget` even in a build
 /// with built-in TLS, so tests exercise the path a build without the `tls` feature takes.
 /// A run where it is in effect says so in an INFO line.
+#[cfg(feature = "test-hooks")]
 pub const HTTPS_VIA_ENV: &str = "GCE_GUEST_HTTPS_VIA";
 const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
 const DOWNLOAD_TRIES: u32 = 3;
@@ -190,16 +192,24 @@ pub fn resolve_url(url: &str, storage_endpoint: &str) -> std::result::Result<Dow
 }
 
 fn storage_endpoint() -> String {
-    std::env::var(STORAGE_ENDPOINT_ENV)
+    #[cfg(feature = "test-hooks")]
+    if let Some(endpoint) = std::env::var(STORAGE_ENDPOINT_ENV)
         .ok()
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| STORAGE_ENDPOINT.into())
+    {
+        return endpoint;
+    }
+    STORAGE_ENDPOINT.into()
 }
 
 /// Whether `https://` addresses go to `curl` or `wget`: always without the `tls` feature;
 /// with it only when the test-only [`HTTPS_VIA_ENV`] says `external`.
 fn https_external() -> bool {
-    !cfg!(feature = "tls") || std::env::var(HTTPS_VIA_ENV).is_ok_and(|v| v == "external")
+    #[cfg(feature = "test-hooks")]
+    if std::env::var(HTTPS_VIA_ENV).is_ok_and(|v| v == "external") {
+        return true;
+    }
+    !cfg!(feature = "tls")
 }
 
 /// Whether `token` can go into a header (and a curl or wget configuration line) as is.
@@ -495,6 +505,7 @@ fn fetch_once(url: &str, token: Option<&str>, scratch: &Path) -> Attempt {
 fn download(client: &Client, url: &str, scratch: &Path) -> std::result::Result<Vec<u8>, String> {
     let target = resolve_url(url, &storage_endpoint())
         .map_err(|why| format!("cannot use URL {:?}: {}", url, why))?;
+    #[cfg(feature = "test-hooks")]
     if target.url.starts_with("https://") && cfg!(feature = "tls") && https_external() {
         info!(
             "HTTPS through curl or wget ({}=external, a test setting).",

@@ -11,17 +11,14 @@
 //! - half a megabyte of `ssh-keys` (thousands of valid keys for many users plus garbage):
 //!   every valid key lands, the garbage is logged once per kind, the daemon stays up.
 //!
-//! Run: `cargo test --features emulator --test accounts_hostile` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_hostile::` (as root).
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::Duration;
 
-use accounts_support::*;
-use common::{Daemon, Sandbox};
+use crate::accounts_support::*;
+use crate::common::{self, Daemon, Sandbox};
 
 /// Paths that creating accounts with shadow-utils legitimately touches, besides the homes.
 const ACCOUNT_FILES: &[&str] = &[

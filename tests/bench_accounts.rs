@@ -20,21 +20,19 @@
 //! Budgets: <= 5 ms median; <= 20 ms and one file; <= 1.5 MiB. The table marks each.
 //!
 //! `#[ignore]`d and meaningful only in a release build:
-//! `cargo test --release --features emulator --test bench_accounts -- --ignored --nocapture`
+//! `cargo test --release --features emulator,test-hooks --test integration -- --ignored
+//! bench_accounts:: --nocapture`
 //! (add `--target x86_64-unknown-linux-musl` for the static binary). A debug build prints
 //! `skipped`.
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::{Daemon, Sandbox};
+use crate::accounts_support::*;
+use crate::common::{Daemon, Sandbox};
 
 fn file_id(path: &Path) -> Option<(u64, i64, i64)> {
     std::fs::metadata(path)

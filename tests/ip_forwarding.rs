@@ -1,22 +1,22 @@
-//! IP forwarding for real (SPEC §5): the netlink code against the kernel in a private
-//! network namespace, and the daemon (`google_ip_forwarding_daemon`, `google_network_daemon`,
-//! the thread of `google_guest_daemon`) in the test sandbox with veth pairs the test makes:
+//! IP forwarding for real (local routes for forwarded IPs, alias ranges and target-instance
+//! IPs): the netlink code against the kernel in a private network namespace, and the daemon
+//! (`google_ip_forwarding_daemon`, `google_network_daemon`, the thread of
+//! `google_guest_daemon`) in the test sandbox with veth pairs the test makes:
 //! metadata changes add and remove routes and `ip route show table local proto 66` agrees,
 //! routes of other protocols survive, a TCP connection from a second namespace reaches a
 //! listener on a forwarded IP until the IP leaves metadata, bad input removes nothing,
 //! secondary NICs and DHCPv6 use the image's DHCP client, and `strace` sees no `ip` run.
 //!
 //! The tests may run `ip`; the daemon never does. Benchmarks are `#[ignore]`d tests named
-//! `bench_*` (run with `--ignored bench --nocapture`, best in release mode).
+//! `bench_*` (`make bench` runs them: `--ignored ip_forwarding::bench_ --nocapture`, in
+//! release mode).
 
 #![cfg(feature = "emulator")]
-
-mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
+use crate::common::{self, Sandbox};
 use gce_guest::netlink::route::{add_local, delete_local, list_local, Change, LocalRoute};
 use gce_guest::netlink::wire::{AF_INET, AF_INET6};
 use gce_guest::netlink::Netlink;
@@ -39,12 +39,15 @@ fn in_private_netns(inner: &str) {
         return;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
+    // The harness names a test by its module path without the crate's name.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{}::{}", module, inner);
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(exe)
         .args([
             "--exact",
-            inner,
+            &name,
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -275,7 +278,7 @@ fn median_ms(mut samples: Vec<Duration>) -> f64 {
 }
 
 #[test]
-#[ignore = "benchmark: cargo test --release --features emulator --test ip_forwarding -- --ignored bench --nocapture"]
+#[ignore = "benchmark: make bench (--test integration -- --ignored ip_forwarding::bench_)"]
 fn bench_reconcile_10000_forwarded_ips() {
     in_private_netns("netns_bench_reconcile");
 }
@@ -869,7 +872,7 @@ fn the_guest_daemon_runs_it_as_a_thread_and_the_switch_turns_routes_off() {
 /// End to end: metadata change (emulator PATCH) to the route present in the kernel (as
 /// `ip -ts monitor route` inside the sandbox sees it), median of 50.
 #[test]
-#[ignore = "benchmark: cargo test --release --features emulator --test ip_forwarding -- --ignored bench --nocapture"]
+#[ignore = "benchmark: make bench (--test integration -- --ignored ip_forwarding::bench_)"]
 fn bench_metadata_change_to_route_in_kernel() {
     let sb = sandbox_or_skip!(Sandbox::builder().metadata(&metadata(&nic0(&["10.128.0.1"]))));
     add_veth(&sb);

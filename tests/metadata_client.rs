@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use gce_guest::emulator::{Emulator, Fault, FaultMode};
@@ -20,8 +19,7 @@ use tinyjson::JsonValue;
 const TIME_SCALE: &str = "0.05";
 
 fn setup() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var(gce_guest::timing::TIME_SCALE_ENV, TIME_SCALE));
+    crate::common::scale_time_in_process();
 }
 
 fn doc(text: &str) -> JsonValue {

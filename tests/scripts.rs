@@ -1,5 +1,5 @@
 //! `google_metadata_script_runner`, run for real in the sandbox against the metadata
-//! emulator (issue #6): which scripts run and in what order, how they run and how their
+//! emulator: which scripts run and in what order, how they run and how their
 //! output is logged, the run directory, the configuration switches, bounded waits, and the
 //! URL logic against a local HTTP(S) server started inside the sandbox (a small Python
 //! program, [`SERVER`]) with `GCE_GUEST_STORAGE_ENDPOINT` pointing the Cloud Storage
@@ -12,11 +12,9 @@
 
 #![cfg(feature = "emulator")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Output, Sandbox, SandboxBuilder};
+use crate::common::{Daemon, Output, Sandbox, SandboxBuilder};
 
 const RUNNER: &str = "google_metadata_script_runner";
 const CONFIG: &str = "/etc/default/instance_configs.cfg";
@@ -284,6 +282,7 @@ fn start_server(sb: &Sandbox, port: u16, tls: bool) -> Daemon {
 
 /// Makes a self-signed certificate for 127.0.0.1 inside (openssl).
 fn make_cert(sb: &Sandbox) {
+    crate::common::tool("openssl");
     sb.sh(
         "mkdir -p /run/tls && cd /run/tls && openssl req -x509 -newkey ec \
          -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out cert.pem -days 2 \
