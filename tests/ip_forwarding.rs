@@ -670,6 +670,112 @@ fn bad_input_is_logged_once_and_removes_nothing() {
 }
 
 #[test]
+fn routes_that_would_take_the_machines_own_traffic_are_refused_and_removed() {
+    let sb = sandbox_or_skip!(Sandbox::builder().metadata(&metadata(&nic0(&["10.128.0.100"]))));
+    add_veth(&sb);
+    // Left by an earlier agent that took them from metadata: 0.0.0.0/1 + 128.0.0.0/1 make
+    // every address local. Ours by protocol, so they must go even while the NIC's entry
+    // has refused values (removals held back).
+    sb.sh("set -e
+         ip route add to local 0.0.0.0/1 dev vg0 proto 66 table local
+         ip route add to local 128.0.0.0/1 dev vg0 proto 66 table local")
+        .assert_success();
+    let _daemon = sb.spawn(["google_ip_forwarding_daemon"]);
+    wait_routes(&sb, &[local("10.128.0.100")]);
+
+    let hostile = [
+        (
+            "forwardedIps",
+            "169.254.169.254",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "127.0.0.5",
+            "loopback addresses are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "224.0.0.1",
+            "multicast addresses are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "255.255.255.255",
+            "the broadcast address is never made a local route",
+        ),
+        (
+            "forwardedIps",
+            "0.0.0.0",
+            "the unspecified address is never made a local route",
+        ),
+        (
+            "ipAliases",
+            "0.0.0.0/1",
+            "a range wider than /8 (IPv4) or /16 (IPv6) is never made local",
+        ),
+        (
+            "ipAliases",
+            "128.0.0.0/1",
+            "a range wider than /8 (IPv4) or /16 (IPv6) is never made local",
+        ),
+        (
+            "ipAliases",
+            "169.254.0.0/16",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIpv6s",
+            "fe80::1",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIpv6s",
+            "::1",
+            "loopback addresses are never made local routes",
+        ),
+    ];
+    let list = |field: &str| {
+        let values: Vec<String> = hostile
+            .iter()
+            .filter(|(f, _, _)| *f == field)
+            .map(|(_, v, _)| format!("\"{}\"", v))
+            .collect();
+        values.join(",")
+    };
+    sb.emulator().patch(&format!(
+        r#"{{"instance":{{"networkInterfaces":[{{"mac":"{}","forwardedIps":["10.128.0.100","10.128.0.101",{}],
+             "ipAliases":[{}],"forwardedIpv6s":[{}]}}]}}}}"#,
+        MAC0,
+        list("forwardedIps"),
+        list("ipAliases"),
+        list("forwardedIpv6s")
+    ));
+    wait_routes(&sb, &[local("10.128.0.100"), local("10.128.0.101")]);
+    for (field, value, reason) in hostile {
+        let line = format!(
+            "google-ip-forwarding: WARNING Could not parse IP address: \"{}\" in {} of network interface 0 ({}).",
+            value, field, reason
+        );
+        assert!(
+            sb.wait_for_log(Duration::from_secs(5), &line),
+            "{}\n{:#?}",
+            line,
+            sb.log_lines()
+        );
+    }
+    assert_eq!(owned_routes(&sb, "-6"), Vec::<String>::new());
+    // The metadata server is still reached through lo, not through vg0.
+    let via = sb.sh("ip route get 169.254.169.254");
+    via.assert_success();
+    assert!(
+        via.stdout_text().contains("dev lo"),
+        "{}",
+        via.stdout_text()
+    );
+}
+
+#[test]
 fn ten_thousand_forwarded_ips_then_one_change() {
     let ips: Vec<String> = (0..10_000u32)
         .map(|i| format!("10.{}.{}.{}", 60 + i / 62500, i / 250 % 250, i % 250 + 1))
