@@ -29,7 +29,9 @@ pub const WATCH_MARGIN_SEC: u64 = 10;
 /// Client timeout of a plain request.
 pub const REQUEST_TIMEOUT_SEC: u64 = 10;
 /// Replies larger than this are refused (metadata is at most a few MB).
-const MAX_BODY: u64 = 32 << 20;
+const MAX_BODY: u64 = 4 << 20;
+/// The most header bytes a reply may have.
+const MAX_HEADERS: usize = 64 << 10;
 /// JSON nested deeper than this is refused before parsing.
 const MAX_JSON_DEPTH: usize = 256;
 
@@ -134,6 +136,8 @@ fn classify(e: minreq::Error) -> Error {
                     FailureKind::Connect
                 }
                 TimedOut | WouldBlock => FailureKind::Timeout,
+                // The patched client's word for a reply cut short.
+                UnexpectedEof => FailureKind::Truncated,
                 _ => FailureKind::Connection,
             };
             failure(kind, io.to_string())
@@ -208,6 +212,7 @@ impl Client {
         let mut req = minreq::Request::new(method.clone(), self.url(path_query))
             .with_header("Metadata-Flavor", "Google")
             .with_timeout(timeout_secs.max(1))
+            .with_max_headers_size(MAX_HEADERS)
             .with_follow_redirects(false);
         if let Some(b) = body {
             req = req.with_body(b.to_vec());
