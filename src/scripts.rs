@@ -37,7 +37,8 @@ const DOWNLOAD_TRIES: u32 = 3;
 /// Seconds one download attempt may take in all (scaled).
 const DOWNLOAD_TIMEOUT_SEC: u64 = 60;
 const MAX_REDIRECTS: usize = 5;
-const MAX_SCRIPT: u64 = 64 << 20;
+/// The largest script downloaded (held in memory once, then written to its file).
+const MAX_SCRIPT: u64 = 16 << 20;
 /// How long shutdown waits for the metadata server (scaled); startup uses `network_wait_s`.
 const SHUTDOWN_METADATA_WAIT_SEC: u64 = 20;
 /// The longest piece of an output line one log record carries (the log line limit is
