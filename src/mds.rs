@@ -471,19 +471,20 @@ impl Watcher {
                         .etag
                         .as_deref()
                         .filter(|e| !e.is_empty() && *e != self.etag);
-                    let changed = match new_etag {
-                        Some(e) => {
-                            self.etag = e.to_string();
-                            true
-                        }
-                        None => self.last_doc.as_ref() != Some(&snap.doc),
-                    };
-                    // An answer without a new ETag that came back well before the server's
-                    // timeout means the server cannot long-poll for us: slow down.
+                    if let Some(e) = new_etag {
+                        self.etag = e.to_string();
+                    }
+                    // A change is a different document: a new ETag on the same content
+                    // is not one.
+                    let changed = self.last_doc.as_ref() != Some(&snap.doc);
+                    // The real server answers a watch only on a change or at its timeout.
                     let early = started.elapsed() < Duration::from_secs(timeout_sec) / 2;
-                    if new_etag.is_none() && early {
+                    if early && (new_etag.is_none() || !changed) {
+                        // Well before the timeout without a change (no new ETag, or a new
+                        // one on the same document): the server cannot long-poll for us.
+                        // Watch again after 1 s, backing off to 30 s while it goes on.
                         if !self.warned_no_etag {
-                            warn!("Metadata server answered a watch at once without a new ETag; polling with backoff.");
+                            warn!("Metadata server answered a watch at once without a change; polling with backoff.");
                             self.warned_no_etag = true;
                         }
                         if !changed && signals.sleep(self.slow_down.next_wait()) == Wake::Stop {

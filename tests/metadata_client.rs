@@ -289,6 +289,7 @@ fn answers_without_a_new_etag_do_not_make_a_busy_loop() {
     for (name, mode) in [
         ("200 without an ETag", FaultMode::NoEtag),
         ("200 with an unchanged ETag", FaultMode::FixedEtag),
+        ("200 with a new ETag, same document", FaultMode::FreshEtag),
     ] {
         let (emu, client) = emulator();
         let signals: &'static Signals = Box::leak(Box::new(Signals::new()));
