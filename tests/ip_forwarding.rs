@@ -775,6 +775,63 @@ fn routes_that_would_take_the_machines_own_traffic_are_refused_and_removed() {
     );
 }
 
+/// With IPv6 off in the namespace (and the image's `dhclient -6` failing, as it does
+/// there), IPv4 forwarded and alias routes are still installed and kept up to date, and
+/// the IPv6 route failure is logged once.
+#[test]
+fn ipv4_routes_are_kept_when_ipv6_is_off() {
+    let interfaces = |v4: &str| {
+        format!(
+            r#"[{{"mac":"{}","forwardedIps":["{}"],"forwardedIpv6s":["2001:db8::9"],"ipAliases":["10.200.0.0/28"],"dhcpv6Refresh":"32400"}}]"#,
+            MAC0, v4
+        )
+    };
+    let failing_dhclient = format!(
+        "{}echo 'RTNETLINK answers: Permission denied' >&2\nexit 2\n",
+        stub("dhclient")
+    );
+    let sb = sandbox_or_skip!(Sandbox::builder()
+        .metadata(&metadata(&interfaces("10.128.0.100")))
+        .file("/run/stub/dhclient", failing_dhclient, 0o755));
+    sb.sh("set -e
+         sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+         sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+         sysctl -qw net.ipv6.conf.lo.disable_ipv6=1")
+        .assert_success();
+    add_veth(&sb);
+    let _daemon = sb.spawn_env(["google_ip_forwarding_daemon"], &[("PATH", STUB_PATH)]);
+    wait_routes(
+        &sb,
+        &[
+            local("10.128.0.100"),
+            "local 10.200.0.0/28 dev vg0 scope host".to_string(),
+        ],
+    );
+    assert!(
+        sb.wait_until(Duration::from_secs(5), || !dhcp_calls(&sb).is_empty()),
+        "{:#?}",
+        sb.log_lines()
+    );
+    sb.emulator().patch(&format!(
+        r#"{{"instance":{{"networkInterfaces":{}}}}}"#,
+        interfaces("10.128.0.101")
+    ));
+    wait_routes(
+        &sb,
+        &[
+            local("10.128.0.101"),
+            "local 10.200.0.0/28 dev vg0 scope host".to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let route_failures: Vec<String> = sb
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("Could not add 2001:db8::9"))
+        .collect();
+    assert_eq!(route_failures.len(), 1, "{:#?}", sb.log_lines());
+}
+
 #[test]
 fn ten_thousand_forwarded_ips_then_one_change() {
     let ips: Vec<String> = (0..10_000u32)
