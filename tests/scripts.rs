@@ -1390,3 +1390,40 @@ fn a_script_cut_short_is_never_run() {
         show(&sb)
     );
 }
+
+/// A run directory mounted `noexec` (common hardening: the original runner and the Go one
+/// fail there with "Permission denied"): the runner reads the `#!` line itself and runs
+/// the interpreter on the file, or the default shell on it, so both scripts run.
+#[test]
+fn scripts_run_from_a_noexec_run_dir() {
+    let sb = sandbox_or_skip!(sandbox(
+        &[
+            ("startup-script-url", &local("/obj.sh")),
+            ("startup-script", "echo \"inline in $(dirname \"$0\")\""),
+        ],
+        &[]
+    ));
+    sb.sh("set -e; mkdir -p /run/www /run/noexec; mount -t tmpfs -o noexec,nosuid,nodev tmpfs /run/noexec")
+        .assert_success();
+    sb.write("/run/www/obj.sh", "#!/bin/sh -e\necho \"url under $0\"\n");
+    sb.write("/run/srv.py", SERVER);
+    let _server = start_server(&sb, PORT, false);
+    sb.write(CONFIG, "[MetadataScripts]\nrun_dir = /run/noexec\n");
+    startup(&sb);
+    let url_out = output_of(&sb, "startup-script-url");
+    assert_eq!(url_out.len(), 2, "{}", show(&sb));
+    assert!(
+        url_out[0].starts_with("url under /run/noexec/"),
+        "{}",
+        show(&sb)
+    );
+    assert_eq!(url_out[1], "Return code 0.");
+    let inline = output_of(&sb, "startup-script");
+    assert_eq!(inline.len(), 2, "{}", show(&sb));
+    assert!(
+        inline[0].starts_with("inline in /run/noexec/"),
+        "{}",
+        show(&sb)
+    );
+    assert_eq!(inline[1], "Return code 0.");
+}
