@@ -29,7 +29,9 @@ pub const WATCH_MARGIN_SEC: u64 = 10;
 /// Client timeout of a plain request.
 pub const REQUEST_TIMEOUT_SEC: u64 = 10;
 /// Replies larger than this are refused (metadata is at most a few MB).
-const MAX_BODY: u64 = 32 << 20;
+const MAX_BODY: u64 = 4 << 20;
+/// The most header bytes a reply may have.
+const MAX_HEADERS: usize = 64 << 10;
 /// JSON nested deeper than this is refused before parsing.
 const MAX_JSON_DEPTH: usize = 256;
 
@@ -134,6 +136,8 @@ fn classify(e: minreq::Error) -> Error {
                     FailureKind::Connect
                 }
                 TimedOut | WouldBlock => FailureKind::Timeout,
+                // The patched client's word for a reply cut short.
+                UnexpectedEof => FailureKind::Truncated,
                 _ => FailureKind::Connection,
             };
             failure(kind, io.to_string())
@@ -208,6 +212,7 @@ impl Client {
         let mut req = minreq::Request::new(method.clone(), self.url(path_query))
             .with_header("Metadata-Flavor", "Google")
             .with_timeout(timeout_secs.max(1))
+            .with_max_headers_size(MAX_HEADERS)
             .with_follow_redirects(false);
         if let Some(b) = body {
             req = req.with_body(b.to_vec());
@@ -466,19 +471,20 @@ impl Watcher {
                         .etag
                         .as_deref()
                         .filter(|e| !e.is_empty() && *e != self.etag);
-                    let changed = match new_etag {
-                        Some(e) => {
-                            self.etag = e.to_string();
-                            true
-                        }
-                        None => self.last_doc.as_ref() != Some(&snap.doc),
-                    };
-                    // An answer without a new ETag that came back well before the server's
-                    // timeout means the server cannot long-poll for us: slow down.
+                    if let Some(e) = new_etag {
+                        self.etag = e.to_string();
+                    }
+                    // A change is a different document: a new ETag on the same content
+                    // is not one.
+                    let changed = self.last_doc.as_ref() != Some(&snap.doc);
+                    // The real server answers a watch only on a change or at its timeout.
                     let early = started.elapsed() < Duration::from_secs(timeout_sec) / 2;
-                    if new_etag.is_none() && early {
+                    if early && (new_etag.is_none() || !changed) {
+                        // Well before the timeout without a change (no new ETag, or a new
+                        // one on the same document): the server cannot long-poll for us.
+                        // Watch again after 1 s, backing off to 30 s while it goes on.
                         if !self.warned_no_etag {
-                            warn!("Metadata server answered a watch at once without a new ETag; polling with backoff.");
+                            warn!("Metadata server answered a watch at once without a change; polling with backoff.");
                             self.warned_no_etag = true;
                         }
                         if !changed && signals.sleep(self.slow_down.next_wait()) == Wake::Stop {

@@ -1,7 +1,9 @@
 //! The metadata script runner: startup and shutdown scripts from instance (else project)
 //! attributes — `<type>-script-url` first, then `<type>-script` — each written to a fresh
-//! 0700 directory, run as `<default_shell> -c <path>` (so a shebang works), its merged
-//! output logged line by line as `<key>: <line>` and then `<key>: Return code <n>.`.
+//! 0700 directory and run as its `#!` line says (`interpreter [arg] <path>`, read here:
+//! the file is never exec'd itself, so a `noexec` run directory works), else as
+//! `<default_shell> <path>`; its merged output logged line by line as `<key>: <line>` and
+//! then `<key>: Return code <n>.`.
 //!
 //! Scripts inherit the runner's working directory and environment (as in Python); output
 //! lines longer than a log line are logged in pieces; a script ended by a signal shows a
@@ -39,7 +41,8 @@ const DOWNLOAD_TRIES: u32 = 3;
 /// Seconds one download attempt may take in all (scaled).
 const DOWNLOAD_TIMEOUT_SEC: u64 = 60;
 const MAX_REDIRECTS: usize = 5;
-const MAX_SCRIPT: u64 = 64 << 20;
+/// The largest script downloaded (held in memory once, then written to its file).
+const MAX_SCRIPT: u64 = 16 << 20;
 /// How long shutdown waits for the metadata server (scaled); startup uses `network_wait_s`.
 const SHUTDOWN_METADATA_WAIT_SEC: u64 = 20;
 /// The longest piece of an output line one log record carries (the log line limit is
@@ -657,6 +660,48 @@ fn return_code(outcome: &crate::exec::Outcome) -> i32 {
     outcome.code.or(outcome.signal.map(|s| -s)).unwrap_or(-1)
 }
 
+/// The longest `#!` line read, as the kernel reads it (BINPRM_BUF_SIZE since Linux 5.1).
+const SHEBANG_MAX: usize = 256;
+
+/// The command that runs the script at `path` whose text is `body`: the interpreter its
+/// `#!` line names, with that line's one optional argument (the rest of the line, as the
+/// kernel passes it), then the path; without a `#!` line, `shell PATH`. The script file
+/// itself is never exec'd, so a run directory mounted `noexec` works.
+fn script_command(shell: &Path, path: &Path, body: &[u8]) -> Vec<std::ffi::OsString> {
+    use std::os::unix::ffi::OsStrExt;
+    let first_line = body
+        .strip_prefix(b"#!")
+        .map(|rest| {
+            let rest = &rest[..rest.len().min(SHEBANG_MAX - 2)];
+            let end = rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len());
+            &rest[..end]
+        })
+        .unwrap_or_default();
+    let blank = |b: &u8| matches!(b, b' ' | b'\t' | b'\r');
+    let trimmed = |bytes: &[u8]| -> Vec<u8> {
+        let start = bytes.iter().position(|b| !blank(b)).unwrap_or(bytes.len());
+        let end = bytes
+            .iter()
+            .rposition(|b| !blank(b))
+            .map_or(start, |i| i + 1);
+        bytes[start..end.max(start)].to_vec()
+    };
+    let line = trimmed(first_line);
+    let mut argv: Vec<std::ffi::OsString> = Vec::new();
+    if line.is_empty() {
+        argv.push(shell.as_os_str().to_owned());
+    } else {
+        let split = line.iter().position(blank).unwrap_or(line.len());
+        argv.push(std::ffi::OsStr::from_bytes(&line[..split]).to_owned());
+        let arg = trimmed(&line[split..]);
+        if !arg.is_empty() {
+            argv.push(std::ffi::OsStr::from_bytes(&arg).to_owned());
+        }
+    }
+    argv.push(path.as_os_str().to_owned());
+    argv
+}
+
 fn run_one(shell: &Path, dir: &Path, script: &Script, body: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
@@ -674,8 +719,9 @@ fn run_one(shell: &Path, dir: &Path, script: &Script, body: &[u8]) -> Result<()>
         .map_err(|e| Error::io("chmod", &path, e))?;
     drop(file);
     // The working directory and environment are the runner's, as they were in Python.
-    let mut cmd = std::process::Command::new(shell);
-    cmd.arg("-c").arg(&path);
+    let argv = script_command(shell, &path, body);
+    let mut cmd = std::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..]);
     let key = script.key.as_str();
     let outcome = crate::exec::run_streaming(cmd, None, |line| {
         for piece in pieces(&printable(line), LOG_PIECE) {
@@ -771,6 +817,41 @@ mod tests {
 
     fn doc(text: &str) -> JsonValue {
         mds::parse_json(text).unwrap()
+    }
+
+    #[test]
+    fn the_shebang_line_is_read_as_the_kernel_reads_it() {
+        let run = |body: &str| -> Vec<String> {
+            script_command(
+                Path::new("/bin/bash"),
+                Path::new("/run/d/s"),
+                body.as_bytes(),
+            )
+            .iter()
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+        };
+        assert_eq!(run("echo hi"), ["/bin/bash", "/run/d/s"]);
+        assert_eq!(run(""), ["/bin/bash", "/run/d/s"]);
+        assert_eq!(run("#!/bin/sh\necho"), ["/bin/sh", "/run/d/s"]);
+        assert_eq!(
+            run("#! /usr/bin/python3 \r\nx"),
+            ["/usr/bin/python3", "/run/d/s"]
+        );
+        assert_eq!(
+            run("#!/usr/bin/env python3\n"),
+            ["/usr/bin/env", "python3", "/run/d/s"]
+        );
+        // Everything after the interpreter is one argument, as the kernel passes it.
+        assert_eq!(
+            run("#!/bin/busybox sh -e -x  \n"),
+            ["/bin/busybox", "sh -e -x", "/run/d/s"]
+        );
+        assert_eq!(run("#!\necho"), ["/bin/bash", "/run/d/s"]);
+        assert_eq!(run("#!   \t\n"), ["/bin/bash", "/run/d/s"]);
+        assert_eq!(run("# !/bin/sh\n"), ["/bin/bash", "/run/d/s"]);
+        let long = format!("#!/bin/{}\n", "x".repeat(400));
+        assert_eq!(run(&long)[0].len(), SHEBANG_MAX - 2);
     }
 
     #[test]

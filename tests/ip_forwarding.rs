@@ -673,6 +673,169 @@ fn bad_input_is_logged_once_and_removes_nothing() {
 }
 
 #[test]
+fn routes_that_would_take_the_machines_own_traffic_are_refused_and_removed() {
+    let sb = sandbox_or_skip!(Sandbox::builder().metadata(&metadata(&nic0(&["10.128.0.100"]))));
+    add_veth(&sb);
+    // Left by an earlier agent that took them from metadata: 0.0.0.0/1 + 128.0.0.0/1 make
+    // every address local. Ours by protocol, so they must go even while the NIC's entry
+    // has refused values (removals held back).
+    sb.sh("set -e
+         ip route add to local 0.0.0.0/1 dev vg0 proto 66 table local
+         ip route add to local 128.0.0.0/1 dev vg0 proto 66 table local")
+        .assert_success();
+    let _daemon = sb.spawn(["google_ip_forwarding_daemon"]);
+    wait_routes(&sb, &[local("10.128.0.100")]);
+
+    let hostile = [
+        (
+            "forwardedIps",
+            "169.254.169.254",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "127.0.0.5",
+            "loopback addresses are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "224.0.0.1",
+            "multicast addresses are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "255.255.255.255",
+            "the broadcast address is never made a local route",
+        ),
+        (
+            "forwardedIps",
+            "0.0.0.0",
+            "the unspecified address is never made a local route",
+        ),
+        (
+            "ipAliases",
+            "0.0.0.0/1",
+            "a range wider than /8 (IPv4) or /16 (IPv6) is never made local",
+        ),
+        (
+            "ipAliases",
+            "128.0.0.0/1",
+            "a range wider than /8 (IPv4) or /16 (IPv6) is never made local",
+        ),
+        (
+            "ipAliases",
+            "169.254.0.0/16",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIpv6s",
+            "fe80::1",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIpv6s",
+            "::1",
+            "loopback addresses are never made local routes",
+        ),
+    ];
+    let list = |field: &str| {
+        let values: Vec<String> = hostile
+            .iter()
+            .filter(|(f, _, _)| *f == field)
+            .map(|(_, v, _)| format!("\"{}\"", v))
+            .collect();
+        values.join(",")
+    };
+    sb.emulator().patch(&format!(
+        r#"{{"instance":{{"networkInterfaces":[{{"mac":"{}","forwardedIps":["10.128.0.100","10.128.0.101",{}],
+             "ipAliases":[{}],"forwardedIpv6s":[{}]}}]}}}}"#,
+        MAC0,
+        list("forwardedIps"),
+        list("ipAliases"),
+        list("forwardedIpv6s")
+    ));
+    wait_routes(&sb, &[local("10.128.0.100"), local("10.128.0.101")]);
+    for (field, value, reason) in hostile {
+        let line = format!(
+            "google-ip-forwarding: WARNING Could not parse IP address: \"{}\" in {} of network interface 0 ({}).",
+            value, field, reason
+        );
+        assert!(
+            sb.wait_for_log(Duration::from_secs(5), &line),
+            "{}\n{:#?}",
+            line,
+            sb.log_lines()
+        );
+    }
+    assert_eq!(owned_routes(&sb, "-6"), Vec::<String>::new());
+    // The metadata server is still reached through lo, not through vg0.
+    let via = sb.sh("ip route get 169.254.169.254");
+    via.assert_success();
+    assert!(
+        via.stdout_text().contains("dev lo"),
+        "{}",
+        via.stdout_text()
+    );
+}
+
+/// With IPv6 off in the namespace (and the image's `dhclient -6` failing, as it does
+/// there), IPv4 forwarded and alias routes are still installed and kept up to date, and
+/// the IPv6 route failure is logged once.
+#[test]
+fn ipv4_routes_are_kept_when_ipv6_is_off() {
+    let interfaces = |v4: &str| {
+        format!(
+            r#"[{{"mac":"{}","forwardedIps":["{}"],"forwardedIpv6s":["2001:db8::9"],"ipAliases":["10.200.0.0/28"],"dhcpv6Refresh":"32400"}}]"#,
+            MAC0, v4
+        )
+    };
+    let failing_dhclient = format!(
+        "{}echo 'RTNETLINK answers: Permission denied' >&2\nexit 2\n",
+        stub("dhclient")
+    );
+    let sb = sandbox_or_skip!(Sandbox::builder()
+        .metadata(&metadata(&interfaces("10.128.0.100")))
+        .file("/run/stub/dhclient", failing_dhclient, 0o755));
+    sb.sh("set -e
+         sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+         sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+         sysctl -qw net.ipv6.conf.lo.disable_ipv6=1")
+        .assert_success();
+    add_veth(&sb);
+    let _daemon = sb.spawn_env(["google_ip_forwarding_daemon"], &[("PATH", STUB_PATH)]);
+    wait_routes(
+        &sb,
+        &[
+            local("10.128.0.100"),
+            "local 10.200.0.0/28 dev vg0 scope host".to_string(),
+        ],
+    );
+    assert!(
+        sb.wait_until(Duration::from_secs(5), || !dhcp_calls(&sb).is_empty()),
+        "{:#?}",
+        sb.log_lines()
+    );
+    sb.emulator().patch(&format!(
+        r#"{{"instance":{{"networkInterfaces":{}}}}}"#,
+        interfaces("10.128.0.101")
+    ));
+    wait_routes(
+        &sb,
+        &[
+            local("10.128.0.101"),
+            "local 10.200.0.0/28 dev vg0 scope host".to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let route_failures: Vec<String> = sb
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("Could not add 2001:db8::9"))
+        .collect();
+    assert_eq!(route_failures.len(), 1, "{:#?}", sb.log_lines());
+}
+
+#[test]
 fn ten_thousand_forwarded_ips_then_one_change() {
     let ips: Vec<String> = (0..10_000u32)
         .map(|i| format!("10.{}.{}.{}", 60 + i / 62500, i / 250 % 250, i % 250 + 1))

@@ -303,13 +303,24 @@ fn answer_with_fault<S: Conn>(
             if let Some(FaultMode::Delay { ms }) = other {
                 shared.sleep(Duration::from_millis(*ms));
             }
-            let at_once = matches!(other, Some(FaultMode::NoEtag | FaultMode::FixedEtag));
+            let at_once = matches!(
+                other,
+                Some(FaultMode::NoEtag | FaultMode::FixedEtag | FaultMode::FreshEtag)
+            );
             let Some(mut resp) = answer(shared, req, at_once, &|| peer_gone(fd)) else {
                 shared.log_end(id, 0);
                 return;
             };
             match other {
                 Some(FaultMode::NoEtag) => resp.without("ETag"),
+                Some(FaultMode::FreshEtag) => {
+                    static FRESH: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    let n = FRESH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let etag = format!("{}-fresh-{}", resp.header("ETag").unwrap_or("x"), n);
+                    resp.without("ETag");
+                    resp = resp.with("ETag", etag);
+                }
                 Some(FaultMode::NoFlavor) => resp.without("Metadata-Flavor"),
                 _ => {}
             }
