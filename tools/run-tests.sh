@@ -7,6 +7,9 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 cargo test --no-fail-fast "$@" 2>&1 | tee "$log"
 rc=${PIPESTATUS[0]}
+# The patched HTTP client's own tests (vendor/minreq/PATCHED.md).
+cargo test --no-fail-fast --locked --manifest-path vendor/minreq/Cargo.toml --lib 2>&1 | tee -a "$log"
+[ "${PIPESTATUS[0]}" -eq 0 ] || rc=1
 # A test's own threads may write to stderr while the harness prints its summary, so the
 # counts are found anywhere on a line that has "test result:", not by field position.
 # A test binary killed by a signal prints no result line: it counts as one failed test.
