@@ -12,18 +12,8 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
-use crate::daemon::{Daemon, Spec};
 use crate::error::{Error, Result};
 use crate::mds;
-
-/// The daemon's entry in the guest daemon.
-pub static SPEC: Spec = Spec {
-    name: "clock_skew",
-    logger: "google-clock-skew",
-    lock: "google_clock_skew.lock",
-    enabled: |c| c.get_bool("Daemons", "clock_skew_daemon"),
-    make: |_| Box::new(ClockSkew::new()),
-};
 
 /// Where the daemon looks; fixed on a real system.
 pub struct ClockSkew {
@@ -139,12 +129,15 @@ impl ClockSkew {
     }
 }
 
-impl Daemon for ClockSkew {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
+/// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
+impl ClockSkew {
+    /// The drift token.
+    pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
         mds::lookup(doc, "instance/virtualClock/driftToken").cloned()
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    /// Sets the clock from the RTC (the token changed).
+    pub fn apply(&mut self, doc: &JsonValue) -> Result<()> {
         let Some(token) = self.slice(doc) else {
             debug!("no drift token in metadata");
             return Ok(());

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
+pub use crate::error::FailureKind;
 use crate::error::{Error, Result};
 use crate::signals::{Signals, Wake};
 use crate::timing::{scaled, scaled_secs, Backoff};
@@ -32,40 +33,6 @@ pub const REQUEST_TIMEOUT_SEC: u64 = 10;
 const MAX_BODY: u64 = 32 << 20;
 /// JSON nested deeper than this is refused before parsing.
 const MAX_JSON_DEPTH: usize = 256;
-
-/// Why a request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
-    /// No connection could be made.
-    Connect,
-    /// No complete answer within the client timeout.
-    Timeout,
-    /// The connection broke (reset, closed early).
-    Connection,
-    /// An HTTP error status (5xx, 429, 403, ...).
-    Status(u16),
-    /// A 200 whose body is not what was asked for (HTML, not JSON).
-    BadBody,
-    /// A body shorter than its `Content-Length`.
-    Truncated,
-    /// A reply without `Metadata-Flavor: Google`: not the metadata server.
-    NoFlavor,
-}
-
-impl FailureKind {
-    /// Words for a log line.
-    pub fn describe(self) -> String {
-        match self {
-            FailureKind::Connect => "is unreachable".into(),
-            FailureKind::Timeout => "did not answer in time".into(),
-            FailureKind::Connection => "connection failed".into(),
-            FailureKind::Status(code) => format!("answered HTTP {}", code),
-            FailureKind::BadBody => "sent an unusable body".into(),
-            FailureKind::Truncated => "sent a truncated reply".into(),
-            FailureKind::NoFlavor => "reply lacks Metadata-Flavor: Google".into(),
-        }
-    }
-}
 
 fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
     Error::Metadata {

@@ -21,9 +21,9 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
-use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::mds::{self, Client};
+use crate::settings::ScriptSettings;
 use crate::timing::{scaled, scaled_secs, Backoff};
 
 /// Test-only: replaces `https://storage.googleapis.com` (for a local server in tests).
@@ -677,10 +677,11 @@ fn run_one(shell: &Path, dir: &Path, script: &Script, body: &[u8]) -> Result<()>
 
 /// Runs the scripts of `kind`. Problems are logged; the runner always finishes, with a
 /// line giving the elapsed time (so a shutdown cut off by the platform shows).
-pub fn run(kind: ScriptType, config: &Config) {
+/// `network_wait` is how long startup waits for the metadata server.
+pub fn run(kind: ScriptType, settings: &ScriptSettings, network_wait: Duration) {
     let started = Instant::now();
     info!("Starting {} scripts.", kind.name());
-    run_all(kind, config);
+    run_all(kind, settings, network_wait);
     info!(
         "Finished running {} scripts in {:.1} s.",
         kind.name(),
@@ -688,12 +689,10 @@ pub fn run(kind: ScriptType, config: &Config) {
     );
 }
 
-fn run_all(kind: ScriptType, config: &Config) {
+fn run_all(kind: ScriptType, settings: &ScriptSettings, network_wait: Duration) {
     let client = Client::from_env();
     let budget = match kind {
-        ScriptType::Startup => {
-            Duration::from_secs(config.get_u64("InstanceSetup", "network_wait_s"))
-        }
+        ScriptType::Startup => network_wait,
         ScriptType::Shutdown => Duration::from_secs(SHUTDOWN_METADATA_WAIT_SEC),
     };
     let doc = match client.get_json_retrying("", budget) {
@@ -723,14 +722,14 @@ fn run_all(kind: ScriptType, config: &Config) {
     for script in &scripts {
         info!("Found {} in metadata.", script.key);
     }
-    let dir = match make_run_dir(&config.get_str("MetadataScripts", "run_dir"), kind) {
+    let dir = match make_run_dir(&settings.run_dir, kind) {
         Ok(d) => d,
         Err(e) => {
             error!("No directory to run {} scripts in: {}", kind.name(), e);
             return;
         }
     };
-    let shell = choose_shell(&config.get_str("MetadataScripts", "default_shell"));
+    let shell = choose_shell(&settings.default_shell);
     for script in &scripts {
         let body = match &script.source {
             Source::Inline(text) => text.clone().into_bytes(),

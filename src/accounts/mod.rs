@@ -10,7 +10,8 @@
 //! - [`ledger`]: `/var/lib/google/google_users` and `google_users_created`.
 //! - [`passwd`]: local accounts (`/etc/passwd`) and `UID_MIN` (`/etc/login.defs`).
 //! - [`plan`](mod@plan): the actions that take the system from what it is to what is wanted.
-//! - [`system`]: the applying half — commands, sudoers, `authorized_keys` and ledger writes.
+//! - [`commands`]: the user and group command templates and running them.
+//! - [`system`]: the applying half — sudoers, `authorized_keys` and ledger writes.
 //! - [`daemon`]: the daemon loop — plan and apply on each change and at each key expiry.
 //!
 //! What is skipped on the way (refused names, implausible keys, expired keys) comes back
@@ -18,6 +19,7 @@
 //! instead of on every metadata change.
 
 pub mod authorized_keys;
+pub mod commands;
 pub mod daemon;
 pub mod desired;
 pub mod keys;

@@ -6,18 +6,16 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::authorized_keys::{remove_ours, rewrite};
+use super::commands::{run_template, Commands};
 use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
 use super::passwd::{
     parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH,
 };
 use super::plan::{ledger_after_failures, Action};
 use super::username::Username;
-use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::exec;
 use crate::fsutil::{self, Dir};
 
 /// The group whose members may use sudo without a password.
@@ -26,129 +24,7 @@ pub const SUDOERS_GROUP: &str = "google-sudoers";
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/google_sudoers";
 const SUDOERS_LINE: &str = "%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL\n";
 const GROUP_PATH: &str = "/etc/group";
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 const MAX_AUTHORIZED_KEYS: u64 = 4 << 20;
-
-/// The shadow-utils defaults of Python 2.8 (`[Accounts]` options).
-const SHADOW: [(&str, &str); 6] = [
-    ("useradd_cmd", "useradd -m -s /bin/bash -p * {user}"),
-    ("userdel_cmd", "userdel -r {user}"),
-    ("usermod_cmd", "usermod -G {groups} {user}"),
-    ("groupadd_cmd", "groupadd {group}"),
-    ("gpasswd_add_cmd", "gpasswd -a {user} {group}"),
-    ("gpasswd_remove_cmd", "gpasswd -d {user} {group}"),
-];
-
-/// Their busybox equivalents. Busybox has no usermod: groups are joined one by one with
-/// `gpasswd_add_cmd`. `adduser -D` leaves the password locked (`!`), which OpenSSH refuses
-/// even for key logins, so `unlock_cmd` (fed `<user>:*` on stdin) makes it "no password".
-const BUSYBOX: [(&str, &str); 7] = [
-    ("useradd_cmd", "adduser -D -s /bin/sh {user}"),
-    ("userdel_cmd", "deluser --remove-home {user}"),
-    ("usermod_cmd", ""),
-    ("groupadd_cmd", "addgroup {group}"),
-    ("gpasswd_add_cmd", "addgroup {user} {group}"),
-    ("gpasswd_remove_cmd", "delgroup {user} {group}"),
-    ("unlock_cmd", "chpasswd -e"),
-];
-
-/// The command templates in force.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Commands {
-    pub useradd: String,
-    pub userdel: String,
-    pub usermod: String,
-    pub groupadd: String,
-    pub gpasswd_add: String,
-    pub gpasswd_remove: String,
-    /// Run after `useradd` with `<user>:*` on stdin (empty: no such step).
-    pub unlock: String,
-    /// `[Accounts] groups`, before filtering to the groups that exist.
-    pub groups: Vec<String>,
-}
-
-fn first_word(template: &str) -> &str {
-    template.split(' ').find(|w| !w.is_empty()).unwrap_or("")
-}
-
-impl Commands {
-    /// The templates from the configuration. A template left at its shadow-utils default
-    /// switches to the busybox equivalent when the image lacks that program but has the
-    /// busybox applet; `/bin/bash` in the default becomes `/bin/sh` where bash is missing.
-    pub fn from_config(config: &Config) -> Commands {
-        Commands::resolve(
-            config,
-            |p| exec::find_program(p).is_some(),
-            Path::new("/bin/bash").exists(),
-        )
-    }
-
-    fn resolve(config: &Config, have: impl Fn(&str) -> bool, have_bash: bool) -> Commands {
-        let busybox_userland = !have("useradd") && have("adduser");
-        let pick = |option: &str| -> String {
-            let configured = config.get_str("Accounts", option);
-            let shadow_default = SHADOW.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
-            let busybox = BUSYBOX.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
-            let is_default =
-                configured.trim().is_empty() || Some(configured.as_str()) == shadow_default;
-            let mut chosen = if is_default && busybox_userland {
-                busybox.unwrap_or_default().to_string()
-            } else if configured.trim().is_empty() {
-                shadow_default.unwrap_or_default().to_string()
-            } else {
-                configured
-            };
-            if have_bash && busybox_userland && option == "useradd_cmd" && is_default {
-                chosen = chosen.replace("/bin/sh", "/bin/bash");
-            }
-            if !have_bash && is_default {
-                chosen = chosen.replace("/bin/bash", "/bin/sh");
-            }
-            chosen
-        };
-        let unlock_configured = config.get_str("Accounts", "unlock_cmd");
-        let unlock = if !unlock_configured.trim().is_empty() {
-            unlock_configured
-        } else if busybox_userland {
-            BUSYBOX[6].1.to_string()
-        } else {
-            String::new()
-        };
-        Commands {
-            useradd: pick("useradd_cmd"),
-            userdel: pick("userdel_cmd"),
-            usermod: pick("usermod_cmd"),
-            groupadd: pick("groupadd_cmd"),
-            gpasswd_add: pick("gpasswd_add_cmd"),
-            gpasswd_remove: pick("gpasswd_remove_cmd"),
-            unlock,
-            groups: config
-                .get_str("Accounts", "groups")
-                .split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect(),
-        }
-    }
-}
-
-/// Runs one command template with `vars`; a non-zero exit is an error carrying its output.
-fn run_template(template: &str, vars: &[(&str, &str)], input: Option<&[u8]>) -> Result<()> {
-    let argv = exec::expand_template(template, vars);
-    let program = first_word(template).to_string();
-    let Some(cmd) = exec::command_from_argv(&argv) else {
-        return Err(Error::Command {
-            program,
-            detail: "is an empty template".into(),
-        });
-    };
-    let out = match input {
-        Some(bytes) => exec::run_with_input(cmd, bytes, COMMAND_TIMEOUT)?,
-        None => exec::run(cmd, COMMAND_TIMEOUT)?,
-    };
-    out.checked(&program).map(drop)
-}
 
 /// A line of `/etc/group`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -599,51 +475,6 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(text: &str) -> Config {
-        Config::parse(text, "test")
-    }
-
-    #[test]
-    fn shadow_defaults_stay_where_useradd_exists() {
-        let c = Commands::resolve(&config(""), |p| p != "adduser", true);
-        assert_eq!(c.useradd, "useradd -m -s /bin/bash -p * {user}");
-        assert_eq!(c.usermod, "usermod -G {groups} {user}");
-        assert!(c.unlock.is_empty());
-        assert_eq!(
-            c.groups,
-            ["adm", "dip", "docker", "lxd", "plugdev", "video"]
-        );
-    }
-
-    #[test]
-    fn a_busybox_userland_switches_the_defaults_by_itself() {
-        let c = Commands::resolve(&config(""), |p| p == "adduser" || p == "addgroup", false);
-        assert_eq!(c.useradd, "adduser -D -s /bin/sh {user}");
-        assert_eq!(c.gpasswd_add, "addgroup {user} {group}");
-        assert_eq!(c.gpasswd_remove, "delgroup {user} {group}");
-        assert_eq!(c.unlock, "chpasswd -e");
-        assert!(c.usermod.is_empty());
-        let with_bash = Commands::resolve(&config(""), |p| p == "adduser", true);
-        assert_eq!(with_bash.useradd, "adduser -D -s /bin/bash {user}");
-    }
-
-    #[test]
-    fn configured_commands_are_kept_even_on_busybox() {
-        let c = Commands::resolve(
-            &config("[Accounts]\nuseradd_cmd = myadd {user}\n"),
-            |p| p == "adduser",
-            false,
-        );
-        assert_eq!(c.useradd, "myadd {user}");
-        assert_eq!(c.groupadd, "addgroup {group}");
-    }
-
-    #[test]
-    fn no_bash_means_sh_in_the_default_useradd() {
-        let c = Commands::resolve(&config(""), |_| true, false);
-        assert_eq!(c.useradd, "useradd -m -s /bin/sh -p * {user}");
-    }
 
     #[test]
     fn group_file_lines_are_parsed() {

@@ -36,28 +36,22 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
-use crate::config::Config;
-use crate::daemon::{Daemon, Spec};
 use crate::error::{Error, Result};
 use crate::log::Level;
 use crate::mds;
 use crate::netlink::route::{add_local, delete_local, list_local, Change, LocalRoute};
 use crate::netlink::wire::{AF_INET, AF_INET6};
 use crate::netlink::{Netlink, NetlinkError, Transport};
+use crate::settings::Settings;
 use nics::Link;
 use plan::{AddressOptions, NicEntry, NicPlan, Prefix};
 
-/// The daemon's entry in the guest daemon.
-pub static SPEC: Spec = Spec {
-    name: "ip_forwarding",
-    logger: NETWORKING_LOGGER,
-    lock: "google_networking.lock",
-    enabled: |c| {
-        let options = Options::from_config(c);
-        c.get_bool("Daemons", "network_daemon") && (options.forwarding || options.setup)
-    },
-    make: |c| Box::new(NetworkDaemon::new(c)),
-};
+/// Whether the guest daemon runs the network daemon: `[Daemons] network_daemon` and
+/// something to do (routes or secondary NICs).
+pub fn enabled(settings: &Settings) -> bool {
+    let options = Options::from_settings(settings);
+    settings.daemons.network_daemon && (options.forwarding || options.setup)
+}
 
 /// The daemon thread's logger name (2.8's network daemon).
 pub const NETWORKING_LOGGER: &str = "google-networking";
@@ -106,24 +100,23 @@ pub fn protocol_id(configured: u64) -> std::result::Result<u8, String> {
 
 impl Options {
     /// Reads the options, logging a warning for an unusable protocol id.
-    pub fn from_config(config: &Config) -> Options {
-        let protocol = protocol_id(config.get_u64("IpForwarding", "ethernet_proto_id"))
-            .unwrap_or_else(|message| {
-                warn!("{}", message);
-                DEFAULT_PROTOCOL
-            });
+    pub fn from_settings(settings: &Settings) -> Options {
+        let network = &settings.network;
+        let protocol = protocol_id(network.ethernet_proto_id).unwrap_or_else(|message| {
+            warn!("{}", message);
+            DEFAULT_PROTOCOL
+        });
         Options {
-            forwarding: config.get_bool("NetworkInterfaces", "ip_forwarding")
-                && config.get_bool("Daemons", "ip_forwarding_daemon"),
-            setup: config.get_bool("NetworkInterfaces", "setup"),
-            primary_ipv6: config.get_bool("NetworkInterfaces", "primary_ipv6"),
+            forwarding: network.ip_forwarding && settings.daemons.ip_forwarding_daemon,
+            setup: network.setup,
+            primary_ipv6: network.primary_ipv6,
             protocol,
             addresses: AddressOptions {
-                target_instance_ips: config.get_bool("IpForwarding", "target_instance_ips"),
-                ip_aliases: config.get_bool("IpForwarding", "ip_aliases"),
+                target_instance_ips: network.target_instance_ips,
+                ip_aliases: network.ip_aliases,
             },
-            dhcp_command: config.get_str("NetworkInterfaces", "dhcp_command"),
-            dhclient_script: PathBuf::from(config.get_str("NetworkInterfaces", "dhclient_script")),
+            dhcp_command: network.dhcp_command.clone(),
+            dhclient_script: PathBuf::from(&network.dhclient_script),
         }
     }
 }
@@ -337,10 +330,10 @@ pub struct NetworkDaemon {
 }
 
 impl NetworkDaemon {
-    /// A daemon configured from `config`.
-    pub fn new(config: &Config) -> NetworkDaemon {
+    /// A daemon configured by `settings`.
+    pub fn new(settings: &Settings) -> NetworkDaemon {
         NetworkDaemon {
-            options: Options::from_config(config),
+            options: Options::from_settings(settings),
             sys_class_net: PathBuf::from(nics::SYS_CLASS_NET),
             notes: NoteLog::default(),
             secondaries: BTreeSet::new(),
@@ -527,22 +520,27 @@ fn merge_by_link(found: &[(&NicEntry, &Link)]) -> Vec<FoundNic> {
     nics
 }
 
-impl Daemon for NetworkDaemon {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
+/// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
+impl NetworkDaemon {
+    /// The interface list.
+    pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
         mds::lookup(doc, "instance/networkInterfaces").cloned()
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    /// Brings routes and secondary NICs in line with `doc`.
+    pub fn apply(&mut self, doc: &JsonValue) -> Result<()> {
         self.last = self.slice(doc);
         let last = self.last.clone();
         self.update(last.as_ref())
     }
 
-    fn next_wake(&self) -> Option<Instant> {
+    /// When NICs are looked for again (metadata named an unknown MAC).
+    pub fn next_wake(&self) -> Option<Instant> {
         self.look_again_at
     }
 
-    fn wake(&mut self) -> Result<()> {
+    /// Looks for the NICs again.
+    pub fn wake(&mut self) -> Result<()> {
         let last = self.last.clone();
         let outcome = self.update(last.as_ref());
         if outcome.is_err() {
@@ -551,8 +549,9 @@ impl Daemon for NetworkDaemon {
         outcome
     }
 
-    fn reload(&mut self, config: &Config) {
-        self.options = Options::from_config(config);
+    /// Takes new settings (SIGHUP).
+    pub fn reload(&mut self, settings: &Settings) {
+        self.options = Options::from_settings(settings);
     }
 }
 
@@ -579,7 +578,7 @@ mod tests {
 
     #[test]
     fn switches_follow_the_configuration() {
-        let defaults = Options::from_config(&Config::parse("", "test"));
+        let defaults = Options::from_settings(&Settings::parse("", "test"));
         assert!(defaults.forwarding && defaults.setup && defaults.primary_ipv6);
         assert_eq!(defaults.protocol, 66);
         assert_eq!(
@@ -593,27 +592,24 @@ mod tests {
             "[Daemons]\nip_forwarding_daemon = false\n",
             "[NetworkInterfaces]\nip_forwarding = false\n",
         ] {
-            let options = Options::from_config(&Config::parse(text, "test"));
+            let options = Options::from_settings(&Settings::parse(text, "test"));
             assert!(
                 !options.forwarding,
                 "either switch turns routes off: {}",
                 text
             );
-            assert!(
-                (SPEC.enabled)(&Config::parse(text, "test")),
-                "setup still runs"
-            );
+            assert!(enabled(&Settings::parse(text, "test")), "setup still runs");
         }
-        let off = Config::parse(
+        let off = Settings::parse(
             "[Daemons]\nip_forwarding_daemon = false\n[NetworkInterfaces]\nsetup = false\n",
             "test",
         );
-        assert!(!(SPEC.enabled)(&off));
-        assert!(!(SPEC.enabled)(&Config::parse(
+        assert!(!enabled(&off));
+        assert!(!enabled(&Settings::parse(
             "[Daemons]\nnetwork_daemon = false\n",
             "test"
         )));
-        let odd = Options::from_config(&Config::parse(
+        let odd = Options::from_settings(&Settings::parse(
             "[IpForwarding]\nethernet_proto_id = 2\nip_aliases = no\n",
             "test",
         ));
@@ -905,7 +901,7 @@ mod tests {
 
     #[test]
     fn the_slice_is_the_interface_list() {
-        let daemon = NetworkDaemon::new(&Config::parse("", "test"));
+        let daemon = NetworkDaemon::new(&Settings::parse("", "test"));
         let doc = mds::parse_json(
             r#"{"instance":{"id":1,"networkInterfaces":[{"mac":"42:01:0a:80:00:02"}]}}"#,
         )
