@@ -11,6 +11,7 @@
 //! - [`passwd`]: local accounts (`/etc/passwd`) and `UID_MIN` (`/etc/login.defs`).
 //! - [`plan`](mod@plan): the actions that take the system from what it is to what is wanted.
 //! - [`commands`]: the user and group command templates and running them.
+//! - [`ssh_dir`]: `~/.ssh` and `authorized_keys` opened without following links.
 //! - [`system`]: the applying half — sudoers, `authorized_keys` and ledger writes.
 //! - [`daemon`]: the daemon loop — plan and apply on each change and at each key expiry.
 //!
@@ -26,6 +27,7 @@ pub mod keys;
 pub mod ledger;
 pub mod passwd;
 pub mod plan;
+pub mod ssh_dir;
 pub mod system;
 pub mod username;
 

@@ -1,22 +1,20 @@
 //! The accounts daemon's applying half: runs the plan's actions against the real system —
-//! the six configurable user and group commands (never through a shell; busybox
-//! equivalents when the image has no shadow-utils), the `google-sudoers` group and sudoers
-//! file, `authorized_keys` written fd-relative and without following links, and the two
-//! ledgers written atomically.
+//! the user and group commands ([`super::commands`]), the `google-sudoers` group and
+//! sudoers file, `authorized_keys` written fd-relative in a `~/.ssh` opened without
+//! following links ([`super::ssh_dir`]), and the two ledgers written atomically.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use super::authorized_keys::{remove_ours, rewrite};
 use super::commands::{run_template, Commands};
 use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
-use super::passwd::{
-    parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH,
-};
+use super::passwd::{parse_passwd, parse_uid_min, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH};
 use super::plan::{ledger_after_failures, Action};
+use super::ssh_dir::{describe_refusal, open_ssh_dir, read_authorized_keys, KeysRefused};
 use super::username::Username;
 use crate::error::{Error, Result};
-use crate::fsutil::{self, Dir};
+use crate::fsutil;
 
 /// The group whose members may use sudo without a password.
 pub const SUDOERS_GROUP: &str = "google-sudoers";
@@ -24,7 +22,6 @@ pub const SUDOERS_GROUP: &str = "google-sudoers";
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/google_sudoers";
 const SUDOERS_LINE: &str = "%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL\n";
 const GROUP_PATH: &str = "/etc/group";
-const MAX_AUTHORIZED_KEYS: u64 = 4 << 20;
 
 /// A line of `/etc/group`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -130,117 +127,6 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
         fsutil::restorecon(file);
     }
     Ok(())
-}
-
-/// Why a user's `authorized_keys` was left alone on purpose.
-#[derive(Debug)]
-enum KeysRefused {
-    Symlink(&'static str),
-    NotOwned(&'static str, u32),
-    NotAFile,
-    HardLinked,
-}
-
-fn describe_refusal(user: &str, why: &KeysRefused) -> String {
-    match why {
-        KeysRefused::Symlink(what) => format!(
-            "Not updating authorized keys for user {}. {} is a symlink.",
-            user, what
-        ),
-        KeysRefused::NotOwned(what, uid) => {
-            format!(
-                "Not updating authorized keys for user {}. {} belongs to uid {}.",
-                user, what, uid
-            )
-        }
-        KeysRefused::NotAFile => format!(
-            "Not updating authorized keys for user {}. It is not a regular file.",
-            user
-        ),
-        KeysRefused::HardLinked => {
-            format!(
-                "Not updating authorized keys for user {}. The file has other hard links.",
-                user
-            )
-        }
-    }
-}
-
-/// Opens (creating if needed) `~/.ssh` of `user`, refusing anything the user could use to
-/// redirect a root write.
-fn open_ssh_dir(
-    user: &LocalUser,
-    create: bool,
-) -> Result<std::result::Result<Option<Dir>, KeysRefused>> {
-    let home = match std::fs::symlink_metadata(&user.home) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Ok(Err(KeysRefused::Symlink("The home directory")))
-        }
-        Ok(_) => Dir::open_path(&user.home)?,
-        Err(_) if !create => return Ok(Ok(None)),
-        Err(_) => {
-            let parent = user.home.parent().unwrap_or(Path::new("/"));
-            let name = user.home.file_name().map(PathBuf::from).unwrap_or_default();
-            let parent = Dir::open_path(parent)?;
-            parent.mkdir(&name, 0o755)?;
-            let home = parent.open_dir(&name)?;
-            home.chown(user.uid, user.gid)?;
-            home
-        }
-    };
-    let home_stat = home.stat()?;
-    if home_stat.uid != user.uid && home_stat.uid != 0 {
-        return Ok(Err(KeysRefused::NotOwned(
-            "The home directory",
-            home_stat.uid,
-        )));
-    }
-    let ssh_name = Path::new(".ssh");
-    match home.stat_entry(ssh_name)? {
-        Some(st) if st.is_symlink() => return Ok(Err(KeysRefused::Symlink("~/.ssh"))),
-        Some(st) if st.is_dir() && st.uid != user.uid => {
-            return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)))
-        }
-        Some(st) if !st.is_dir() => return Ok(Err(KeysRefused::NotAFile)),
-        Some(_) => {}
-        None if !create => return Ok(Ok(None)),
-        None => {
-            home.mkdir(ssh_name, 0o700)?;
-            let ssh = home.open_dir(ssh_name)?;
-            ssh.chown(user.uid, user.gid)?;
-            ssh.chmod(0o700)?;
-            return Ok(Ok(Some(ssh)));
-        }
-    }
-    let ssh = home.open_dir(ssh_name)?;
-    let st = ssh.stat()?;
-    if st.uid != user.uid {
-        return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)));
-    }
-    if st.perms() & 0o077 != 0 {
-        ssh.chmod(0o700)?;
-    }
-    Ok(Ok(Some(ssh)))
-}
-
-/// Reads the current `authorized_keys`, refusing links and foreign files.
-fn read_authorized_keys(
-    ssh: &Dir,
-    user: &LocalUser,
-) -> Result<std::result::Result<Option<Vec<u8>>, KeysRefused>> {
-    let name = Path::new("authorized_keys");
-    match ssh.stat_entry(name)? {
-        None => Ok(Ok(None)),
-        Some(st) if st.is_symlink() => Ok(Err(KeysRefused::Symlink("authorized_keys"))),
-        Some(st) if !st.is_file() => Ok(Err(KeysRefused::NotAFile)),
-        Some(st) if st.nlink > 1 => Ok(Err(KeysRefused::HardLinked)),
-        Some(st) if st.uid != user.uid && st.uid != 0 => {
-            Ok(Err(KeysRefused::NotOwned("authorized_keys", st.uid)))
-        }
-        Some(_) => Ok(Ok(ssh
-            .read_file(name, MAX_AUTHORIZED_KEYS)?
-            .map(|(bytes, _)| bytes))),
-    }
 }
 
 /// Carries out plans; remembers which refusals were already logged.
