@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tinyjson::JsonValue;
 
 use crate::error::{Error, Result};
-use crate::mds;
+use crate::json;
 
 /// Where the daemon looks; fixed on a real system.
 pub struct ClockSkew {
@@ -133,7 +133,7 @@ impl ClockSkew {
 impl ClockSkew {
     /// The drift token.
     pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
-        mds::lookup(doc, "instance/virtualClock/driftToken").cloned()
+        json::lookup(doc, "instance/virtualClock/driftToken").cloned()
     }
 
     /// Sets the clock from the RTC (the token changed).
@@ -167,11 +167,12 @@ mod tests {
     #[test]
     fn the_slice_is_the_drift_token() {
         let d = ClockSkew::new();
-        let doc = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":1}}"#)
+        let doc = json::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":1}}"#)
             .unwrap();
         assert_eq!(d.slice(&doc), Some(JsonValue::String("123".into())));
-        let other = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":2}}"#)
-            .unwrap();
+        let other =
+            json::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":2}}"#)
+                .unwrap();
         assert_eq!(
             d.slice(&doc),
             d.slice(&other),

@@ -30,7 +30,7 @@ impl Outcome {
     }
 
     /// The number a log line shows: the exit code, or 128 + signal as shells do.
-    pub fn return_code(&self) -> i32 {
+    pub fn shell_status(&self) -> i32 {
         self.code.or(self.signal.map(|s| 128 + s)).unwrap_or(-1)
     }
 }
@@ -54,7 +54,7 @@ impl Captured {
             program: program.to_string(),
             detail: format!(
                 "exited {}: {}",
-                self.outcome.return_code(),
+                self.outcome.shell_status(),
                 self.text().replace('\n', " ")
             ),
         })
@@ -287,7 +287,7 @@ mod tests {
         assert_eq!(out.outcome.code, Some(7));
         let out = run(sh("kill -TERM $$"), Duration::from_secs(10)).unwrap();
         assert_eq!(out.outcome.signal, Some(libc::SIGTERM));
-        assert_eq!(out.outcome.return_code(), 128 + libc::SIGTERM);
+        assert_eq!(out.outcome.shell_status(), 128 + libc::SIGTERM);
     }
 
     #[test]

@@ -32,6 +32,7 @@ pub mod error;
 pub mod exec;
 pub mod fsutil;
 pub mod ini;
+pub mod json;
 pub mod mds;
 pub mod netlink;
 pub mod network;

@@ -16,6 +16,7 @@ use tinyjson::JsonValue;
 
 pub use crate::error::FailureKind;
 use crate::error::{Error, Result};
+pub use crate::json::{lookup, lookup_str, parse_json};
 use crate::signals::{Signals, Wake};
 use crate::timing::{scaled, scaled_secs, Backoff};
 
@@ -31,8 +32,6 @@ pub const WATCH_MARGIN_SEC: u64 = 10;
 pub const REQUEST_TIMEOUT_SEC: u64 = 10;
 /// Replies larger than this are refused (metadata is at most a few MB).
 const MAX_BODY: u64 = 32 << 20;
-/// JSON nested deeper than this is refused before parsing.
-const MAX_JSON_DEPTH: usize = 256;
 
 fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
     Error::Metadata {
@@ -108,35 +107,6 @@ fn classify(e: minreq::Error) -> Error {
         minreq::Error::AddressNotFound => failure(FailureKind::Connect, "address not found"),
         other => failure(FailureKind::Connection, other.to_string()),
     }
-}
-
-/// Parses JSON after checking that it is not absurdly nested (the parser recurses).
-pub fn parse_json(text: &str) -> std::result::Result<JsonValue, String> {
-    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if max > MAX_JSON_DEPTH {
-        return Err(format!("JSON nested {} deep", max));
-    }
-    text.parse::<JsonValue>().map_err(|e| e.to_string())
 }
 
 impl Client {
@@ -469,25 +439,6 @@ impl Watcher {
     }
 }
 
-/// Looks up a slash-separated path of object keys in a JSON document.
-pub fn lookup<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a JsonValue> {
-    path.split('/')
-        .filter(|p| !p.is_empty())
-        .try_fold(doc, |v, key| match v {
-            JsonValue::Object(map) => map.get(key),
-            JsonValue::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
-}
-
-/// A string at `path`, if there is one.
-pub fn lookup_str<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a str> {
-    match lookup(doc, path) {
-        Some(JsonValue::String(s)) => Some(s),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -509,26 +460,5 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode_query("abc-123"), "abc-123");
         assert_eq!(encode_query("a&b=c d"), "a%26b%3Dc%20d");
-    }
-
-    #[test]
-    fn deep_json_is_refused_before_parsing() {
-        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(parse_json(&deep).is_err());
-        assert!(parse_json(r#"{"a":["[[[[", {"b":1}]}"#).is_ok());
-        assert!(parse_json("<html>").is_err());
-        assert!(parse_json(r#"{"a":1"#).is_err());
-    }
-
-    #[test]
-    fn lookup_walks_objects_and_arrays() {
-        let doc =
-            parse_json(r#"{"instance":{"networkInterfaces":[{"mac":"42:01"}],"id":7}}"#).unwrap();
-        assert_eq!(
-            lookup_str(&doc, "instance/networkInterfaces/0/mac"),
-            Some("42:01")
-        );
-        assert!(lookup(&doc, "instance/id").is_some());
-        assert!(lookup(&doc, "instance/nothing").is_none());
     }
 }

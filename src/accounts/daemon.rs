@@ -13,7 +13,8 @@ use super::plan::{plan, AppliedKeys, PlanConfig, SystemView};
 use super::system::{ensure_sudoers, Applier, SystemState};
 use super::NoteLog;
 use crate::error::{Error, Result};
-use crate::mds::{self, Snapshot};
+use crate::json;
+use crate::mds::Snapshot;
 use crate::settings::AccountsSettings;
 
 /// The attributes the accounts daemon reads; a change anywhere else does not wake it.
@@ -145,7 +146,7 @@ impl AccountsDaemon {
         let pick = |scope: &str, keys: &[&str]| -> JsonValue {
             let mut map = std::collections::HashMap::new();
             for key in keys {
-                if let Some(v) = mds::lookup(doc, &format!("{}/attributes/{}", scope, key)) {
+                if let Some(v) = json::lookup(doc, &format!("{}/attributes/{}", scope, key)) {
                     map.insert(key.to_string(), v.clone());
                 }
             }
@@ -158,7 +159,7 @@ impl AccountsDaemon {
         // (and be refused by the planner) rather than silently equal to an empty one.
         slice.insert(
             "hasInstance".to_string(),
-            JsonValue::Boolean(mds::lookup(doc, "instance").is_some()),
+            JsonValue::Boolean(json::lookup(doc, "instance").is_some()),
         );
         Some(JsonValue::Object(slice))
     }

@@ -134,7 +134,7 @@ fn attributes<'a>(
     name: &'static str,
     notes: &mut Vec<Note>,
 ) -> Attributes<'a> {
-    match section.and_then(|s| crate::mds::lookup(s, "attributes")) {
+    match section.and_then(|s| crate::json::lookup(s, "attributes")) {
         Some(JsonValue::Object(map)) => Attributes(Some(map)),
         _ => {
             notes.push(Note::MissingAttributes { section: name });
@@ -153,7 +153,7 @@ fn from_document(doc: &JsonValue, now: i64) -> Result<(DesiredAccounts, Vec<Note
     };
     let mut notes = Vec::new();
     let instance_attrs = attributes(Some(instance), "Instance", &mut notes);
-    let project_attrs = attributes(crate::mds::lookup(doc, "project"), "Project", &mut notes);
+    let project_attrs = attributes(crate::json::lookup(doc, "project"), "Project", &mut notes);
 
     let oslogin = oslogin_enabled(instance_attrs, project_attrs);
     let mut users: BTreeMap<Username, Vec<String>> = BTreeMap::new();
@@ -205,7 +205,7 @@ mod tests {
     fn snapshot(json: &str) -> Snapshot {
         Snapshot {
             etag: None,
-            doc: crate::mds::parse_json(json).expect("test JSON parses"),
+            doc: crate::json::parse_json(json).expect("test JSON parses"),
         }
     }
 

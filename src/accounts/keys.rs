@@ -13,8 +13,9 @@ use std::fmt;
 
 use tinyjson::JsonValue;
 
-use super::username::{printable, Username};
+use super::username::Username;
 use super::Note;
+use crate::log::printable;
 
 /// A key part longer than this is refused (the largest real keys and certificates are a
 /// few kilobytes; this keeps a huge metadata value out of `authorized_keys`).
@@ -371,7 +372,7 @@ pub fn key_expiry(comment: &str) -> Expiry {
     if word != "google-ssh" {
         return Expiry::Never;
     }
-    let Ok(JsonValue::Object(fields)) = crate::mds::parse_json(json.trim()) else {
+    let Ok(JsonValue::Object(fields)) = crate::json::parse_json(json.trim()) else {
         return Expiry::Unreadable;
     };
     match fields.get("expireOn") {

@@ -31,10 +31,9 @@ pub mod ssh_dir;
 pub mod system;
 pub mod username;
 
-use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::log::Level;
+use crate::log::{Level, LogOnce};
 
 pub use desired::DesiredAccounts;
 pub use keys::SkipReason;
@@ -42,7 +41,7 @@ pub use plan::{plan, Action, AppliedKeys, PlanConfig, SystemView};
 pub use username::{NameRefusal, Username};
 
 /// Something the planning step skipped or noticed, worded for one log line. User names in
-/// it are already made printable ([`username::printable`]); no note ever holds a whole key.
+/// it are already made printable ([`crate::log::printable`]); no note ever holds a whole key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
     /// A metadata user name that is not a safe account name; its keys are not used.
@@ -107,23 +106,18 @@ impl fmt::Display for Note {
 /// report is not logged again; one that went away and returns is.
 #[derive(Debug, Default)]
 pub struct NoteLog {
-    shown: BTreeSet<String>,
+    once: LogOnce,
 }
 
 impl NoteLog {
     /// The notes of this report that were not in the previous one (each distinct text once),
     /// and remembers this report.
     pub fn fresh<'a>(&mut self, notes: &'a [Note]) -> Vec<&'a Note> {
-        let mut current = BTreeSet::new();
-        let mut fresh = Vec::new();
-        for note in notes {
-            let text = note.to_string();
-            if !self.shown.contains(&text) && !current.contains(&text) {
-                fresh.push(note);
-            }
-            current.insert(text);
-        }
-        self.shown = current;
+        let fresh = notes
+            .iter()
+            .filter(|note| self.once.first_time(&note.to_string()))
+            .collect();
+        self.once.end_round();
         fresh
     }
 

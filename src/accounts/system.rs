@@ -15,6 +15,7 @@ use super::ssh_dir::{describe_refusal, open_ssh_dir, read_authorized_keys, KeysR
 use super::username::Username;
 use crate::error::{Error, Result};
 use crate::fsutil;
+use crate::log::LogOnce;
 
 /// The group whose members may use sudo without a password.
 pub const SUDOERS_GROUP: &str = "google-sudoers";
@@ -132,7 +133,7 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
 /// Carries out plans; remembers which refusals were already logged.
 #[derive(Default)]
 pub struct Applier {
-    refusals_logged: BTreeSet<String>,
+    refusals_logged: LogOnce,
 }
 
 impl Applier {
@@ -259,7 +260,7 @@ impl Applier {
     /// Logs, once per distinct refusal, why a user's keys were left alone on purpose.
     fn refused(&mut self, user: &str, why: KeysRefused) {
         let line = describe_refusal(user, &why);
-        if self.refusals_logged.insert(line.clone()) {
+        if self.refusals_logged.first_time(&line) {
             warn!("{}", line);
         }
     }

@@ -77,7 +77,7 @@ fn main(inv: &Invocation) -> i32 {
 fn load_document(path: &Path) -> Result<tinyjson::JsonValue, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {}", path.display(), e))?;
-    match crate::mds::parse_json(&text) {
+    match crate::json::parse_json(&text) {
         Ok(doc @ tinyjson::JsonValue::Object(_)) => Ok(doc),
         Ok(_) => Err(format!(
             "{}: the document must be a JSON object",

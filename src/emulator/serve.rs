@@ -283,7 +283,7 @@ fn answer_with_fault<S: Conn>(
         }
         Some(FaultMode::Status { status, body }) => match body {
             Some(b) => {
-                let ctype = if crate::mds::parse_json(b).is_ok() { JSON } else { HTML };
+                let ctype = if crate::json::parse_json(b).is_ok() { JSON } else { HTML };
                 metadata_reply(Response::new(*status, ctype, b.as_bytes()))
             }
             None => error_page(
@@ -468,17 +468,17 @@ fn is_guest_path(segments: &[String]) -> bool {
 
 /// The access token for service account `account`, if the document has that account.
 fn token(doc: &JsonValue, account: &str) -> Option<String> {
-    let accounts = match crate::mds::lookup(doc, "instance/serviceAccounts") {
+    let accounts = match crate::json::lookup(doc, "instance/serviceAccounts") {
         Some(JsonValue::Object(map)) => map,
         _ => return None,
     };
     let entry = accounts.get(account).or_else(|| {
         accounts.values().find(|sa| {
-            matches!(crate::mds::lookup(sa, "email"), Some(JsonValue::String(e)) if e == account)
+            matches!(crate::json::lookup(sa, "email"), Some(JsonValue::String(e)) if e == account)
         })
     })?;
-    let own = crate::mds::lookup_str(entry, "token");
-    let default = crate::mds::lookup_str(doc, "instance/serviceAccounts/default/token");
+    let own = crate::json::lookup_str(entry, "token");
+    let default = crate::json::lookup_str(doc, "instance/serviceAccounts/default/token");
     Some(own.or(default).unwrap_or(DEFAULT_TOKEN).to_string())
 }
 

@@ -15,8 +15,8 @@ use super::{
     as_logger, dhcp, Options, NETWORKING_LOGGER, ROUTES_LOGGER, SETUP_LOGGER, UNKNOWN_MAC_RETRY,
 };
 use crate::error::{Error, Result};
-use crate::log::Level;
-use crate::mds;
+use crate::json;
+use crate::log::{Level, LogOnce};
 use crate::netlink::Netlink;
 use crate::settings::Settings;
 
@@ -25,39 +25,37 @@ const LOGGED_REFUSALS: usize = 10;
 
 /// Something worth one log line, logged when it first appears (not on every update).
 #[derive(Clone, Debug, PartialEq, Eq)]
-struct Note {
+struct Notice {
     logger: &'static str,
     level: Level,
     text: String,
 }
 
-fn note(logger: &'static str, level: Level, text: String) -> Note {
-    Note {
+fn notice(logger: &'static str, level: Level, text: String) -> Notice {
+    Notice {
         logger,
         level,
         text,
     }
 }
 
-/// The notes of the last update, so each is logged once while it lasts.
+/// The notices of the last update, so each is logged once while it lasts.
 #[derive(Default)]
-struct NoteLog {
-    shown: BTreeSet<String>,
+struct NoticeLog {
+    once: LogOnce,
 }
 
-impl NoteLog {
-    /// Logs the notes that were not in the previous report, and remembers this one.
-    fn report(&mut self, notes: &[Note]) {
-        let mut current = BTreeSet::new();
-        for n in notes {
-            if !self.shown.contains(&n.text) && !current.contains(&n.text) {
+impl NoticeLog {
+    /// Logs the notices that were not in the previous report, and remembers this one.
+    fn report(&mut self, notices: &[Notice]) {
+        for n in notices {
+            if self.once.first_time(&n.text) {
                 as_logger(n.logger, || {
                     crate::log::write(n.level, format_args!("{}", n.text))
                 });
             }
-            current.insert(n.text.clone());
         }
-        self.shown = current;
+        self.once.end_round();
     }
 }
 
@@ -67,7 +65,7 @@ impl NoteLog {
 pub struct NetworkDaemon {
     options: Options,
     sys_class_net: PathBuf,
-    notes: NoteLog,
+    notes: NoticeLog,
     secondaries: BTreeSet<String>,
     dhcpv6_on: Option<String>,
     last: Option<JsonValue>,
@@ -80,7 +78,7 @@ impl NetworkDaemon {
         NetworkDaemon {
             options: Options::from_settings(settings),
             sys_class_net: PathBuf::from(nics::SYS_CLASS_NET),
-            notes: NoteLog::default(),
+            notes: NoticeLog::default(),
             secondaries: BTreeSet::new(),
             dhcpv6_on: None,
             last: None,
@@ -100,7 +98,7 @@ impl NetworkDaemon {
                     why.describe()
                 );
                 self.notes
-                    .report(&[note(NETWORKING_LOGGER, Level::Warning, text)]);
+                    .report(&[notice(NETWORKING_LOGGER, Level::Warning, text)]);
                 return Ok(());
             }
         };
@@ -113,7 +111,7 @@ impl NetworkDaemon {
             match nics::find_by_mac(&links, mac) {
                 Some(link) => found.push((entry, link)),
                 None => {
-                    notes.push(note(
+                    notes.push(notice(
                         NETWORKING_LOGGER,
                         Level::Warning,
                         format!("Network interface not found for MAC address: {}.", mac),
@@ -133,7 +131,7 @@ impl NetworkDaemon {
         let nics = merge_by_link(&found);
         if self.options.forwarding && !nics.is_empty() {
             for nic in nics.iter().filter(|n| !n.may_remove) {
-                notes.push(note(
+                notes.push(notice(
                     ROUTES_LOGGER,
                     Level::Warning,
                     format!(
@@ -152,7 +150,7 @@ impl NetworkDaemon {
             notes.extend(
                 route_notes
                     .into_iter()
-                    .map(|t| note(ROUTES_LOGGER, Level::Warning, t)),
+                    .map(|t| notice(ROUTES_LOGGER, Level::Warning, t)),
             );
         }
         self.notes.report(&notes);
@@ -214,7 +212,7 @@ impl NetworkDaemon {
 }
 
 /// Notes for the values of one entry that were not used, the first few one by one.
-fn refusal_notes(entry: &NicEntry, notes: &mut Vec<Note>) {
+fn refusal_notes(entry: &NicEntry, notes: &mut Vec<Notice>) {
     for refused in entry.refused.iter().take(LOGGED_REFUSALS) {
         let text = if refused.field == "mac" || refused.field == "networkInterfaces" {
             format!(
@@ -227,10 +225,10 @@ fn refusal_notes(entry: &NicEntry, notes: &mut Vec<Note>) {
                 refused.value, refused.field, entry.index, refused.reason
             )
         };
-        notes.push(note(ROUTES_LOGGER, Level::Warning, text));
+        notes.push(notice(ROUTES_LOGGER, Level::Warning, text));
     }
     if entry.refused.len() > LOGGED_REFUSALS {
-        notes.push(note(
+        notes.push(notice(
             ROUTES_LOGGER,
             Level::Warning,
             format!(
@@ -246,7 +244,7 @@ fn refusal_notes(entry: &NicEntry, notes: &mut Vec<Note>) {
 impl NetworkDaemon {
     /// The interface list.
     pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
-        mds::lookup(doc, "instance/networkInterfaces").cloned()
+        json::lookup(doc, "instance/networkInterfaces").cloned()
     }
 
     /// Brings routes and secondary NICs in line with `doc`.
@@ -283,31 +281,31 @@ mod tests {
 
     #[test]
     fn notes_are_logged_once_while_they_last() {
-        let mut log = NoteLog::default();
-        let a = note(ROUTES_LOGGER, Level::Warning, "a".into());
-        let b = note(ROUTES_LOGGER, Level::Warning, "b".into());
+        let mut log = NoticeLog::default();
+        let a = notice(ROUTES_LOGGER, Level::Warning, "a".into());
+        let b = notice(ROUTES_LOGGER, Level::Warning, "b".into());
         log.report(&[a.clone(), a.clone()]);
-        assert_eq!(log.shown.len(), 1);
+        assert_eq!(log.once.len(), 1);
         log.report(&[a.clone(), b.clone()]);
         log.report(&[b]);
-        assert!(!log.shown.contains("a"));
+        assert!(!log.once.remembers("a"));
     }
 
     #[test]
     fn the_slice_is_the_interface_list() {
         let daemon = NetworkDaemon::new(&Settings::parse("", "test"));
-        let doc = mds::parse_json(
+        let doc = json::parse_json(
             r#"{"instance":{"id":1,"networkInterfaces":[{"mac":"42:01:0a:80:00:02"}]}}"#,
         )
         .unwrap();
-        let other = mds::parse_json(
+        let other = json::parse_json(
             r#"{"instance":{"id":2,"networkInterfaces":[{"mac":"42:01:0a:80:00:02"}]}}"#,
         )
         .unwrap();
         assert!(daemon.slice(&doc).is_some());
         assert_eq!(daemon.slice(&doc), daemon.slice(&other));
         assert_eq!(
-            daemon.slice(&mds::parse_json(r#"{"instance":{}}"#).unwrap()),
+            daemon.slice(&json::parse_json(r#"{"instance":{}}"#).unwrap()),
             None
         );
     }

@@ -385,7 +385,7 @@ pub fn change_line(nic: &str, plan: &NicPlan) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mds::parse_json;
+    use crate::json::parse_json;
 
     fn p(text: &str) -> Prefix {
         Prefix::parse(text).unwrap()
@@ -466,7 +466,7 @@ mod tests {
     fn interfaces(json: &str, options: AddressOptions) -> Result<Vec<NicEntry>, Unreadable> {
         let doc = parse_json(json).unwrap();
         read_interfaces(
-            crate::mds::lookup(&doc, "instance/networkInterfaces"),
+            crate::json::lookup(&doc, "instance/networkInterfaces"),
             options,
         )
     }

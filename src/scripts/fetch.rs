@@ -8,6 +8,7 @@ use std::path::Path;
 
 use super::external::fetch_external;
 use super::sources::{resolve_url, STORAGE_ENDPOINT};
+use crate::json;
 use crate::mds::{self, Client};
 use crate::timing::{scaled_secs, Backoff};
 
@@ -57,7 +58,7 @@ fn access_token(client: &Client) -> Option<String> {
             scaled_secs(mds::REQUEST_TIMEOUT_SEC),
         )
         .ok()??;
-    let token = mds::lookup_str(&mds::json_body(&reply).ok()?, "access_token")?.to_string();
+    let token = json::lookup_str(&mds::json_body(&reply).ok()?, "access_token")?.to_string();
     if !token_is_clean(&token) {
         warn!("The service account's access token has characters a header cannot carry; not using it.");
         return None;

@@ -141,7 +141,7 @@ fn choose_shell(configured: &str) -> PathBuf {
 }
 
 /// Makes a script's output line fit a log line (invalid UTF-8 replaced, NULs shown).
-fn printable(line: &[u8]) -> String {
+fn output_text(line: &[u8]) -> String {
     String::from_utf8_lossy(line)
         .replace('\0', "\\0")
         .trim_end_matches('\r')
@@ -166,7 +166,7 @@ fn pieces(text: &str, max: usize) -> Vec<&str> {
 
 /// What `<key>: Return code <n>.` shows: the exit code, or minus the signal that ended the
 /// script (as Python's `Popen.wait()` gave it).
-fn return_code(outcome: &crate::exec::Outcome) -> i32 {
+fn python_return_code(outcome: &crate::exec::Outcome) -> i32 {
     outcome.code.or(outcome.signal.map(|s| -s)).unwrap_or(-1)
 }
 
@@ -191,11 +191,11 @@ fn run_one(shell: &Path, dir: &Path, script: &Script, body: &[u8]) -> Result<()>
     cmd.arg("-c").arg(&path);
     let key = script.key.as_str();
     let outcome = crate::exec::run_streaming(cmd, None, |line| {
-        for piece in pieces(&printable(line), LOG_PIECE) {
+        for piece in pieces(&output_text(line), LOG_PIECE) {
             info!("{}: {}", key, piece);
         }
     })?;
-    info!("{}: Return code {}.", key, return_code(&outcome));
+    info!("{}: Return code {}.", key, python_return_code(&outcome));
     Ok(())
 }
 
@@ -294,7 +294,7 @@ mod tests {
     fn signals_show_as_negative_return_codes() {
         use crate::exec::Outcome;
         assert_eq!(
-            return_code(&Outcome {
+            python_return_code(&Outcome {
                 code: Some(3),
                 signal: None,
                 timed_out: false
@@ -302,7 +302,7 @@ mod tests {
             3
         );
         assert_eq!(
-            return_code(&Outcome {
+            python_return_code(&Outcome {
                 code: None,
                 signal: Some(9),
                 timed_out: false
@@ -320,7 +320,7 @@ mod tests {
 
     #[test]
     fn output_lines_are_made_printable() {
-        assert_eq!(printable(b"a\0b\r"), "a\\0b");
-        assert_eq!(printable(&[0xff, b'x']), "\u{fffd}x");
+        assert_eq!(output_text(b"a\0b\r"), "a\\0b");
+        assert_eq!(output_text(&[0xff, b'x']), "\u{fffd}x");
     }
 }

@@ -5,7 +5,7 @@
 use tinyjson::JsonValue;
 
 use super::ScriptType;
-use crate::mds;
+use crate::json;
 
 /// The Cloud Storage API host.
 pub(super) const STORAGE_ENDPOINT: &str = "https://storage.googleapis.com";
@@ -35,7 +35,7 @@ pub fn scripts_in(doc: &JsonValue, kind: ScriptType) -> Vec<Script> {
         let mut found = Vec::new();
         let url_key = format!("{}-script-url", kind.name());
         let text_key = format!("{}-script", kind.name());
-        if let Some(url) = mds::lookup_str(doc, &format!("{}/attributes/{}", scope, url_key)) {
+        if let Some(url) = json::lookup_str(doc, &format!("{}/attributes/{}", scope, url_key)) {
             if !url.trim().is_empty() {
                 found.push(Script {
                     key: url_key,
@@ -43,7 +43,7 @@ pub fn scripts_in(doc: &JsonValue, kind: ScriptType) -> Vec<Script> {
                 });
             }
         }
-        if let Some(text) = mds::lookup_str(doc, &format!("{}/attributes/{}", scope, text_key)) {
+        if let Some(text) = json::lookup_str(doc, &format!("{}/attributes/{}", scope, text_key)) {
             let text = text.trim_start();
             if !text.is_empty() {
                 found.push(Script {
@@ -126,7 +126,7 @@ mod tests {
     use super::*;
 
     fn doc(text: &str) -> JsonValue {
-        mds::parse_json(text).unwrap()
+        json::parse_json(text).unwrap()
     }
 
     #[test]

@@ -18,6 +18,7 @@ use tinyjson::JsonValue;
 use crate::error::Result;
 use crate::fsutil;
 use crate::ini::{self, Ini, Warning, DEFAULT_SECTION};
+use crate::log::LogOnce;
 use crate::settings;
 
 /// The program named in the generated file's header.
@@ -91,8 +92,8 @@ pub struct Config {
     ini: Ini,
     /// What the options were read from, for warnings.
     source: String,
-    /// (section, option) pairs already warned about, so a value is complained about once.
-    warned: Mutex<Vec<(String, String)>>,
+    /// `[section] option`s already warned about, so a value is complained about once.
+    warned: Mutex<LogOnce>,
 }
 
 impl Clone for Config {
@@ -136,7 +137,7 @@ impl Config {
         Config {
             ini,
             source: source.to_string(),
-            warned: Mutex::new(Vec::new()),
+            warned: Mutex::new(LogOnce::default()),
         }
     }
 
@@ -219,10 +220,9 @@ impl Config {
 
     fn warn_once(&self, section: &str, option: &str, value: &str, wanted: &str, default: &str) {
         if let Ok(mut warned) = self.warned.lock() {
-            if warned.iter().any(|(s, o)| s == section && o == option) {
+            if !warned.first_time(&format!("[{}] {}", section, option)) {
                 return;
             }
-            warned.push((section.to_string(), option.to_string()));
         }
         warn!(
             "{}: [{}] {} = {:?} is not {}; using the default {}",
@@ -398,7 +398,7 @@ pub fn metadata_config_text(doc: &JsonValue) -> Option<&str> {
     ["instance", "project"]
         .iter()
         .filter_map(|scope| {
-            crate::mds::lookup_str(doc, &format!("{}/attributes/{}", scope, METADATA_ATTRIBUTE))
+            crate::json::lookup_str(doc, &format!("{}/attributes/{}", scope, METADATA_ATTRIBUTE))
         })
         .find(|text| !text.is_empty())
 }
