@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::json;
 
 /// Where the daemon looks; fixed on a real system.
@@ -52,7 +52,7 @@ fn token_text(token: &JsonValue) -> String {
 }
 
 fn read_rtc(path: &Path) -> Result<i64> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let text = std::fs::read_to_string(path).context("read", path)?;
     text.trim().parse::<i64>().map_err(|_| Error::Parse {
         what: path.display().to_string(),
         line: 1,

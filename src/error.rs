@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What went wrong. Messages are lower-case and name the operation and its object.
 #[derive(Debug)]
@@ -70,6 +70,19 @@ impl FailureKind {
 
 /// The crate-wide result.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Names the operation and path of a failed `std::io` call, turning its error into
+/// [`Error::Io`]: `file.sync_all().context("fsync", &path)?`.
+pub trait Context<T> {
+    /// The error as `failed to <op> <path>: <cause>`.
+    fn context<P: AsRef<Path>>(self, op: &'static str, path: P) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, io::Error> {
+    fn context<P: AsRef<Path>>(self, op: &'static str, path: P) -> Result<T> {
+        self.map_err(|e| Error::io(op, path.as_ref(), e))
+    }
+}
 
 impl Error {
     /// An I/O error on `path` during `op` (for example "open", "rename").

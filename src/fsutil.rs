@@ -11,7 +11,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 fn cstr(bytes: &[u8], path: &Path) -> Result<CString> {
     CString::new(bytes).map_err(|_| {
@@ -41,7 +41,7 @@ pub struct LockGuard {
 pub fn create_parent(path: &Path) -> Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))
+            std::fs::create_dir_all(dir).context("create", dir)
         }
         _ => Ok(()),
     }
@@ -56,10 +56,10 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
     // SAFETY: c is a valid NUL-terminated path.
     let fd = check(unsafe { libc::open(c.as_ptr(), flags, 0o600 as libc::c_uint) })
-        .map_err(|e| Error::io("open lock file", path, e))?;
+        .context("open lock file", path)?;
     // SAFETY: fd was just opened and is owned by nothing else.
     let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let meta = fstat(file.as_raw_fd()).map_err(|e| Error::io("stat lock file", path, e))?;
+    let meta = fstat(file.as_raw_fd()).context("stat lock file", path)?;
     // SAFETY: geteuid has no preconditions.
     let me = unsafe { libc::geteuid() };
     if meta.st_uid != me || meta.st_mode & libc::S_IFMT != libc::S_IFREG {
@@ -186,8 +186,7 @@ impl Dir {
         let c = cstr(path.as_os_str().as_bytes(), path)?;
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: c is a valid NUL-terminated path.
-        let fd = check(unsafe { libc::open(c.as_ptr(), flags) })
-            .map_err(|e| Error::io("open directory", path, e))?;
+        let fd = check(unsafe { libc::open(c.as_ptr(), flags) }).context("open directory", path)?;
         // SAFETY: fd is fresh and owned here.
         Ok(Dir {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -217,7 +216,7 @@ impl Dir {
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
         // SAFETY: valid dirfd and NUL-terminated name.
         let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })
-            .map_err(|e| Error::io("open directory", self.child_path(name), e))?;
+            .context("open directory", self.child_path(name))?;
         // SAFETY: fd is fresh and owned here.
         Ok(Dir {
             fd: unsafe { OwnedFd::from_raw_fd(fd) },
@@ -240,7 +239,7 @@ impl Dir {
     pub fn stat(&self) -> Result<Stat> {
         fstat(self.fd.as_raw_fd())
             .map(|st| Stat::from(&st))
-            .map_err(|e| Error::io("stat", &self.path, e))
+            .context("stat", &self.path)
     }
 
     /// An entry's status without following a symlink; `Ok(None)` when absent.
@@ -270,7 +269,7 @@ impl Dir {
         };
         // SAFETY: fd is fresh and owned here.
         let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let st = Stat::from(&fstat(fd).map_err(|e| Error::io("stat", &path, e))?);
+        let st = Stat::from(&fstat(fd).context("stat", &path)?);
         if !st.is_file() {
             let e = io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
             return Err(Error::io("read", path, e));
@@ -282,7 +281,7 @@ impl Dir {
         let mut data = Vec::with_capacity(st.size as usize);
         Read::take(&mut file, max + 1)
             .read_to_end(&mut data)
-            .map_err(|e| Error::io("read", &path, e))?;
+            .context("read", &path)?;
         if data.len() as u64 > max {
             let e = io::Error::new(io::ErrorKind::InvalidData, "file too large");
             return Err(Error::io("read", path, e));
@@ -307,19 +306,16 @@ impl Dir {
             let fd = file.as_raw_fd();
             if let Some((uid, gid)) = owner {
                 // SAFETY: fd is a valid descriptor we own.
-                check(unsafe { libc::fchown(fd, uid, gid) })
-                    .map_err(|e| Error::io("chown", &path, e))?;
+                check(unsafe { libc::fchown(fd, uid, gid) }).context("chown", &path)?;
             }
             // SAFETY: as above.
-            check(unsafe { libc::fchmod(fd, mode as libc::mode_t) })
-                .map_err(|e| Error::io("chmod", &path, e))?;
-            file.write_all(data)
-                .map_err(|e| Error::io("write", &path, e))?;
-            file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
+            check(unsafe { libc::fchmod(fd, mode as libc::mode_t) }).context("chmod", &path)?;
+            file.write_all(data).context("write", &path)?;
+            file.sync_all().context("fsync", &path)?;
             let dirfd = self.fd.as_raw_fd();
             // SAFETY: both names are valid NUL-terminated strings relative to dirfd.
             check(unsafe { libc::renameat(dirfd, tmp_name.as_ptr(), dirfd, target.as_ptr()) })
-                .map_err(|e| Error::io("rename into place", &path, e))?;
+                .context("rename into place", &path)?;
             Ok(())
         })();
         if result.is_err() {
@@ -393,7 +389,7 @@ impl Dir {
         // SAFETY: valid descriptor.
         check(unsafe { libc::fchown(self.fd.as_raw_fd(), uid, gid) })
             .map(drop)
-            .map_err(|e| Error::io("chown", &self.path, e))
+            .context("chown", &self.path)
     }
 
     /// Sets this directory's mode by descriptor.
@@ -401,7 +397,7 @@ impl Dir {
         // SAFETY: valid descriptor.
         check(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode as libc::mode_t) })
             .map(drop)
-            .map_err(|e| Error::io("chmod", &self.path, e))
+            .context("chmod", &self.path)
     }
 
     /// Flushes the directory entry changes to disk.
@@ -409,7 +405,7 @@ impl Dir {
         // SAFETY: valid descriptor.
         check(unsafe { libc::fsync(self.fd.as_raw_fd()) })
             .map(drop)
-            .map_err(|e| Error::io("fsync", &self.path, e))
+            .context("fsync", &self.path)
     }
 }
 

@@ -13,7 +13,7 @@ use super::passwd::{parse_passwd, parse_uid_min, LocalUsers, LOGIN_DEFS_PATH, PA
 use super::plan::{ledger_after_failures, Action};
 use super::ssh_dir::{describe_refusal, open_ssh_dir, read_authorized_keys, KeysRefused};
 use super::username::Username;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::fsutil;
 use crate::log::LogOnce;
 
@@ -62,7 +62,7 @@ fn in_sudoers_group(user: &str) -> Result<bool> {
 }
 
 fn read_required(path: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io("read", path, e))
+    std::fs::read(path).context("read", path)
 }
 
 /// What the system holds, read fresh before each plan. Every read must succeed.
@@ -120,7 +120,7 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
     if std::fs::symlink_metadata(file).is_err() {
         let dir = file.parent().unwrap_or(Path::new("/etc/sudoers.d"));
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            std::fs::create_dir_all(dir).context("create", dir)?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
         }

@@ -6,7 +6,7 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 
 fn c_path(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes())
@@ -38,7 +38,7 @@ pub(super) fn enter(dir: &Path) -> Result<()> {
         if is_mounted(&inner) {
             continue;
         }
-        std::fs::create_dir_all(&inner).map_err(|e| Error::io("create", &inner, e))?;
+        std::fs::create_dir_all(&inner).context("create", &inner)?;
         let src = c_path(&Path::new("/").join(fs))?;
         let dst = c_path(&inner)?;
         // SAFETY: both paths are valid C strings; the null fstype/data are allowed for MS_BIND.
@@ -68,5 +68,5 @@ pub(super) fn enter(dir: &Path) -> Result<()> {
             std::io::Error::last_os_error(),
         ));
     }
-    std::env::set_current_dir("/").map_err(|e| Error::io("enter", "/", e))
+    std::env::set_current_dir("/").context("enter", "/")
 }

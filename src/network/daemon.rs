@@ -14,7 +14,7 @@ use super::routes::{merge_by_link, reconcile};
 use super::{
     as_logger, dhcp, Options, NETWORKING_LOGGER, ROUTES_LOGGER, SETUP_LOGGER, UNKNOWN_MAC_RETRY,
 };
-use crate::error::{Error, Result};
+use crate::error::{Context, Result};
 use crate::json;
 use crate::log::{Level, LogOnce};
 use crate::netlink::Netlink;
@@ -102,8 +102,7 @@ impl NetworkDaemon {
                 return Ok(());
             }
         };
-        let links = nics::read_links(&self.sys_class_net)
-            .map_err(|e| Error::io("read", &self.sys_class_net, e))?;
+        let links = nics::read_links(&self.sys_class_net).context("read", &self.sys_class_net)?;
         let mut found: Vec<(&NicEntry, &Link)> = Vec::new();
         for entry in &entries {
             refusal_notes(entry, &mut notes);

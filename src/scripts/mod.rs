@@ -20,7 +20,7 @@ pub mod sources;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::mds::Client;
 use crate::settings::ScriptSettings;
 use crate::timing::scaled;
@@ -97,7 +97,7 @@ fn make_run_dir(run_dir: &str, kind: ScriptType) -> Result<PathBuf> {
     if !configured.is_empty() {
         let base = Path::new(configured);
         let made = std::fs::create_dir_all(base)
-            .map_err(|e| Error::io("create", base, e))
+            .context("create", base)
             .and_then(|()| make_dir_in(base, kind));
         match made {
             Ok(dir) => return Ok(dir),
@@ -179,12 +179,11 @@ fn run_one(shell: &Path, dir: &Path, script: &Script, body: &[u8]) -> Result<()>
         .create_new(true)
         .mode(0o700)
         .open(&path)
-        .map_err(|e| Error::io("create", &path, e))?;
-    file.write_all(body)
-        .map_err(|e| Error::io("write", &path, e))?;
+        .context("create", &path)?;
+    file.write_all(body).context("write", &path)?;
     // Executable whatever the umask.
     file.set_permissions(std::fs::Permissions::from_mode(0o700))
-        .map_err(|e| Error::io("chmod", &path, e))?;
+        .context("chmod", &path)?;
     drop(file);
     // The working directory and environment are the runner's, as they were in Python.
     let mut cmd = std::process::Command::new(shell);
