@@ -142,7 +142,6 @@ pub struct Dir {
 #[derive(Clone, Copy, Debug)]
 pub struct Stat {
     pub uid: u32,
-    pub gid: u32,
     pub mode: u32,
     pub nlink: u64,
     pub size: u64,
@@ -152,7 +151,6 @@ impl Stat {
     fn from(st: &libc::stat) -> Stat {
         Stat {
             uid: st.st_uid,
-            gid: st.st_gid,
             mode: st.st_mode,
             nlink: st.st_nlink,
             size: st.st_size as u64,

@@ -20,24 +20,24 @@
 //! `emulator` (cargo feature `emulator`, tests and demos only) stands beside the features.
 
 #[macro_use]
-pub mod log;
+pub(crate) mod log;
 
 pub mod accounts;
 pub mod applets;
-pub mod clock_skew;
-pub mod daemon;
+pub(crate) mod clock_skew;
+pub(crate) mod daemon;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;
-pub mod exec;
-pub mod fsutil;
+pub(crate) mod exec;
+pub(crate) mod fsutil;
 pub mod ini;
-pub mod json;
+pub(crate) mod json;
 pub mod mds;
 pub mod netlink;
 pub mod network;
-pub mod scripts;
-pub mod settings;
+pub(crate) mod scripts;
+pub(crate) mod settings;
 pub mod signals;
 pub mod timing;
 

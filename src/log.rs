@@ -285,18 +285,15 @@ impl LogOnce {
     }
 
     /// Whether `text` was met in this round or the previous one.
+    #[cfg(test)]
     pub fn remembers(&self, text: &str) -> bool {
         self.previous.contains(text) || self.current.contains(text)
     }
 
     /// How many texts are remembered (this round and the previous one).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.previous.union(&self.current).count()
-    }
-
-    /// Nothing is remembered.
-    pub fn is_empty(&self) -> bool {
-        self.previous.is_empty() && self.current.is_empty()
     }
 }
 

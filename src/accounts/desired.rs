@@ -74,6 +74,7 @@ impl DesiredAccounts {
     }
 
     /// The keys wanted for `user`, if that user is wanted.
+    #[cfg(test)]
     pub fn keys(&self, user: &str) -> Option<&[String]> {
         self.users.get(user).map(Vec::as_slice)
     }

@@ -20,25 +20,24 @@
 //! instead of on every metadata change.
 
 pub mod authorized_keys;
-pub mod commands;
-pub mod daemon;
-pub mod desired;
+pub(crate) mod commands;
+pub(crate) mod daemon;
+pub(crate) mod desired;
 pub mod keys;
-pub mod ledger;
-pub mod passwd;
-pub mod plan;
-pub mod ssh_dir;
-pub mod system;
+pub(crate) mod ledger;
+pub(crate) mod passwd;
+pub(crate) mod plan;
+pub(crate) mod ssh_dir;
+pub(crate) mod system;
 pub mod username;
 
 use std::fmt;
 
 use crate::log::{Level, LogOnce};
 
-pub use desired::DesiredAccounts;
-pub use keys::SkipReason;
-pub use plan::{plan, Action, AppliedKeys, PlanConfig, SystemView};
-pub use username::{NameRefusal, Username};
+pub(crate) use keys::SkipReason;
+pub(crate) use username::NameRefusal;
+pub use username::Username;
 
 /// Something the planning step skipped or noticed, worded for one log line. User names in
 /// it are already made printable ([`crate::log::printable`]); no note ever holds a whole key.
@@ -105,7 +104,7 @@ impl fmt::Display for Note {
 /// Logs each distinct note once while it keeps coming back: a note present in the previous
 /// report is not logged again; one that went away and returns is.
 #[derive(Debug, Default)]
-pub struct NoteLog {
+pub(crate) struct NoteLog {
     once: LogOnce,
 }
 

@@ -20,7 +20,7 @@ mod script_runner;
 
 /// Where an applet's log lines go by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// A daemon or boot step: syslog and the serial console (stderr too under `--debug`).
     System,
     /// A command a person or script runs: stderr.
@@ -28,7 +28,7 @@ pub enum Output {
 }
 
 /// One program of the multicall binary.
-pub struct Applet {
+pub(crate) struct Applet {
     /// The executable name (what the symlink is called).
     pub name: &'static str,
     /// Its entry point; returns the exit status.
@@ -45,13 +45,11 @@ pub struct Applet {
 
 /// What an applet is started with, after the shared options are taken out.
 #[derive(Debug)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The applet's name as found in the table.
     pub name: &'static str,
     /// The remaining arguments.
     pub args: Vec<String>,
-    /// `-d` / `--debug` was given.
-    pub debug: bool,
 }
 
 impl Invocation {
@@ -79,14 +77,14 @@ impl Invocation {
 }
 
 /// Exit status of an applet whose issue has not landed in this build.
-pub const EXIT_NOT_LANDED: i32 = 3;
+pub(crate) const EXIT_NOT_LANDED: i32 = 3;
 /// Exit status for an unknown applet (the shell's "command not found").
-pub const EXIT_UNKNOWN: i32 = 127;
+pub(crate) const EXIT_UNKNOWN: i32 = 127;
 /// Exit status for bad usage.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 
 /// The name the dispatcher answers to as a multiplexer.
-pub const MULTIPLEXER: &str = "gce-guest";
+pub(crate) const MULTIPLEXER: &str = "gce-guest";
 
 const COMMON_USAGE: &str = "\
 Common options:
@@ -97,7 +95,7 @@ Common options:
 
 /// Every applet, sorted by name (a unit test keeps it so). Each is declared in its own
 /// module.
-pub static APPLETS: &[&Applet] = &[
+pub(crate) static APPLETS: &[&Applet] = &[
     &accounts_daemon::APPLET,
     &clock_skew_daemon::APPLET,
     &not_landed::DISK_EXPAND,
@@ -114,7 +112,7 @@ pub static APPLETS: &[&Applet] = &[
 ];
 
 /// Finds an applet by exact name.
-pub fn find(name: &str) -> Option<&'static Applet> {
+pub(crate) fn find(name: &str) -> Option<&'static Applet> {
     APPLETS
         .binary_search_by(|a| a.name.cmp(name))
         .ok()
@@ -122,7 +120,7 @@ pub fn find(name: &str) -> Option<&'static Applet> {
 }
 
 /// The version line: crate version and the git commit it was built from.
-pub fn version_line() -> String {
+pub(crate) fn version_line() -> String {
     format!(
         "{} {} ({})",
         MULTIPLEXER,
@@ -274,7 +272,6 @@ fn run_applet(applet: &'static Applet, args: Vec<String>) -> i32 {
     (applet.run)(&Invocation {
         name: applet.name,
         args: rest,
-        debug,
     })
 }
 

@@ -28,41 +28,41 @@
 //! for again every 30 s, as a hot-plugged NIC may show up after its metadata); a NIC whose
 //! entry has unusable values gets its missing routes but loses none that round.
 
-pub mod daemon;
-pub mod dhcp;
+pub(crate) mod daemon;
+pub(crate) mod dhcp;
 pub mod nics;
 pub mod plan;
-pub mod routes;
+pub(crate) mod routes;
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::settings::Settings;
-pub use daemon::NetworkDaemon;
+pub(crate) use daemon::NetworkDaemon;
 use plan::AddressOptions;
 pub use routes::{reconcile, FoundNic, Reconciled};
 
 /// Whether the guest daemon runs the network daemon: `[Daemons] network_daemon` and
 /// something to do (routes or secondary NICs).
-pub fn enabled(settings: &Settings) -> bool {
+pub(crate) fn enabled(settings: &Settings) -> bool {
     let options = Options::from_settings(settings);
     settings.daemons.network_daemon && (options.forwarding || options.setup)
 }
 
 /// The daemon thread's logger name (2.8's network daemon).
-pub const NETWORKING_LOGGER: &str = "google-networking";
+pub(crate) const NETWORKING_LOGGER: &str = "google-networking";
 /// The logger name of route changes (2.8's IP-forwarding part and the 2016 daemon).
-pub const ROUTES_LOGGER: &str = "google-ip-forwarding";
+pub(crate) const ROUTES_LOGGER: &str = "google-ip-forwarding";
 /// The logger name of secondary-NIC setup (2.8's network setup).
-pub const SETUP_LOGGER: &str = "network-setup";
+pub(crate) const SETUP_LOGGER: &str = "network-setup";
 /// The default `[IpForwarding] ethernet_proto_id`.
-pub const DEFAULT_PROTOCOL: u8 = 66;
+pub(crate) const DEFAULT_PROTOCOL: u8 = 66;
 /// How often NICs are looked for again while metadata names a MAC the kernel lacks.
-pub const UNKNOWN_MAC_RETRY: Duration = Duration::from_secs(30);
+pub(crate) const UNKNOWN_MAC_RETRY: Duration = Duration::from_secs(30);
 
 /// The daemon's switches and settings, from the configuration.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Options {
+pub(crate) struct Options {
     /// Manage local routes.
     pub forwarding: bool,
     /// Bring up secondary NICs.
@@ -82,7 +82,7 @@ pub struct Options {
 /// The route protocol id to use for a configured `ethernet_proto_id`: 5..=255. 0 would
 /// match routes of every protocol and 1..=4 are the kernel's own (`kernel`, `boot`,
 /// `static`), so owning them could delete routes the system needs.
-pub fn protocol_id(configured: u64) -> std::result::Result<u8, String> {
+pub(crate) fn protocol_id(configured: u64) -> std::result::Result<u8, String> {
     match u8::try_from(configured) {
         Ok(id) if id > 4 => Ok(id),
         _ => Err(format!(

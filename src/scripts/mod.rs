@@ -25,8 +25,7 @@ use crate::mds::Client;
 use crate::settings::ScriptSettings;
 use crate::timing::scaled;
 use fetch::download;
-pub use fetch::{HTTPS_VIA_ENV, STORAGE_ENDPOINT_ENV};
-pub use sources::{resolve_url, scripts_in, Download, Script, Source};
+pub use sources::{scripts_in, Script, Source};
 
 /// How long shutdown waits for the metadata server (scaled); startup uses `network_wait_s`.
 const SHUTDOWN_METADATA_WAIT_SEC: u64 = 20;
