@@ -42,7 +42,7 @@ fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
 
 /// One answer from the server.
 #[derive(Debug)]
-pub struct Reply {
+pub struct HttpReply {
     /// The HTTP status.
     pub status: u16,
     /// The `ETag` header, if any.
@@ -134,14 +134,14 @@ impl Client {
     }
 
     /// Sends one request and checks the transport-level rules (flavor header, length,
-    /// size). Any status comes back as a [`Reply`]; callers decide what it means.
+    /// size). Any status comes back as a [`HttpReply`]; callers decide what it means.
     pub fn send(
         &self,
         method: minreq::Method,
         path_query: &str,
         body: Option<&[u8]>,
         timeout_secs: u64,
-    ) -> Result<Reply> {
+    ) -> Result<HttpReply> {
         let mut req = minreq::Request::new(method.clone(), self.url(path_query))
             .with_header("Metadata-Flavor", "Google")
             .with_timeout(timeout_secs.max(1))
@@ -188,7 +188,7 @@ impl Client {
                 ));
             }
         }
-        Ok(Reply {
+        Ok(HttpReply {
             status: resp.status_code,
             etag,
             body,
@@ -196,7 +196,7 @@ impl Client {
     }
 
     /// GET `path_query` expecting 200 (404 gives `Ok(None)`); any other status is an error.
-    pub fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<Reply>> {
+    pub fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<HttpReply>> {
         let reply = self.send(minreq::Method::Get, path_query, None, timeout_secs)?;
         match reply.status {
             200 => Ok(Some(reply)),
@@ -264,7 +264,7 @@ impl Client {
     }
 }
 
-pub(crate) fn json_body(reply: &Reply) -> Result<JsonValue> {
+pub(crate) fn json_body(reply: &HttpReply) -> Result<JsonValue> {
     let text = std::str::from_utf8(&reply.body)
         .map_err(|_| failure(FailureKind::BadBody, "body is not UTF-8"))?;
     parse_json(text).map_err(|e| {

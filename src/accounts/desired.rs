@@ -5,7 +5,7 @@
 //! can never turn into "no users wanted" and deprovision everyone: the daemon keeps its
 //! previous state until a good document arrives.
 //!
-//! Key sources (Python 2.8, SPEC §3): instance `sshKeys`, instance `ssh-keys`, then project
+//! Key sources (as Python 2.8 read them): instance `sshKeys`, instance `ssh-keys`, then project
 //! `ssh-keys` and project `sshKeys` unless instance `block-project-ssh-keys` is `true` (any
 //! case, surrounding white space ignored) or instance `sshKeys` holds anything but white
 //! space. `enable-oslogin`: the instance value when it is not blank, else the project

@@ -3,7 +3,7 @@
 //! comment), and the `google-ssh {"expireOn": ...}` expiry in the comment. Pure functions;
 //! what is skipped comes back as [`Note`]s for the daemon to log once.
 //!
-//! Line rules (SPEC §3): a metadata value is split at `\n` only, and each line is trimmed of
+//! Line rules: a metadata value is split at `\n` only, and each line is trimmed of
 //! surrounding ASCII white space, which also takes the `\r` of a value pasted with Windows
 //! line ends (a `\r` inside a line is a control character and refuses the key). Blank lines
 //! are ignored silently. A line with any non-ASCII character is dropped. The user is what

@@ -104,7 +104,7 @@ fn fetch_reply(
     path_query: &str,
     budget: u64,
     request_secs: u64,
-) -> crate::Result<Option<mds::Reply>> {
+) -> crate::Result<Option<mds::HttpReply>> {
     mds::retrying(Duration::from_secs(budget), || {
         client.get_raw(path_query, request_secs)
     })

@@ -12,7 +12,7 @@ use std::fmt;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
-use super::wire::{self, classify, DecodeError, Header, Messages, Reply, NLM_F_DUMP_INTR};
+use super::wire::{self, classify, DecodeError, Header, KernelReply, Messages, NLM_F_DUMP_INTR};
 
 /// Receive buffer size: twice the 32 KiB the kernel's netlink documentation recommends for
 /// dumps (the kernel never builds a dump datagram larger than 32 KiB, and acks are small),
@@ -360,7 +360,7 @@ impl<T: Transport> Netlink<T> {
     fn exchange(
         &mut self,
         request: &mut [u8],
-        mut on_reply: impl FnMut(&Header, Reply<'_>) -> Result<Flow, NetlinkError>,
+        mut on_reply: impl FnMut(&Header, KernelReply<'_>) -> Result<Flow, NetlinkError>,
     ) -> Result<(), NetlinkError> {
         if request.len() < wire::HEADER_LEN {
             return Err(DecodeError {
@@ -409,7 +409,7 @@ impl<T: Transport> Netlink<T> {
         datagram: &[u8],
         port: u32,
         seq: u32,
-        on_reply: &mut impl FnMut(&Header, Reply<'_>) -> Result<Flow, NetlinkError>,
+        on_reply: &mut impl FnMut(&Header, KernelReply<'_>) -> Result<Flow, NetlinkError>,
     ) -> Result<Flow, NetlinkError> {
         for message in Messages::new(datagram) {
             let (header, payload) = message?;
@@ -428,10 +428,12 @@ impl<T: Transport> Netlink<T> {
     /// back as [`NetlinkError::Kernel`].
     pub fn request(&mut self, request: &mut [u8]) -> Result<(), NetlinkError> {
         self.exchange(request, |_, reply| match reply {
-            Reply::Ack => Ok(Flow::Finished),
-            Reply::Error { errno, message } => Err(NetlinkError::Kernel { errno, message }),
-            Reply::Overrun => Err(NetlinkError::Overrun),
-            Reply::Done { .. } | Reply::Noop | Reply::Data { .. } => Ok(Flow::More),
+            KernelReply::Ack => Ok(Flow::Finished),
+            KernelReply::Error { errno, message } => Err(NetlinkError::Kernel { errno, message }),
+            KernelReply::Overrun => Err(NetlinkError::Overrun),
+            KernelReply::Done { .. } | KernelReply::Noop | KernelReply::Data { .. } => {
+                Ok(Flow::More)
+            }
         })
     }
 
@@ -450,15 +452,19 @@ impl<T: Transport> Netlink<T> {
                 status.interrupted = true;
             }
             match reply {
-                Reply::Done { errno: 0 } => Ok(Flow::Finished),
-                Reply::Done { errno } => Err(NetlinkError::Kernel {
+                KernelReply::Done { errno: 0 } => Ok(Flow::Finished),
+                KernelReply::Done { errno } => Err(NetlinkError::Kernel {
                     errno,
                     message: None,
                 }),
-                Reply::Error { errno, message } => Err(NetlinkError::Kernel { errno, message }),
-                Reply::Overrun => Err(NetlinkError::Overrun),
-                Reply::Data { kind, payload } => on_message(kind, payload).map(|()| Flow::More),
-                Reply::Ack | Reply::Noop => Ok(Flow::More),
+                KernelReply::Error { errno, message } => {
+                    Err(NetlinkError::Kernel { errno, message })
+                }
+                KernelReply::Overrun => Err(NetlinkError::Overrun),
+                KernelReply::Data { kind, payload } => {
+                    on_message(kind, payload).map(|()| Flow::More)
+                }
+                KernelReply::Ack | KernelReply::Noop => Ok(Flow::More),
             }
         })?;
         Ok(status)

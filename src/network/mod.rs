@@ -1,4 +1,4 @@
-//! The network daemon (SPEC §5): forwarded, target-instance, alias and IPv6 addresses as
+//! The network daemon: forwarded, target-instance, alias and IPv6 addresses as
 //! local routes on the NIC metadata names by MAC, secondary NICs brought up with DHCP, and
 //! DHCPv6 on the primary NIC. `google_ip_forwarding_daemon` and `google_network_daemon`
 //! run it alone; `google_guest_daemon` runs it as one of its threads.

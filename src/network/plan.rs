@@ -391,7 +391,7 @@ mod tests {
         Prefix::parse(text).unwrap()
     }
 
-    const ALL: AddressOptions = AddressOptions {
+    const ALL_LISTS: AddressOptions = AddressOptions {
         target_instance_ips: true,
         ip_aliases: true,
     };
@@ -478,7 +478,7 @@ mod tests {
              "forwardedIpv6s":["2001:db8::9"],"targetInstanceIps":["10.0.0.1","203.0.113.20"],
              "ipAliases":["10.200.0.0/28"],"dhcpv6Refresh":"2001:db8::/64"},
             {"mac":"42:01:0a:80:00:03"}]}}"#;
-        let nics = interfaces(json, ALL).unwrap();
+        let nics = interfaces(json, ALL_LISTS).unwrap();
         assert_eq!(nics.len(), 2);
         assert_eq!(nics[0].mac.as_deref(), Some("42:01:0a:80:00:02"));
         let wanted: Vec<String> = nics[0].wanted.iter().map(|p| p.to_string()).collect();
@@ -519,7 +519,7 @@ mod tests {
             {"mac":"not-a-mac","forwardedIps":["10.0.0.5"]},
             "eth9",
             {"forwardedIps":[]}]}}"#;
-        let nics = interfaces(json, ALL).unwrap();
+        let nics = interfaces(json, ALL_LISTS).unwrap();
         assert_eq!(nics[0].wanted, [p("10.0.0.1")]);
         let refused: Vec<(&str, &str, &str)> = nics[0]
             .refused
@@ -551,19 +551,19 @@ mod tests {
     #[test]
     fn a_missing_or_odd_interface_list_is_unreadable_not_empty() {
         assert_eq!(
-            interfaces(r#"{"instance":{}}"#, ALL),
+            interfaces(r#"{"instance":{}}"#, ALL_LISTS),
             Err(Unreadable::Missing)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":null}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":null}}"#, ALL_LISTS),
             Err(Unreadable::Missing)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":{}}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":{}}}"#, ALL_LISTS),
             Err(Unreadable::NotAList)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":[]}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":[]}}"#, ALL_LISTS),
             Ok(Vec::new())
         );
     }
@@ -574,7 +574,7 @@ mod tests {
             r#"{{"instance":{{"networkInterfaces":[{{"mac":"42:01:0a:80:00:02","forwardedIps":["{}"]}}]}}}}"#,
             "9".repeat(5000)
         );
-        let nics = interfaces(&long, ALL).unwrap();
+        let nics = interfaces(&long, ALL_LISTS).unwrap();
         assert!(nics[0].refused[0].value.len() < 80);
     }
 
