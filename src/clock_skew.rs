@@ -74,18 +74,7 @@ fn set_clock_from_rtc(path: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let ts = libc::timespec {
-        tv_sec: now as _,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        return Err(Error::sys(
-            "set the system clock",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    crate::sys::set_realtime_clock(now as i64).map_err(|e| Error::sys("set the system clock", e))
 }
 
 fn hwclock_to_system() -> Result<()> {

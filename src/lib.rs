@@ -39,6 +39,7 @@ pub mod network;
 pub(crate) mod scripts;
 pub(crate) mod settings;
 pub mod signals;
+pub(crate) mod sys;
 pub mod timing;
 
 pub use error::{Error, Result};

@@ -160,14 +160,8 @@ const SYSLOG_WAIT_MS: i32 = 100;
 
 /// Waits up to `ms` for the socket to take another datagram.
 fn wait_writable(sock: &UnixDatagram, ms: i32) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+    use std::os::fd::AsFd;
+    crate::sys::poll_one(sock.as_fd(), libc::POLLOUT, ms)
 }
 
 /// Sends a datagram; reconnects once when the syslog daemon went away and came back. A full
