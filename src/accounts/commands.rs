@@ -143,10 +143,10 @@ pub fn run_template(template: &str, vars: &[(&str, &str)], input: Option<&[u8]>)
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::settings::config::Config;
+    use crate::settings::Settings;
 
     fn config(text: &str) -> AccountsSettings {
-        AccountsSettings::read(&Config::parse(text, "test"))
+        Settings::parse(text, "test").accounts
     }
 
     #[test]
