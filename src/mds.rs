@@ -14,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
+pub use crate::error::FailureKind;
 use crate::error::{Error, Result};
+pub use crate::json::{lookup, lookup_str, parse_json};
 use crate::signals::{Signals, Wake};
 use crate::timing::{scaled, scaled_secs, Backoff};
 
@@ -32,42 +34,6 @@ pub const REQUEST_TIMEOUT_SEC: u64 = 10;
 const MAX_BODY: u64 = 4 << 20;
 /// The most header bytes a reply may have.
 const MAX_HEADERS: usize = 64 << 10;
-/// JSON nested deeper than this is refused before parsing.
-const MAX_JSON_DEPTH: usize = 256;
-
-/// Why a request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
-    /// No connection could be made.
-    Connect,
-    /// No complete answer within the client timeout.
-    Timeout,
-    /// The connection broke (reset, closed early).
-    Connection,
-    /// An HTTP error status (5xx, 429, 403, ...).
-    Status(u16),
-    /// A 200 whose body is not what was asked for (HTML, not JSON).
-    BadBody,
-    /// A body shorter than its `Content-Length`.
-    Truncated,
-    /// A reply without `Metadata-Flavor: Google`: not the metadata server.
-    NoFlavor,
-}
-
-impl FailureKind {
-    /// Words for a log line.
-    pub fn describe(self) -> String {
-        match self {
-            FailureKind::Connect => "is unreachable".into(),
-            FailureKind::Timeout => "did not answer in time".into(),
-            FailureKind::Connection => "connection failed".into(),
-            FailureKind::Status(code) => format!("answered HTTP {}", code),
-            FailureKind::BadBody => "sent an unusable body".into(),
-            FailureKind::Truncated => "sent a truncated reply".into(),
-            FailureKind::NoFlavor => "reply lacks Metadata-Flavor: Google".into(),
-        }
-    }
-}
 
 fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
     Error::Metadata {
@@ -78,7 +44,7 @@ fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
 
 /// One answer from the server.
 #[derive(Debug)]
-pub struct Reply {
+pub struct HttpReply {
     /// The HTTP status.
     pub status: u16,
     /// The `ETag` header, if any.
@@ -147,35 +113,6 @@ fn classify(e: minreq::Error) -> Error {
     }
 }
 
-/// Parses JSON after checking that it is not absurdly nested (the parser recurses).
-pub fn parse_json(text: &str) -> std::result::Result<JsonValue, String> {
-    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if max > MAX_JSON_DEPTH {
-        return Err(format!("JSON nested {} deep", max));
-    }
-    text.parse::<JsonValue>().map_err(|e| e.to_string())
-}
-
 impl Client {
     /// A client for the default address, or `GCE_METADATA_HOST` when set.
     pub fn from_env() -> Client {
@@ -201,14 +138,14 @@ impl Client {
     }
 
     /// Sends one request and checks the transport-level rules (flavor header, length,
-    /// size). Any status comes back as a [`Reply`]; callers decide what it means.
+    /// size). Any status comes back as a [`HttpReply`]; callers decide what it means.
     pub fn send(
         &self,
         method: minreq::Method,
         path_query: &str,
         body: Option<&[u8]>,
         timeout_secs: u64,
-    ) -> Result<Reply> {
+    ) -> Result<HttpReply> {
         let mut req = minreq::Request::new(method.clone(), self.url(path_query))
             .with_header("Metadata-Flavor", "Google")
             .with_timeout(timeout_secs.max(1))
@@ -256,7 +193,7 @@ impl Client {
                 ));
             }
         }
-        Ok(Reply {
+        Ok(HttpReply {
             status: resp.status_code,
             etag,
             body,
@@ -264,7 +201,7 @@ impl Client {
     }
 
     /// GET `path_query` expecting 200 (404 gives `Ok(None)`); any other status is an error.
-    pub fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<Reply>> {
+    pub fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<HttpReply>> {
         let reply = self.send(minreq::Method::Get, path_query, None, timeout_secs)?;
         match reply.status {
             200 => Ok(Some(reply)),
@@ -332,7 +269,7 @@ impl Client {
     }
 }
 
-pub(crate) fn json_body(reply: &Reply) -> Result<JsonValue> {
+pub(crate) fn json_body(reply: &HttpReply) -> Result<JsonValue> {
     let text = std::str::from_utf8(&reply.body)
         .map_err(|_| failure(FailureKind::BadBody, "body is not UTF-8"))?;
     parse_json(text).map_err(|e| {
@@ -508,25 +445,6 @@ impl Watcher {
     }
 }
 
-/// Looks up a slash-separated path of object keys in a JSON document.
-pub fn lookup<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a JsonValue> {
-    path.split('/')
-        .filter(|p| !p.is_empty())
-        .try_fold(doc, |v, key| match v {
-            JsonValue::Object(map) => map.get(key),
-            JsonValue::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
-}
-
-/// A string at `path`, if there is one.
-pub fn lookup_str<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a str> {
-    match lookup(doc, path) {
-        Some(JsonValue::String(s)) => Some(s),
-        _ => None,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -548,26 +466,5 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode_query("abc-123"), "abc-123");
         assert_eq!(encode_query("a&b=c d"), "a%26b%3Dc%20d");
-    }
-
-    #[test]
-    fn deep_json_is_refused_before_parsing() {
-        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(parse_json(&deep).is_err());
-        assert!(parse_json(r#"{"a":["[[[[", {"b":1}]}"#).is_ok());
-        assert!(parse_json("<html>").is_err());
-        assert!(parse_json(r#"{"a":1"#).is_err());
-    }
-
-    #[test]
-    fn lookup_walks_objects_and_arrays() {
-        let doc =
-            parse_json(r#"{"instance":{"networkInterfaces":[{"mac":"42:01"}],"id":7}}"#).unwrap();
-        assert_eq!(
-            lookup_str(&doc, "instance/networkInterfaces/0/mac"),
-            Some("42:01")
-        );
-        assert!(lookup(&doc, "instance/id").is_some());
-        assert!(lookup(&doc, "instance/nothing").is_none());
     }
 }

@@ -51,9 +51,7 @@ pub fn unix_now() -> i64 {
 /// A random number from the kernel (for jitter); falls back to the clock's nanoseconds.
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: buf is valid for 8 bytes; GRND_NONBLOCK never blocks.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
-    if n == 8 {
+    if crate::sys::getrandom(&mut buf) {
         return u64::from_ne_bytes(buf);
     }
     SystemTime::now()

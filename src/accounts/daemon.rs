@@ -7,23 +7,15 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tinyjson::JsonValue;
 
+use super::commands::Commands;
 use super::desired::DesiredAccounts;
 use super::plan::{plan, AppliedKeys, PlanConfig, SystemView};
-use super::system::{ensure_sudoers, Applier, Commands, SystemState};
+use super::system::{ensure_sudoers, Applier, SystemState};
 use super::NoteLog;
-use crate::config::Config;
-use crate::daemon::{Daemon, Spec};
 use crate::error::{Error, Result};
-use crate::mds::{self, Snapshot};
-
-/// The daemon's entry in the guest daemon.
-pub static SPEC: Spec = Spec {
-    name: "accounts",
-    logger: "google-accounts",
-    lock: "google_accounts.lock",
-    enabled: |c| c.get_bool("Daemons", "accounts_daemon"),
-    make: |c| Box::new(AccountsDaemon::new(c)),
-};
+use crate::json;
+use crate::mds::Snapshot;
+use crate::settings::AccountsSettings;
 
 /// The attributes the accounts daemon reads; a change anywhere else does not wake it.
 const INSTANCE_KEYS: [&str; 4] = [
@@ -54,11 +46,11 @@ pub struct AccountsDaemon {
 }
 
 impl AccountsDaemon {
-    /// A daemon configured from `config`.
-    pub fn new(config: &Config) -> AccountsDaemon {
+    /// A daemon configured by `settings`.
+    pub fn new(settings: &AccountsSettings) -> AccountsDaemon {
         AccountsDaemon {
-            commands: Commands::from_config(config),
-            deprovision_remove: config.get_bool("Accounts", "deprovision_remove"),
+            commands: Commands::from_settings(settings),
+            deprovision_remove: settings.deprovision_remove,
             applied: AppliedKeys::new(),
             notes: NoteLog::default(),
             applier: Applier::default(),
@@ -147,12 +139,14 @@ impl AccountsDaemon {
     }
 }
 
-impl Daemon for AccountsDaemon {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
+/// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
+impl AccountsDaemon {
+    /// The attributes it reads; a change anywhere else does not wake it.
+    pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
         let pick = |scope: &str, keys: &[&str]| -> JsonValue {
             let mut map = std::collections::HashMap::new();
             for key in keys {
-                if let Some(v) = mds::lookup(doc, &format!("{}/attributes/{}", scope, key)) {
+                if let Some(v) = json::lookup(doc, &format!("{}/attributes/{}", scope, key)) {
                     map.insert(key.to_string(), v.clone());
                 }
             }
@@ -165,12 +159,13 @@ impl Daemon for AccountsDaemon {
         // (and be refused by the planner) rather than silently equal to an empty one.
         slice.insert(
             "hasInstance".to_string(),
-            JsonValue::Boolean(mds::lookup(doc, "instance").is_some()),
+            JsonValue::Boolean(json::lookup(doc, "instance").is_some()),
         );
         Some(JsonValue::Object(slice))
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    /// Brings users and keys in line with `doc`.
+    pub fn apply(&mut self, doc: &JsonValue) -> Result<()> {
         let snapshot = Snapshot {
             etag: None,
             doc: doc.clone(),
@@ -180,13 +175,15 @@ impl Daemon for AccountsDaemon {
         result
     }
 
-    fn next_wake(&self) -> Option<Instant> {
+    /// When the next key expires.
+    pub fn next_wake(&self) -> Option<Instant> {
         let at = self.next_expiry? as f64;
         let wait = (at - now_f64()).max(0.0);
         Some(Instant::now() + Duration::from_secs_f64(wait))
     }
 
-    fn wake(&mut self) -> Result<()> {
+    /// Removes the keys that have expired.
+    pub fn wake(&mut self) -> Result<()> {
         let Some(snapshot) = self.last.clone() else {
             self.next_expiry = None;
             return Ok(());
@@ -195,8 +192,9 @@ impl Daemon for AccountsDaemon {
         self.round(&snapshot)
     }
 
-    fn reload(&mut self, config: &Config) {
-        self.commands = Commands::from_config(config);
-        self.deprovision_remove = config.get_bool("Accounts", "deprovision_remove");
+    /// Takes new settings (SIGHUP).
+    pub fn reload(&mut self, settings: &AccountsSettings) {
+        self.commands = Commands::from_settings(settings);
+        self.deprovision_remove = settings.deprovision_remove;
     }
 }

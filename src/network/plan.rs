@@ -476,13 +476,13 @@ pub fn change_line(nic: &str, plan: &NicPlan) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mds::parse_json;
+    use crate::json::parse_json;
 
     fn p(text: &str) -> Prefix {
         Prefix::parse(text).unwrap()
     }
 
-    const ALL: AddressOptions = AddressOptions {
+    const ALL_LISTS: AddressOptions = AddressOptions {
         target_instance_ips: true,
         ip_aliases: true,
     };
@@ -604,7 +604,7 @@ mod tests {
     fn interfaces(json: &str, options: AddressOptions) -> Result<Vec<NicEntry>, Unreadable> {
         let doc = parse_json(json).unwrap();
         read_interfaces(
-            crate::mds::lookup(&doc, "instance/networkInterfaces"),
+            crate::json::lookup(&doc, "instance/networkInterfaces"),
             options,
         )
     }
@@ -616,7 +616,7 @@ mod tests {
              "forwardedIpv6s":["2001:db8::9"],"targetInstanceIps":["10.0.0.1","203.0.113.20"],
              "ipAliases":["10.200.0.0/28"],"dhcpv6Refresh":"2001:db8::/64"},
             {"mac":"42:01:0a:80:00:03"}]}}"#;
-        let nics = interfaces(json, ALL).unwrap();
+        let nics = interfaces(json, ALL_LISTS).unwrap();
         assert_eq!(nics.len(), 2);
         assert_eq!(nics[0].mac.as_deref(), Some("42:01:0a:80:00:02"));
         let wanted: Vec<String> = nics[0].wanted.iter().map(|p| p.to_string()).collect();
@@ -657,7 +657,7 @@ mod tests {
             {"mac":"not-a-mac","forwardedIps":["10.0.0.5"]},
             "eth9",
             {"forwardedIps":[]}]}}"#;
-        let nics = interfaces(json, ALL).unwrap();
+        let nics = interfaces(json, ALL_LISTS).unwrap();
         assert_eq!(nics[0].wanted, [p("10.0.0.1")]);
         let refused: Vec<(&str, &str, &str)> = nics[0]
             .refused
@@ -689,19 +689,19 @@ mod tests {
     #[test]
     fn a_missing_or_odd_interface_list_is_unreadable_not_empty() {
         assert_eq!(
-            interfaces(r#"{"instance":{}}"#, ALL),
+            interfaces(r#"{"instance":{}}"#, ALL_LISTS),
             Err(Unreadable::Missing)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":null}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":null}}"#, ALL_LISTS),
             Err(Unreadable::Missing)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":{}}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":{}}}"#, ALL_LISTS),
             Err(Unreadable::NotAList)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":[]}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":[]}}"#, ALL_LISTS),
             Ok(Vec::new())
         );
     }
@@ -712,7 +712,7 @@ mod tests {
             r#"{{"instance":{{"networkInterfaces":[{{"mac":"42:01:0a:80:00:02","forwardedIps":["{}"]}}]}}}}"#,
             "9".repeat(5000)
         );
-        let nics = interfaces(&long, ALL).unwrap();
+        let nics = interfaces(&long, ALL_LISTS).unwrap();
         assert!(nics[0].refused[0].value.len() < 80);
     }
 
