@@ -412,16 +412,6 @@ fn half_a_megabyte_of_keys_and_garbage() {
     assert_running(&sb, &mut daemon);
 }
 
-/// Peak resident memory of a process in KiB (VmHWM).
-fn peak_rss_kib(pid: i32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", pid)).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or_else(|| panic!("no VmHWM for {}", pid))
-}
-
 /// A document just under the 4 MiB limit (almost all of it `ssh-keys`) is used, and the
 /// guest daemon, every thread on the one shared document, stays under 64 MiB; a document
 /// over the limit changes nothing and is logged once.
