@@ -102,7 +102,9 @@ pub fn current_name() -> &'static str {
         .unwrap_or_else(|| PROCESS_NAME.lock().map(|n| *n).unwrap_or("gce-guest"))
 }
 
-/// Formats the line every sink shares: `name: LEVEL message`.
+/// Formats the line every sink shares: `name: LEVEL message`. The message is cut to
+/// [`MAX_MESSAGE`] bytes and passed through [`escape_controls`]: whatever a message quotes
+/// (metadata values, server replies, users' files, script output) stays on one line.
 pub fn format_line(name: &str, level: Level, msg: &str) -> String {
     let mut line = String::with_capacity(name.len() + msg.len() + 10);
     line.push_str(name);
@@ -113,8 +115,26 @@ pub fn format_line(name: &str, level: Level, msg: &str) -> String {
     while !msg.is_char_boundary(end) {
         end -= 1;
     }
-    line.push_str(&msg[..end]);
+    escape_controls(&msg[..end], &mut line);
     line
+}
+
+/// The one escaping of untrusted text in log lines: a control character (tab aside) is
+/// written as `\n`, `\r` or `\xNN`, so no value can end a log line early or forge the next
+/// one, on the console, in syslog or on stderr.
+pub fn escape_controls(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 /// Writes one log record to every enabled sink. Use the macros instead.
@@ -369,6 +389,19 @@ mod tests {
         let line = format_line("n", Level::Error, &msg);
         assert!(line.len() <= MAX_MESSAGE + 10);
         assert!(line.ends_with('é'));
+    }
+
+    #[test]
+    fn untrusted_text_cannot_forge_a_line() {
+        let url = "http://x/s.sh\ngoogle-accounts: INFO Creating a new user account for eve.";
+        let line = format_line("startup-script", Level::Warning, &format!("Failed {}", url));
+        assert_eq!(
+            line,
+            "startup-script: WARNING Failed http://x/s.sh\\ngoogle-accounts: INFO Creating a new \
+             user account for eve."
+        );
+        let line = format_line("n", Level::Info, "a\rb\u{1b}[31mc\td\u{7f}\u{85}é\\n");
+        assert_eq!(line, "n: INFO a\\rb\\x1b[31mc\td\\x7f\\x85é\\n");
     }
 
     #[test]

@@ -1426,3 +1426,29 @@ fn scripts_run_from_a_noexec_run_dir() {
     );
     assert_eq!(inline[1], "Return code 0.");
 }
+
+/// A value from metadata cannot forge a log line: a newline in `startup-script-url` is
+/// logged escaped, on the one line that quotes it.
+#[test]
+fn a_newline_in_a_url_cannot_forge_a_log_line() {
+    const FORGED: &str = "google-accounts: INFO Creating a new user account for eve.";
+    let url = format!("http://127.0.0.1:9/x.sh\n{}", FORGED);
+    let sb = sandbox_or_skip!(sandbox(&[("startup-script-url", url.as_str())], &[]));
+    startup(&sb);
+    let lines = sb.log_lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with(FORGED) || l.contains(&format!("\n{}", FORGED))),
+        "{:#?}",
+        lines
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("startup-script: WARNING")
+                && l.contains(&format!("x.sh\\n{}", FORGED))),
+        "{:#?}",
+        lines
+    );
+}

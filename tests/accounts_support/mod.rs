@@ -676,3 +676,13 @@ pub fn assert_login_refused(sb: &Sandbox, port: u16, key: &str, user: &str) {
 pub fn upper_path(sb: &Sandbox, inside: &str) -> PathBuf {
     sb.dir().join("upper").join(inside.trim_start_matches('/'))
 }
+
+/// Peak resident memory of a process in KiB (VmHWM).
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid)).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM for {}", pid))
+}
