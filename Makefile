@@ -39,7 +39,7 @@ emulator: prereqs
 # that the product has none of the hooks.
 test: prereqs release
 	bash tools/prereqs.sh
-	GCE_GUEST_PRODUCT_BINARY=$(CURDIR)/$(RELEASE_BIN) \
+	GCE_GUEST_PRODUCT_BINARY=$(CURDIR)/$(RELEASE_BIN) GCE_GUEST_VENDORED_TESTS=vendor/minreq/Cargo.toml \
 	  bash tools/run-tests.sh --locked --target $(TARGET) --features emulator,test-hooks
 
 # Minutes-long runs kept out of CI: fuzzing and real-time outages.
