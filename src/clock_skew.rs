@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use tinyjson::JsonValue;
 
 use crate::error::{Context, Error, Result};
-use crate::json;
+use crate::json::{self, Slice};
 
 /// Where the daemon looks; fixed on a real system.
 pub struct ClockSkew {
@@ -118,16 +118,20 @@ impl ClockSkew {
     }
 }
 
+fn drift_token(doc: &JsonValue) -> Option<&JsonValue> {
+    json::lookup(doc, "instance/virtualClock/driftToken")
+}
+
 /// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
 impl ClockSkew {
     /// The drift token.
-    pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
-        json::lookup(doc, "instance/virtualClock/driftToken").cloned()
+    pub fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
+        vec![drift_token(doc)]
     }
 
     /// Sets the clock from the RTC (the token changed).
     pub fn apply(&mut self, doc: &JsonValue) -> Result<()> {
-        let Some(token) = self.slice(doc) else {
+        let Some(token) = drift_token(doc) else {
             debug!("no drift token in metadata");
             return Ok(());
         };
@@ -158,7 +162,7 @@ mod tests {
         let d = ClockSkew::new();
         let doc = json::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":1}}"#)
             .unwrap();
-        assert_eq!(d.slice(&doc), Some(JsonValue::String("123".into())));
+        assert_eq!(d.slice(&doc), [Some(&JsonValue::String("123".into()))]);
         let other =
             json::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":2}}"#)
                 .unwrap();

@@ -17,6 +17,8 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
+use crate::json::Slice;
+
 use crate::error::Result;
 use crate::fsutil::{self, LockGuard};
 use crate::mds::{Client, Watcher};
@@ -36,13 +38,15 @@ pub const TEST_PANIC_ENV: &str = "GCE_GUEST_TEST_PANIC";
 
 /// One daemon's behaviour. The runner owns the thread, the lock and the error handling.
 pub trait Daemon: Send {
-    /// The part of the metadata document this daemon acts on; `apply` runs only when it
-    /// differs from the slice of the last document applied successfully.
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue>;
+    /// The parts of the metadata document this daemon acts on, borrowed from it; `apply`
+    /// runs only when they differ from those of the last document applied successfully.
+    /// Nothing is copied: the documents are compared in place.
+    fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d>;
 
     /// Acts on a new document (whose slice changed). An error is logged and the same
-    /// document is applied again after a backoff.
-    fn apply(&mut self, doc: &JsonValue) -> Result<()>;
+    /// document is applied again after a backoff. The document is shared with the other
+    /// daemons: keep the `Arc`, never a copy.
+    fn apply(&mut self, doc: &Arc<JsonValue>) -> Result<()>;
 
     /// When the daemon wants [`Daemon::wake`] called without a new document (for example
     /// a key's expiry time).
@@ -156,7 +160,7 @@ fn run(
         .spawn(move || {
             let mut watcher = Watcher::new(Client::from_env(), "");
             while let Some(snapshot) = watcher.next(signals) {
-                let doc = Arc::new(snapshot.doc);
+                let doc = snapshot.doc;
                 for tx in &watch_senders {
                     let _ = tx.send(Msg::Document(Arc::clone(&doc)));
                 }
@@ -299,8 +303,8 @@ struct DaemonTurns {
     daemon: Box<dyn Daemon>,
     /// The newest document received.
     latest: Option<Arc<JsonValue>>,
-    /// The slice of the last document applied successfully.
-    applied: Option<Option<JsonValue>>,
+    /// The last document applied successfully (shared, not a copy).
+    applied: Option<Arc<JsonValue>>,
     /// When a failed update is tried again.
     retry_at: Option<Instant>,
     backoff: Backoff,
@@ -363,9 +367,10 @@ impl DaemonTurns {
         }
         self.pending = false;
         let doc = self.latest.clone()?;
-        let slice = self.daemon.slice(&doc);
-        if self.applied.as_ref() == Some(&slice) {
-            return None;
+        if let Some(applied) = &self.applied {
+            if Arc::ptr_eq(applied, &doc) || self.daemon.slice(applied) == self.daemon.slice(&doc) {
+                return None;
+            }
         }
         self.updates += 1;
         let (n, name, daemon) = (self.updates, self.spec.name, &mut self.daemon);
@@ -376,7 +381,7 @@ impl DaemonTurns {
             daemon.apply(&doc)
         });
         if matches!(outcome, CallOutcome::Done) {
-            self.applied = Some(slice);
+            self.applied = Some(doc);
         }
         Some(outcome)
     }

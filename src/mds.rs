@@ -10,6 +10,7 @@
 //! without a new ETag.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
@@ -264,7 +265,7 @@ impl Client {
         let doc = json_body(&reply)?;
         Ok(Snapshot {
             etag: reply.etag,
-            doc,
+            doc: Arc::new(doc),
         })
     }
 }
@@ -314,7 +315,7 @@ pub struct Snapshot {
     /// Its ETag, when the server sent one.
     pub etag: Option<String>,
     /// The recursive JSON document.
-    pub doc: JsonValue,
+    pub doc: Arc<JsonValue>,
 }
 
 /// Logs a run of failures once: the first, each change of kind, and the recovery.
@@ -363,7 +364,7 @@ pub struct Watcher {
     client: Client,
     path: String,
     etag: String,
-    last_doc: Option<JsonValue>,
+    last_doc: Option<Arc<JsonValue>>,
     failures: FailureLog,
     backoff: Backoff,
     slow_down: Backoff,
@@ -431,7 +432,7 @@ impl Watcher {
                         self.slow_down.reset();
                     }
                     if changed {
-                        self.last_doc = Some(snap.doc.clone());
+                        self.last_doc = Some(Arc::clone(&snap.doc));
                         return Some(snap);
                     }
                 }

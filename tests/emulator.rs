@@ -1243,7 +1243,7 @@ fn the_crates_own_client_understands_the_emulator() {
     assert_eq!(client.get_text("instance/nothing").unwrap(), None);
     assert_eq!(client.get_json("").unwrap(), Some(sample_document()));
     let snap = client.watch_once("", "0", 5).unwrap();
-    assert_eq!(snap.doc, sample_document());
+    assert_eq!(*snap.doc, sample_document());
     let etag = snap.etag.unwrap();
     let started = Instant::now();
     let again = client.watch_once("", &etag, 1).unwrap();

@@ -467,7 +467,9 @@ fn hostile_server(head: Vec<u8>, tail: Tail) -> String {
     addr
 }
 
-/// Runs `google_metadata_get ARGS` against `addr`; gives its output and its peak RSS in KiB.
+/// Runs `google_metadata_get ARGS` against `addr`; gives its output and its peak RSS in KiB,
+/// read from VmHWM while it runs (the high-water mark of its own image: `wait4`'s maxrss
+/// would count the test process it was forked from).
 fn get_measured(addr: &str, args: &[&str]) -> (std::process::Output, i64) {
     use std::io::Read;
     let mut child = Command::new(env!("CARGO_BIN_EXE_gce-guest"))
@@ -479,41 +481,39 @@ fn get_measured(addr: &str, args: &[&str]) -> (std::process::Output, i64) {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    let mut err_pipe = child.stderr.take().unwrap();
-    let err_reader = std::thread::spawn(move || {
-        let mut buf = Vec::new();
-        err_pipe.read_to_end(&mut buf).ok();
-        buf
-    });
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_end(&mut stdout)
-        .unwrap();
-    stderr.extend(err_reader.join().unwrap());
-    let mut status = 0;
-    // SAFETY: an all-zero rusage is a valid value; wait4 fills it and the status for our
-    // own child, which std has not reaped (we never call child.wait()).
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    let pid = child.id() as libc::pid_t;
-    // SAFETY: valid pointers to locals; pid is our child.
-    let reaped = unsafe { libc::wait4(pid, &mut status, 0, &mut usage) };
-    assert_eq!(reaped, pid, "wait4: {}", std::io::Error::last_os_error());
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).ok();
+            buf
+        })
     };
-    std::mem::forget(child);
+    let out_reader = reader(Box::new(child.stdout.take().unwrap()));
+    let err_reader = reader(Box::new(child.stderr.take().unwrap()));
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0i64;
+    let status = loop {
+        // Once it runs gce-guest (after exec), VmHWM counts only the program's own memory.
+        let hwm = std::fs::read_to_string(&status_path)
+            .ok()
+            .filter(|s| s.lines().any(|l| l == "Name:\tgce-guest"))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            });
+        peak_kib = peak_kib.max(hwm.unwrap_or(0));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
     let output = std::process::Output {
-        status: std::os::unix::process::ExitStatusExt::from_raw(code << 8),
-        stdout,
-        stderr,
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
     };
-    (output, usage.ru_maxrss)
+    (output, peak_kib)
 }
 
 const RSS_LIMIT_KIB: i64 = 64 * 1024;

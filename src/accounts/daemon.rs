@@ -3,6 +3,7 @@
 //! Failed users are retried by the runner's backoff; everything else is left alone.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tinyjson::JsonValue;
@@ -13,7 +14,7 @@ use super::plan::{plan, AppliedKeys, PlanConfig, SystemView};
 use super::system::{ensure_sudoers, Applier, SystemState};
 use super::NoteLog;
 use crate::error::{Error, Result};
-use crate::json;
+use crate::json::{self, Slice};
 use crate::mds::Snapshot;
 use crate::settings::AccountsSettings;
 
@@ -142,33 +143,25 @@ impl AccountsDaemon {
 /// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
 impl AccountsDaemon {
     /// The attributes it reads; a change anywhere else does not wake it.
-    pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
-        let pick = |scope: &str, keys: &[&str]| -> JsonValue {
-            let mut map = std::collections::HashMap::new();
-            for key in keys {
-                if let Some(v) = json::lookup(doc, &format!("{}/attributes/{}", scope, key)) {
-                    map.insert(key.to_string(), v.clone());
-                }
-            }
-            JsonValue::Object(map)
+    pub fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
+        let pick = |scope: &'static str, keys: &'static [&'static str]| {
+            keys.iter()
+                .map(move |key| json::lookup(doc, &format!("{}/attributes/{}", scope, key)))
         };
-        let mut slice = std::collections::HashMap::new();
-        slice.insert("instance".to_string(), pick("instance", &INSTANCE_KEYS));
-        slice.insert("project".to_string(), pick("project", &PROJECT_KEYS));
-        // Present only so that a document without `instance` is still a change to act on
-        // (and be refused by the planner) rather than silently equal to an empty one.
-        slice.insert(
-            "hasInstance".to_string(),
-            JsonValue::Boolean(json::lookup(doc, "instance").is_some()),
-        );
-        Some(JsonValue::Object(slice))
+        let mut slice: Slice<'d> = pick("instance", &INSTANCE_KEYS)
+            .chain(pick("project", &PROJECT_KEYS))
+            .collect();
+        // So that a document without `instance` is still a change to act on (and be
+        // refused by the planner) rather than silently equal to an empty one.
+        slice.push(json::lookup(doc, "instance").map(|_| &json::PRESENT));
+        slice
     }
 
-    /// Brings users and keys in line with `doc`.
-    pub fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    /// Brings users and keys in line with `doc` (kept shared for the expiry timer).
+    pub fn apply(&mut self, doc: &Arc<JsonValue>) -> Result<()> {
         let snapshot = Snapshot {
             etag: None,
-            doc: doc.clone(),
+            doc: Arc::clone(doc),
         };
         let result = self.round(&snapshot);
         self.last = Some(snapshot);

@@ -206,7 +206,9 @@ mod tests {
     fn snapshot(json: &str) -> Snapshot {
         Snapshot {
             etag: None,
-            doc: crate::json::parse_json(json).expect("test JSON parses"),
+            doc: crate::json::parse_json(json)
+                .expect("test JSON parses")
+                .into(),
         }
     }
 

@@ -1,9 +1,12 @@
 //! `google_accounts_daemon`: the accounts daemon ([`crate::accounts`]) on its own, and its
 //! entry in `google_guest_daemon`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tinyjson::JsonValue;
+
+use crate::json::Slice;
 
 use super::{Applet, Invocation, Output};
 use crate::accounts::daemon::AccountsDaemon;
@@ -34,11 +37,11 @@ fn main(inv: &Invocation) -> i32 {
 }
 
 impl Daemon for AccountsDaemon {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
+    fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
         AccountsDaemon::slice(self, doc)
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    fn apply(&mut self, doc: &Arc<JsonValue>) -> Result<()> {
         AccountsDaemon::apply(self, doc)
     }
 

@@ -3,6 +3,10 @@
 
 use tinyjson::JsonValue;
 
+use crate::json::Slice;
+
+use std::sync::Arc;
+
 use super::{Applet, Invocation, Output};
 use crate::clock_skew::ClockSkew;
 use crate::daemon::{self, Daemon, DaemonSpec};
@@ -31,11 +35,11 @@ fn main(inv: &Invocation) -> i32 {
 }
 
 impl Daemon for ClockSkew {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
+    fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
         ClockSkew::slice(self, doc)
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    fn apply(&mut self, doc: &Arc<JsonValue>) -> Result<()> {
         ClockSkew::apply(self, doc)
     }
 }

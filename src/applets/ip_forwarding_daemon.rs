@@ -1,9 +1,12 @@
 //! `google_ip_forwarding_daemon` (and its 2.8 name `google_network_daemon`): the network
 //! daemon ([`crate::network`]) on its own, and its entry in `google_guest_daemon`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use tinyjson::JsonValue;
+
+use crate::json::Slice;
 
 use super::{Applet, Invocation, Output};
 use crate::daemon::{self, Daemon, DaemonSpec};
@@ -44,11 +47,11 @@ fn main(inv: &Invocation) -> i32 {
 }
 
 impl Daemon for NetworkDaemon {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
+    fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
         NetworkDaemon::slice(self, doc)
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    fn apply(&mut self, doc: &Arc<JsonValue>) -> Result<()> {
         NetworkDaemon::apply(self, doc)
     }
 

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use tinyjson::JsonValue;
@@ -15,7 +16,7 @@ use super::{
     as_logger, dhcp, Options, NETWORKING_LOGGER, ROUTES_LOGGER, SETUP_LOGGER, UNKNOWN_MAC_RETRY,
 };
 use crate::error::{Context, Result};
-use crate::json;
+use crate::json::{self, Slice};
 use crate::log::{Level, LogOnce};
 use crate::netlink::Netlink;
 use crate::settings::Settings;
@@ -68,7 +69,7 @@ pub struct NetworkDaemon {
     notes: NoticeLog,
     secondaries: BTreeSet<String>,
     dhcpv6_on: Option<String>,
-    last: Option<JsonValue>,
+    last: Option<Arc<JsonValue>>,
     look_again_at: Option<Instant>,
 }
 
@@ -239,18 +240,21 @@ fn refusal_notes(entry: &NicEntry, notes: &mut Vec<Notice>) {
     }
 }
 
+fn interfaces(doc: &JsonValue) -> Option<&JsonValue> {
+    json::lookup(doc, "instance/networkInterfaces")
+}
+
 /// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
 impl NetworkDaemon {
     /// The interface list.
-    pub fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
-        json::lookup(doc, "instance/networkInterfaces").cloned()
+    pub fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
+        vec![interfaces(doc)]
     }
 
     /// Brings routes and secondary NICs in line with `doc`.
-    pub fn apply(&mut self, doc: &JsonValue) -> Result<()> {
-        self.last = self.slice(doc);
-        let last = self.last.clone();
-        self.update(last.as_ref())
+    pub fn apply(&mut self, doc: &Arc<JsonValue>) -> Result<()> {
+        self.last = Some(Arc::clone(doc));
+        self.update(interfaces(doc))
     }
 
     /// When NICs are looked for again (metadata named an unknown MAC).
@@ -261,7 +265,7 @@ impl NetworkDaemon {
     /// Looks for the NICs again.
     pub fn wake(&mut self) -> Result<()> {
         let last = self.last.clone();
-        let outcome = self.update(last.as_ref());
+        let outcome = self.update(last.as_deref().and_then(interfaces));
         if outcome.is_err() {
             self.look_again_at = Some(Instant::now() + crate::timing::scaled(UNKNOWN_MAC_RETRY));
         }
@@ -301,11 +305,12 @@ mod tests {
             r#"{"instance":{"id":2,"networkInterfaces":[{"mac":"42:01:0a:80:00:02"}]}}"#,
         )
         .unwrap();
-        assert!(daemon.slice(&doc).is_some());
+        assert_eq!(daemon.slice(&doc).len(), 1);
+        assert!(daemon.slice(&doc)[0].is_some());
         assert_eq!(daemon.slice(&doc), daemon.slice(&other));
         assert_eq!(
             daemon.slice(&json::parse_json(r#"{"instance":{}}"#).unwrap()),
-            None
+            [None]
         );
     }
 }
