@@ -4,15 +4,17 @@
 //! virtio-blk serial, the local-SSD numbering, and the `/dev/disk/by-id/google-*` links
 //! made from them (for mdev on busybox images).
 //!
-//! Parsing and planning are pure functions over bytes; the NVMe admin ioctl, the sysfs
-//! reads and the link changes are the thin I/O at the end of this file.
+//! Parsing and planning are pure functions over bytes; the NVMe admin ioctl (through
+//! `sys`), the sysfs reads and the link changes are the thin I/O at the end of this file.
 
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 
+use crate::error::Context;
+use crate::sys;
 use crate::{Error, Result};
 
 /// Bytes of an Identify data structure.
@@ -167,50 +169,22 @@ pub fn plan_links(
 
 // ---- I/O ----
 
-/// `_IO('N', 0x40)`: the namespace id of an NVMe block device.
-const NVME_IOCTL_ID: u32 = 0x4E40;
-/// `_IOWR('N', 0x41, struct nvme_admin_cmd)` (72 bytes).
-const NVME_IOCTL_ADMIN_CMD: u32 = 0xC048_4E41;
 /// Admin opcode Identify.
 const NVME_ADMIN_IDENTIFY: u8 = 0x06;
 /// CNS 0: Identify Namespace.
 const NVME_CNS_NAMESPACE: u32 = 0;
 
-/// `struct nvme_admin_cmd` (= `nvme_passthru_cmd`) of `<linux/nvme_ioctl.h>`.
-#[repr(C)]
-#[derive(Default)]
-struct NvmeAdminCmd {
-    opcode: u8,
-    flags: u8,
-    rsvd1: u16,
-    nsid: u32,
-    cdw2: u32,
-    cdw3: u32,
-    metadata: u64,
-    addr: u64,
-    metadata_len: u32,
-    data_len: u32,
-    cdw10: u32,
-    cdw11: u32,
-    cdw12: u32,
-    cdw13: u32,
-    cdw14: u32,
-    cdw15: u32,
-    timeout_ms: u32,
-    result: u32,
-}
-
 /// The Identify Namespace page of an NVMe namespace block device, by the admin ioctl. A
 /// regular file is read as a captured page instead (`nvme id-ns -b` output).
 pub fn identify_namespace(dev: &Path) -> Result<Vec<u8>> {
-    let mut file = File::open(dev).map_err(|e| Error::io("open", dev, e))?;
-    let meta = file.metadata().map_err(|e| Error::io("stat", dev, e))?;
+    let mut file = File::open(dev).context("open", dev)?;
+    let meta = file.metadata().context("stat", dev)?;
     if meta.is_file() {
         let mut page = Vec::with_capacity(IDENTIFY_LEN);
         (&mut file)
             .take(IDENTIFY_LEN as u64)
             .read_to_end(&mut page)
-            .map_err(|e| Error::io("read", dev, e))?;
+            .context("read", dev)?;
         return Ok(page);
     }
     if !meta.file_type().is_block_device() {
@@ -219,38 +193,16 @@ pub fn identify_namespace(dev: &Path) -> Result<Vec<u8>> {
             dev.display()
         )));
     }
-    let fd = file.as_raw_fd();
-    // SAFETY: NVME_IOCTL_ID takes no argument and returns the namespace id or -1; `fd` is
-    // open for the whole call.
-    let nsid = unsafe { libc::ioctl(fd, NVME_IOCTL_ID as _) };
-    if nsid <= 0 {
-        return Err(Error::io(
-            "get the NVMe namespace id of",
-            dev,
-            std::io::Error::last_os_error(),
-        ));
-    }
+    let nsid = sys::nvme_namespace_id(file.as_fd()).context("get the NVMe namespace id of", dev)?;
     let mut page = vec![0u8; IDENTIFY_LEN];
-    let mut cmd = NvmeAdminCmd {
-        opcode: NVME_ADMIN_IDENTIFY,
-        nsid: nsid as u32,
-        addr: page.as_mut_ptr() as u64,
-        data_len: IDENTIFY_LEN as u32,
-        cdw10: NVME_CNS_NAMESPACE,
-        ..NvmeAdminCmd::default()
-    };
-    // SAFETY: `cmd` is the kernel's 72-byte `struct nvme_admin_cmd`; `addr` points at
-    // `page`, which is `data_len` bytes long and outlives the call; the kernel writes at
-    // most `data_len` bytes there and fills `cmd.result`.
-    let status = unsafe { libc::ioctl(fd, NVME_IOCTL_ADMIN_CMD as _, &mut cmd as *mut _) };
-    if status != 0 {
-        let detail = if status < 0 {
-            std::io::Error::last_os_error()
-        } else {
-            std::io::Error::other(format!("NVMe status {:#x}", status))
-        };
-        return Err(Error::io("identify the NVMe namespace", dev, detail));
-    }
+    sys::nvme_admin_read(
+        file.as_fd(),
+        NVME_ADMIN_IDENTIFY,
+        nsid,
+        NVME_CNS_NAMESPACE,
+        &mut page,
+    )
+    .context("identify the NVMe namespace", dev)?;
     Ok(page)
 }
 
@@ -277,7 +229,7 @@ fn read_small(path: &Path) -> Option<Vec<u8>> {
 /// is the parent directory of its device directory.
 pub fn block_device(sys: &Path, name: &str) -> Result<BlockDevice> {
     let dir = sys.join("class/block").join(name);
-    let real = dir.canonicalize().map_err(|e| Error::io("find", &dir, e))?;
+    let real = dir.canonicalize().context("find", &dir)?;
     let partition = read_small(&real.join("partition"))
         .and_then(|b| String::from_utf8(b).ok())
         .and_then(|s| s.trim().parse::<u32>().ok());
@@ -329,22 +281,21 @@ pub fn apply_links(dev: &Path, changes: &[LinkChange]) -> Result<()> {
     for change in changes {
         match change {
             LinkChange::Create { link, target } => {
-                std::fs::create_dir_all(&dir).map_err(|e| Error::io("create", &dir, e))?;
+                std::fs::create_dir_all(&dir).context("create", &dir)?;
                 let path = dir.join(link);
                 if std::fs::read_link(&path).ok() == Some(PathBuf::from(target)) {
                     continue;
                 }
                 let tmp = dir.join(format!(".{}.tmp", link));
                 let _ = std::fs::remove_file(&tmp);
-                std::os::unix::fs::symlink(target, &tmp)
-                    .map_err(|e| Error::io("create link", &tmp, e))?;
-                std::fs::rename(&tmp, &path).map_err(|e| Error::io("rename", &path, e))?;
+                std::os::unix::fs::symlink(target, &tmp).context("create link", &tmp)?;
+                std::fs::rename(&tmp, &path).context("rename", &path)?;
                 println!("{} -> {}", path.display(), target);
             }
             LinkChange::Remove { link, target } => {
                 let path = dir.join(link);
                 if std::fs::read_link(&path).ok() == Some(PathBuf::from(target)) {
-                    std::fs::remove_file(&path).map_err(|e| Error::io("remove", &path, e))?;
+                    std::fs::remove_file(&path).context("remove", &path)?;
                     println!("removed {}", path.display());
                 }
             }
@@ -434,21 +385,6 @@ mod tests {
             "ID_SERIAL_SHORT=local-nvme-ssd-1\nID_SERIAL=Google_EphemeralDisk_local-nvme-ssd-1\n"
         );
         assert_eq!(local_ssd_name(0), None);
-    }
-
-    #[test]
-    fn the_admin_command_has_the_kernel_layout() {
-        // struct nvme_admin_cmd is 72 bytes; _IOWR('N', 0x41, it) and _IO('N', 0x40).
-        assert_eq!(std::mem::size_of::<NvmeAdminCmd>(), 72);
-        let iowr = (3u32 << 30) | (72 << 16) | ((b'N' as u32) << 8) | 0x41;
-        assert_eq!(NVME_IOCTL_ADMIN_CMD, iowr);
-        assert_eq!(NVME_IOCTL_ID, ((b'N' as u32) << 8) | 0x40);
-        let cmd = NvmeAdminCmd::default();
-        let base = &cmd as *const _ as usize;
-        assert_eq!(&cmd.addr as *const _ as usize - base, 24);
-        assert_eq!(&cmd.data_len as *const _ as usize - base, 36);
-        assert_eq!(&cmd.cdw10 as *const _ as usize - base, 40);
-        assert_eq!(&cmd.result as *const _ as usize - base, 68);
     }
 
     #[test]

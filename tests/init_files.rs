@@ -19,9 +19,7 @@
 //!   `google_nvme_id`, local SSD), and busybox `mdev` with the mdev lines making and
 //!   removing `/dev/disk/by-id/google-*`.
 //!
-//! Run as root: `cargo test --features emulator --test init_files`.
-
-mod packaging_support;
+//! Run as root: `cargo test --features emulator,test-hooks --test integration init_files::`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -30,7 +28,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use packaging_support::*;
+use crate::common::Scratch;
+use crate::packaging_support::*;
 
 const INITS: [&str; 5] = ["systemd", "sysvinit", "upstart", "openrc", "busybox"];
 
@@ -191,7 +190,7 @@ const SYSTEM_PROGRAMS: &[&str] = &["/bin/true", "/bin/kill", "/bin/sh", "/usr/li
 fn every_program_an_init_file_starts_is_installed_by_make_install() {
     let scratch = Scratch::new("lint");
     for init in INITS {
-        let dest = scratch.path().join(init);
+        let dest = scratch.join(init);
         installed(&dest, init);
         let started = programs_started(&dest);
         let files: BTreeSet<&str> = started.iter().map(|(f, _)| f.as_str()).collect();
@@ -290,7 +289,7 @@ fn systemd_units_verify_clean_and_keep_the_ordering() {
         return;
     }
     let scratch = Scratch::new("systemd");
-    let dest = scratch.path().join("dest");
+    let dest = scratch.join("dest");
     installed(&dest, "systemd");
     // The installed /usr over the host's, so ExecStart programs resolve as on an image.
     let verify = Command::new("unshare")
@@ -470,7 +469,7 @@ fn sysvinit_headers_are_the_originals_and_insserv_orders_them() {
         return;
     }
     let scratch = Scratch::new("insserv");
-    let initd = scratch.path().join("init.d");
+    let initd = scratch.join("init.d");
     fs::create_dir_all(&initd).expect("init.d");
     for file in files_in(&dir).iter().filter(|f| {
         f.file_name()
@@ -485,7 +484,7 @@ fn sysvinit_headers_are_the_originals_and_insserv_orders_them() {
          # Required-Stop:     $remote_fs $syslog\n# Default-Start:     2 3 4 5\n# Default-Stop:\n\
          # Short-Description: OpenBSD Secure Shell server\n### END INIT INFO\n",
     );
-    let config = scratch.path().join("insserv.conf");
+    let config = scratch.join("insserv.conf");
     let facilities = "$local_fs +mountall\n$network +networking\n$named +named $network\n\
                       $remote_fs $local_fs +mountnfs\n$syslog +rsyslog\n";
     fs::write(
@@ -500,7 +499,7 @@ fn sysvinit_headers_are_the_originals_and_insserv_orders_them() {
         .arg("-p")
         .arg(&initd)
         .arg("-o")
-        .arg(scratch.path().join("overrides"))
+        .arg(scratch.join("overrides"))
         .arg("-c")
         .arg(&config)
         .stderr(Stdio::null()));
@@ -551,7 +550,7 @@ fn sysvinit_daemon_script_starts_reports_and_stops_under_dash_and_busybox_ash() 
     }
     for shell in ["dash", "busybox"] {
         let scratch = Scratch::new(&format!("sysv-{}", shell));
-        let root = scratch.path();
+        let root: &Path = &scratch;
         for d in ["usr/bin", "run", "etc/default"] {
             fs::create_dir_all(root.join(d)).expect("dir");
         }
@@ -781,7 +780,7 @@ fn openrc_scripts_declare_dependencies_and_supervise_the_daemon() {
 
     // The guest daemon under supervise-daemon: started, respawned after it dies, stopped.
     let scratch = Scratch::new("openrc");
-    let root = scratch.path();
+    let root: &Path = &scratch;
     fs::create_dir_all(root.join("init.d")).expect("init.d");
     fs::create_dir_all(root.join("conf.d")).expect("conf.d");
     let sleep = run(Command::new("sh").arg("-c").arg("command -v sleep"));
@@ -849,7 +848,7 @@ fn busybox_init_runs_setup_once_respawns_the_daemon_and_runs_shutdown_scripts() 
         return;
     }
     let scratch = Scratch::new("bbinit");
-    let root = scratch.path();
+    let root: &Path = &scratch;
     let bin = root.join("bin");
     let etc = root.join("etc");
     let log = root.join("log");
@@ -964,7 +963,7 @@ fn initramfs_hooks_run_the_disk_expand_command() {
         return;
     }
     let scratch = Scratch::new("initramfs");
-    let root = scratch.path();
+    let root: &Path = &scratch;
     let log = root.join("log");
     let bin = root.join("usr/bin");
     stub_programs(
@@ -1153,7 +1152,7 @@ fn udev_rules_name_pd_nvme_through_google_nvme_id_and_number_local_ssds() {
         return;
     }
     let scratch = Scratch::new("udev");
-    let root = scratch.path();
+    let root: &Path = &scratch;
     fake_sysfs(&root.join("sys"));
     let lib = root.join("lib");
     fs::create_dir_all(lib.join("rules.d")).expect("rules.d");
@@ -1198,8 +1197,8 @@ fn udev_rules_name_pd_nvme_through_google_nvme_id_and_number_local_ssds() {
 #[test]
 fn google_nvme_id_mdev_mode_makes_and_removes_the_links() {
     let scratch = Scratch::new("mdev-applet");
-    let sys = scratch.path().join("sys");
-    let dev = scratch.path().join("dev");
+    let sys = scratch.join("sys");
+    let dev = scratch.join("dev");
     fake_sysfs(&sys);
     fs::create_dir_all(&dev).expect("dev");
     // The PD-NVMe namespace's node: a captured identify page (read as a regular file).
@@ -1262,7 +1261,7 @@ fn busybox_mdev_with_the_mdev_lines_makes_the_links() {
         return;
     }
     let scratch = Scratch::new("mdev");
-    let root = scratch.path();
+    let root: &Path = &scratch;
     fake_sysfs(&root.join("sys"));
     let helper = root.join("bin/google_nvme_id");
     fs::create_dir_all(root.join("bin")).expect("bin");

@@ -13,16 +13,15 @@
 //!   only with `RSYSLOG=1`.
 //!
 //! Each test prints what the package installed and removed. Run as root:
-//! `cargo test --features emulator --test packaging -- --nocapture`.
-
-mod packaging_support;
+//! `cargo test --features emulator,test-hooks --test integration packaging:: -- --nocapture`.
 
 use std::collections::BTreeSet;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use packaging_support::*;
+use crate::common::Scratch;
+use crate::packaging_support::*;
 
 const VERSION: &str = env!("CARGO_PKG_VERSION");
 
@@ -101,7 +100,7 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
         return;
     }
     let scratch = Scratch::new("deb");
-    let dist = scratch.path().join("dist");
+    let dist = scratch.join("dist");
     let deb = built(&make(
         "deb",
         &stripped_binary(),
@@ -176,7 +175,7 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     );
 
     // systemd image.
-    let root = scratch.path().join("root");
+    let root = scratch.join("root");
     throwaway_root(
         &root,
         &["etc/default", "var/lib/dpkg/info", "var/lib/dpkg/updates"],
@@ -265,7 +264,7 @@ fn deb_installs_upgrades_removes_and_purges_cleanly() {
     );
 
     // sysvinit image: no systemd, update-rc.d and invoke-rc.d record their calls.
-    let root = scratch.path().join("sysv");
+    let root = scratch.join("sysv");
     throwaway_root(
         &root,
         &["etc/default", "var/lib/dpkg/info", "var/lib/dpkg/updates"],
@@ -352,7 +351,7 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
         return;
     }
     let scratch = Scratch::new("rpm");
-    let dist = scratch.path().join("dist");
+    let dist = scratch.join("dist");
     let rpm_file = built(&make(
         "rpm",
         &stripped_binary(),
@@ -375,7 +374,7 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
         assert!(info.contains(name), "rpm relations lack {}: {}", name, info);
     }
 
-    let root = scratch.path().join("root");
+    let root = scratch.join("root");
     throwaway_root(&root, RPM_SYSTEM_DIRS);
     let rpm =
         |args: &str| in_root_namespace(&root, &format!("rpm --root '{}' {}", root.display(), args));
@@ -448,7 +447,7 @@ fn rpm_installs_upgrades_and_erases_cleanly() {
     );
 
     // No systemd: chkconfig and service.
-    let root = scratch.path().join("sysv");
+    let root = scratch.join("sysv");
     throwaway_root(&root, RPM_SYSTEM_DIRS);
     fs::remove_dir_all(root.join("run/systemd")).expect("no systemd");
     for (dir, tool) in [
@@ -508,7 +507,7 @@ fn tarball_install_sh_installs_every_init_system_under_busybox_ash() {
         return;
     }
     let scratch = Scratch::new("tarball");
-    let dist = scratch.path().join("dist");
+    let dist = scratch.join("dist");
     let tarball = built(&make(
         "tarball",
         &stripped_binary(),
@@ -525,10 +524,10 @@ fn tarball_install_sh_installs_every_init_system_under_busybox_ash() {
         .arg("-xzf")
         .arg(&tarball)
         .arg("-C")
-        .arg(scratch.path()));
-    let unpacked = scratch.path().join(format!("gce-guest-{}", VERSION));
+        .arg(&*scratch));
+    let unpacked = scratch.join(format!("gce-guest-{}", VERSION));
     for (init, witness) in INIT_WITNESS {
-        let dest = scratch.path().join(format!("dest-{}", init));
+        let dest = scratch.join(format!("dest-{}", init));
         fs::create_dir_all(dest.join("etc")).expect("dest");
         if *init == "busybox" {
             fs::write(dest.join("etc/inittab"), "::sysinit:/etc/init.d/rcS\n").expect("inittab");
@@ -573,7 +572,7 @@ fn tarball_install_sh_installs_every_init_system_under_busybox_ash() {
         .arg("--init")
         .arg("launchd")
         .arg("--destdir")
-        .arg(scratch.path().join("nowhere"))
+        .arg(scratch.join("nowhere"))
         .status()
         .expect("run install.sh");
     assert_eq!(status.code(), Some(2));
@@ -582,7 +581,7 @@ fn tarball_install_sh_installs_every_init_system_under_busybox_ash() {
 #[test]
 fn make_install_keeps_an_existing_config_and_adds_rsyslog_only_when_asked() {
     let scratch = Scratch::new("config");
-    let dest = scratch.path().join("dest");
+    let dest = scratch.join("dest");
     let config = dest.join("etc/default/instance_configs.cfg");
     fs::create_dir_all(config.parent().unwrap_or(&dest)).expect("etc/default");
     fs::write(&config, "[InstanceSetup]\nset_hostname = false\n").expect("config");
@@ -602,7 +601,7 @@ fn make_install_keeps_an_existing_config_and_adds_rsyslog_only_when_asked() {
     assert!(dest.join("etc/init.d/google-guest-daemon").is_file());
 
     // A fresh tree gets the commented default file.
-    let fresh = scratch.path().join("fresh");
+    let fresh = scratch.join("fresh");
     make(
         "install",
         &test_binary(),

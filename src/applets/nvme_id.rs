@@ -6,10 +6,19 @@
 
 use std::path::{Path, PathBuf};
 
-use super::Invocation;
+use super::{Applet, Invocation, Output};
 use crate::nvme_id::{self, DiskName};
 
-pub(super) const USAGE: &str = "[-d] DEVICE [-s] | --mdev [--sys DIR] [--dev DIR]
+pub(crate) static APPLET: Applet = Applet {
+    name: "google_nvme_id",
+    run: main,
+    logger: "google-nvme-id",
+    output: Output::Terminal,
+    summary: "Compute Engine disk names for udev (ID_SERIAL_SHORT=) and mdev links",
+    usage: USAGE,
+};
+
+const USAGE: &str = "[-d] DEVICE [-s] | --mdev [--sys DIR] [--dev DIR]
 
   DEVICE     the NVMe namespace to name (/dev/nvme0n1); a regular file is read as a
              captured Identify Namespace page (nvme id-ns -b). The original's
@@ -20,7 +29,7 @@ pub(super) const USAGE: &str = "[-d] DEVICE [-s] | --mdev [--sys DIR] [--dev DIR
   --dev DIR  the device directory (default /dev)
 Exit status 1: the device has no Compute Engine name.";
 
-pub(super) fn main(inv: &Invocation) -> i32 {
+fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optflag("s", "symlink", "")
         .optflag("", "mdev", "")

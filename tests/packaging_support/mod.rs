@@ -1,9 +1,8 @@
 //! Helpers shared by `tests/init_files.rs` and `tests/packaging.rs`: the test build of
-//! `gce-guest` (stripped once for the packages), `make` in the repository, scratch
-//! directories, required tools (a missing one fails the test when `CI=true`), file-tree
-//! listings, and throwaway roots made of busybox for `dpkg --root` and `rpm --root`.
-
-#![allow(dead_code)]
+//! `gce-guest` (stripped once for the packages), `make` in the repository, required tools
+//! (a missing one fails the test when `CI=true`, naming its package from
+//! `tools/prereqs.sh`), file-tree listings, and throwaway roots made of busybox for
+//! `dpkg --root` and `rpm --root`.
 
 use std::collections::BTreeSet;
 use std::fs;
@@ -11,6 +10,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::OnceLock;
+
+use crate::common;
 
 /// The repository (where the Makefile is).
 pub fn repo() -> PathBuf {
@@ -20,28 +21,6 @@ pub fn repo() -> PathBuf {
 /// The `gce-guest` built for the tests.
 pub fn test_binary() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gce-guest"))
-}
-
-/// A directory removed when dropped.
-pub struct Scratch(pub PathBuf);
-
-impl Scratch {
-    pub fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("gce-pkg-{}-{}", name, std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).expect("create scratch directory");
-        Scratch(dir)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The test binary stripped (the packages carry a stripped binary, as the release build's;
@@ -72,12 +51,11 @@ pub fn have_tool(tool: &str) -> bool {
         .map(|s| s.success())
         .unwrap_or(false);
     if !found {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "{} is not installed (CI must install it: .ci/run)",
-            tool
-        );
-        eprintln!("skipped: {} is not installed", tool);
+        let why = common::find_tool(tool, &std::env::var_os("PATH").unwrap_or_default())
+            .err()
+            .unwrap_or_else(|| format!("{} is not installed", tool));
+        assert!(std::env::var("CI").as_deref() != Ok("true"), "{}", why);
+        eprintln!("skipped: {}", why);
     }
     found
 }
