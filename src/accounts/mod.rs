@@ -29,7 +29,7 @@ pub(crate) mod passwd;
 pub(crate) mod plan;
 pub(crate) mod ssh_dir;
 pub(crate) mod system;
-pub mod username;
+pub(crate) mod username;
 
 use std::fmt;
 
