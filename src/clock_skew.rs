@@ -135,7 +135,7 @@ impl ClockSkew {
             debug!("no drift token in metadata");
             return Ok(());
         };
-        info!("Clock drift token has changed: {}.", token_text(&token));
+        info!("Clock drift token has changed: {}.", token_text(token));
         // A failed sync is reported, not retried: the next token change tries again, as the
         // original did (retrying would only repeat the same hardware error).
         if let Err(e) = self.sync() {

@@ -73,7 +73,7 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 /// Names the operation and path of a failed `std::io` call, turning its error into
 /// [`Error::Io`]: `file.sync_all().context("fsync", &path)?`.
-pub trait Context<T> {
+pub(crate) trait Context<T> {
     /// The error as `failed to <op> <path>: <cause>`.
     fn context<P: AsRef<Path>>(self, op: &'static str, path: P) -> Result<T>;
 }
@@ -99,8 +99,9 @@ impl Error {
         Error::Sys { op, source }
     }
 
+    #[cfg(test)]
     /// The underlying OS error number, when there is one.
-    pub fn raw_os_error(&self) -> Option<i32> {
+    pub(crate) fn raw_os_error(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } | Error::Sys { source, .. } => source.raw_os_error(),
             _ => None,

@@ -111,6 +111,7 @@ impl Options {
         }
     }
 
+    #[cfg(test)]
     fn remove(&mut self, key: &str) -> bool {
         let Some(at) = self.by_name.remove(key) else {
             return false;
@@ -212,7 +213,7 @@ fn split_option(line: &str) -> Option<(&str, &str)> {
 
 /// Reads `true`/`false` the way `getboolean` does: `1/yes/true/on` and `0/no/false/off`,
 /// in any case.
-pub fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     const TRUE: [&str; 4] = ["1", "yes", "true", "on"];
     const FALSE: [&str; 4] = ["0", "no", "false", "off"];
     if TRUE.iter().any(|w| value.eq_ignore_ascii_case(w)) {
@@ -226,7 +227,7 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 
 /// Turns a literal value into a raw one: every `%` doubled, so reading it back (here or in
 /// Python) gives exactly `literal`.
-pub fn escape_percent(literal: &str) -> Cow<'_, str> {
+pub(crate) fn escape_percent(literal: &str) -> Cow<'_, str> {
     if literal.contains('%') {
         Cow::Owned(literal.replace('%', "%%"))
     } else {
@@ -477,7 +478,7 @@ impl Ini {
     }
 
     /// True when the section exists (`DEFAULT` never counts, as in Python).
-    pub fn has_section(&self, section: &str) -> bool {
+    pub(crate) fn has_section(&self, section: &str) -> bool {
         self.section_index(section).is_some()
     }
 
@@ -499,7 +500,7 @@ impl Ini {
     }
 
     /// True when `option` can be read from `section`, directly or from `[DEFAULT]`.
-    pub fn has_option(&self, section: &str, option: &str) -> bool {
+    pub(crate) fn has_option(&self, section: &str, option: &str) -> bool {
         self.get(section, option).is_some()
     }
 
@@ -585,7 +586,7 @@ impl Ini {
     }
 
     /// Adds an empty section unless it exists (or is `DEFAULT`). True when added.
-    pub fn add_section(&mut self, section: &str) -> bool {
+    pub(crate) fn add_section(&mut self, section: &str) -> bool {
         if section == DEFAULT_SECTION || self.has_section(section) {
             return false;
         }
@@ -613,7 +614,7 @@ impl Ini {
     /// [`Ini::set`] unless [`Ini::has_option`] (which counts `[DEFAULT]` for an existing
     /// section, as Python's `has_option` does); true when set. This is the
     /// `overwrite=False` of the Python guest environment's `SetOption`.
-    pub fn set_if_missing(&mut self, section: &str, option: &str, value: &str) -> bool {
+    pub(crate) fn set_if_missing(&mut self, section: &str, option: &str, value: &str) -> bool {
         if self.has_option(section, option) {
             return false;
         }
@@ -621,8 +622,9 @@ impl Ini {
         true
     }
 
+    #[cfg(test)]
     /// Removes an option stored in `section` itself; true when there was one.
-    pub fn remove_option(&mut self, section: &str, option: &str) -> bool {
+    pub(crate) fn remove_option(&mut self, section: &str, option: &str) -> bool {
         let key = option_key(option);
         let options = if section == DEFAULT_SECTION {
             &mut self.defaults

@@ -54,6 +54,13 @@ pub fn lookup_str<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a str> {
     }
 }
 
+/// The parts of a document one daemon reads, borrowed from it (`None` where a part is
+/// absent): two documents are compared part by part without copying them.
+pub type Slice<'d> = Vec<Option<&'d JsonValue>>;
+
+/// A slice part that stands for "present" where only presence matters.
+pub static PRESENT: JsonValue = JsonValue::Null;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,10 +86,3 @@ mod tests {
         assert!(lookup(&doc, "instance/nothing").is_none());
     }
 }
-
-/// The parts of a document one daemon reads, borrowed from it (`None` where a part is
-/// absent): two documents are compared part by part without copying them.
-pub type Slice<'d> = Vec<Option<&'d JsonValue>>;
-
-/// A slice part that stands for "present" where only presence matters.
-pub static PRESENT: JsonValue = JsonValue::Null;

@@ -22,15 +22,15 @@ use crate::signals::{Signals, Wake};
 use crate::timing::{scaled, scaled_secs, Backoff};
 
 /// The metadata server's address: always the IP, never a DNS name.
-pub const DEFAULT_HOST: &str = "169.254.169.254";
+pub(crate) const DEFAULT_HOST: &str = "169.254.169.254";
 /// `host[:port]` overriding [`DEFAULT_HOST`] (the variable Google's client libraries read).
-pub const HOST_ENV: &str = "GCE_METADATA_HOST";
+pub(crate) const HOST_ENV: &str = "GCE_METADATA_HOST";
 /// Seconds the server may hold a watch before answering unchanged.
-pub const WATCH_TIMEOUT_SEC: u64 = 60;
+pub(crate) const WATCH_TIMEOUT_SEC: u64 = 60;
 /// Extra seconds the client waits beyond that before it calls the request hung.
-pub const WATCH_MARGIN_SEC: u64 = 10;
+pub(crate) const WATCH_MARGIN_SEC: u64 = 10;
 /// Client timeout of a plain request.
-pub const REQUEST_TIMEOUT_SEC: u64 = 10;
+pub(crate) const REQUEST_TIMEOUT_SEC: u64 = 10;
 /// Replies larger than this are refused (metadata is at most a few MB).
 const MAX_BODY: u64 = 4 << 20;
 /// The most header bytes a reply may have.
@@ -67,7 +67,7 @@ impl Default for Client {
 }
 
 /// Percent-encodes a query value.
-pub fn encode_query(value: &str) -> String {
+pub(crate) fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -116,7 +116,7 @@ fn classify(e: minreq::Error) -> Error {
 
 impl Client {
     /// A client for the default address, or `GCE_METADATA_HOST` when set.
-    pub fn from_env() -> Client {
+    pub(crate) fn from_env() -> Client {
         let host = std::env::var(HOST_ENV)
             .ok()
             .map(|h| h.trim().trim_end_matches('/').to_string())
@@ -202,7 +202,7 @@ impl Client {
     }
 
     /// GET `path_query` expecting 200 (404 gives `Ok(None)`); any other status is an error.
-    pub fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<HttpReply>> {
+    pub(crate) fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<HttpReply>> {
         let reply = self.send(minreq::Method::Get, path_query, None, timeout_secs)?;
         match reply.status {
             200 => Ok(Some(reply)),
@@ -231,7 +231,11 @@ impl Client {
 
     /// Like [`Client::get_json`], retrying transient failures with backoff for up to
     /// `budget` (scaled). For one-shot applets.
-    pub fn get_json_retrying(&self, path: &str, budget: Duration) -> Result<Option<JsonValue>> {
+    pub(crate) fn get_json_retrying(
+        &self,
+        path: &str,
+        budget: Duration,
+    ) -> Result<Option<JsonValue>> {
         retrying(budget, || self.get_json(path))
     }
 
@@ -283,7 +287,7 @@ pub(crate) fn json_body(reply: &HttpReply) -> Result<JsonValue> {
 }
 
 /// Whether an error is worth retrying (everything but a definite answer).
-pub fn is_transient(e: &Error) -> bool {
+pub(crate) fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Metadata { .. })
 }
 
@@ -320,7 +324,7 @@ pub struct Snapshot {
 
 /// Logs a run of failures once: the first, each change of kind, and the recovery.
 #[derive(Debug, Default)]
-pub struct FailureLog {
+pub(crate) struct FailureLog {
     current: Option<FailureKind>,
     count: u64,
 }
@@ -340,7 +344,7 @@ impl FailureLog {
     }
 
     /// Records a success; logs the recovery after a run of failures.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         if self.count > 0 {
             info!(
                 "Metadata server is answering again after {} failed requests.",

@@ -86,12 +86,12 @@ impl Signals {
     }
 
     /// Whether a stop was requested.
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.state.lock().map(|s| s.stop).unwrap_or(true)
     }
 
     /// How many SIGHUPs have arrived; a worker that saw a smaller number re-reads its config.
-    pub fn reloads(&self) -> u64 {
+    pub(crate) fn reloads(&self) -> u64 {
         self.state.lock().map(|s| s.reloads).unwrap_or(0)
     }
 
@@ -117,7 +117,7 @@ impl Signals {
     }
 
     /// Waits for the next SIGHUP after the `seen`-th one: `Some(count)`, or `None` on stop.
-    pub fn wait_reload(&self, seen: u64) -> Option<u64> {
+    pub(crate) fn wait_reload(&self, seen: u64) -> Option<u64> {
         let mut st = self.state.lock().ok()?;
         loop {
             if st.stop {
@@ -131,7 +131,8 @@ impl Signals {
     }
 
     /// Waits until a stop is requested.
-    pub fn wait_for_stop(&self) {
+    #[cfg(feature = "emulator")]
+    pub(crate) fn wait_for_stop(&self) {
         while self.sleep(Duration::from_secs(3600)) != Wake::Stop {}
     }
 }

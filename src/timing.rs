@@ -36,7 +36,7 @@ pub fn scaled(d: Duration) -> Duration {
 }
 
 /// Whole seconds under the time scale, at least one.
-pub fn scaled_secs(secs: u64) -> u64 {
+pub(crate) fn scaled_secs(secs: u64) -> u64 {
     ((secs as f64 * time_scale()).ceil() as u64).max(1)
 }
 
@@ -49,7 +49,7 @@ pub fn unix_now() -> i64 {
 }
 
 /// A random number from the kernel (for jitter); falls back to the clock's nanoseconds.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
     if crate::sys::getrandom(&mut buf) {
         return u64::from_ne_bytes(buf);
@@ -86,7 +86,7 @@ impl Backoff {
     }
 
     /// The next wait, already scaled, and advances the sequence.
-    pub fn next_wait(&mut self) -> Duration {
+    pub(crate) fn next_wait(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.cap);
         let half = base / 2;
@@ -126,7 +126,7 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `Mmm dd hh:mm:ss` in UTC, the RFC 3164 time stamp.
-pub fn syslog_timestamp(unix: i64) -> String {
+pub(crate) fn syslog_timestamp(unix: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];

@@ -5,7 +5,7 @@
 //!
 //! - [`username`]: the account-name rule and the [`Username`] type that proves it was applied.
 //! - [`keys`]: `user:key` lines, the public-key plausibility check, `expireOn`.
-//! - [`desired`]: metadata document -> [`DesiredAccounts`] (key sources, OS Login).
+//! - [`desired`]: metadata document -> [`desired::DesiredAccounts`] (key sources, OS Login).
 //! - [`authorized_keys`]: merging our `# Added by Google` lines into a user's file.
 //! - [`ledger`]: `/var/lib/google/google_users` and `google_users_created`.
 //! - [`passwd`]: local accounts (`/etc/passwd`) and `UID_MIN` (`/etc/login.defs`).
@@ -29,7 +29,7 @@ pub(crate) mod passwd;
 pub(crate) mod plan;
 pub(crate) mod ssh_dir;
 pub(crate) mod system;
-pub mod username;
+pub(crate) mod username;
 
 use std::fmt;
 

@@ -11,7 +11,7 @@ use std::borrow::Borrow;
 use std::fmt;
 
 /// Longest accepted name (the `{0,31}` of the Python regex, plus the first character).
-pub const MAX_LEN: usize = 32;
+pub(crate) const MAX_LEN: usize = 32;
 
 /// A name that is safe to hand to `useradd`, to use as a path component and to write to
 /// the ledger. Ordered and compared as its text.

@@ -19,9 +19,9 @@ use crate::sys;
 /// dumps (the kernel never builds a dump datagram larger than 32 KiB, and acks are small),
 /// so datagrams are read in one call each, without measuring them first. A datagram that
 /// did not fit anyway is reported (`MSG_TRUNC`), never used cut short.
-pub const RECV_BUFFER: usize = 64 * 1024;
+pub(crate) const RECV_BUFFER: usize = 64 * 1024;
 /// How long a reply may take before the request fails (the kernel answers at once).
-pub const REPLY_TIMEOUT_SECS: i64 = 5;
+pub(crate) const REPLY_TIMEOUT_SECS: i64 = 5;
 
 /// `SOL_NETLINK` socket options (from `linux/netlink.h`).
 const SOL_NETLINK: libc::c_int = 270;
@@ -51,7 +51,7 @@ impl NetlinkError {
     }
 
     /// Into the crate's error, naming the operation (`"add a local route"`).
-    pub fn into_error(self, op: &'static str) -> crate::Error {
+    pub(crate) fn into_error(self, op: &'static str) -> crate::Error {
         match self {
             NetlinkError::Kernel { errno, .. } => {
                 crate::Error::sys(op, io::Error::from_raw_os_error(errno))
@@ -246,8 +246,9 @@ impl<T: Transport> Netlink<T> {
         }
     }
 
+    #[cfg(test)]
     /// The transport (tests look at what was sent).
-    pub fn transport(&self) -> &T {
+    pub(crate) fn transport(&self) -> &T {
         &self.transport
     }
 
@@ -399,10 +400,10 @@ pub(crate) mod fake {
     pub const PORT: u32 = 4242;
 
     /// A datagram and the port id it comes from.
-    pub type Datagram = (u32, Vec<u8>);
+    pub(crate) type Datagram = (u32, Vec<u8>);
 
     /// A fake socket: `answer(request)` gives the datagrams to queue for reading.
-    pub struct FakeKernel<F: FnMut(&[u8]) -> Vec<Datagram>> {
+    pub(crate) struct FakeKernel<F: FnMut(&[u8]) -> Vec<Datagram>> {
         pub answer: F,
         pub sent: Vec<Vec<u8>>,
         pub queue: VecDeque<Datagram>,
@@ -446,7 +447,7 @@ pub(crate) mod fake {
     }
 
     /// The kernel's answer to `request`: an ack for errno 0, else an error echoing it.
-    pub fn error_reply(request: &[u8], errno: i32) -> Vec<u8> {
+    pub(crate) fn error_reply(request: &[u8], errno: i32) -> Vec<u8> {
         let h = header(request);
         let (flags, echoed) = if errno == 0 {
             (NLM_F_CAPPED, &request[..HEADER_LEN])

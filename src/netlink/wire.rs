@@ -14,58 +14,60 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Size of `struct nlmsghdr`.
-pub const HEADER_LEN: usize = 16;
+pub(crate) const HEADER_LEN: usize = 16;
 /// Size of `struct rtmsg`.
-pub const RTMSG_LEN: usize = 12;
+pub(crate) const RTMSG_LEN: usize = 12;
 /// Size of `struct rtattr`.
-pub const ATTR_HEADER_LEN: usize = 4;
+pub(crate) const ATTR_HEADER_LEN: usize = 4;
 
 /// Message types (`nlmsg_type`).
-pub const NLMSG_NOOP: u16 = 1;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLMSG_OVERRUN: u16 = 4;
-pub const RTM_NEWROUTE: u16 = 24;
-pub const RTM_DELROUTE: u16 = 25;
-pub const RTM_GETROUTE: u16 = 26;
+pub(crate) const NLMSG_NOOP: u16 = 1;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_OVERRUN: u16 = 4;
+pub(crate) const RTM_NEWROUTE: u16 = 24;
+pub(crate) const RTM_DELROUTE: u16 = 25;
+pub(crate) const RTM_GETROUTE: u16 = 26;
 
 /// Header flags (`nlmsg_flags`).
-pub const NLM_F_REQUEST: u16 = 0x01;
-pub const NLM_F_MULTI: u16 = 0x02;
-pub const NLM_F_ACK: u16 = 0x04;
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
-pub const NLM_F_DUMP_FILTERED: u16 = 0x20;
-pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_REQUEST: u16 = 0x01;
+#[cfg(test)]
+pub(crate) const NLM_F_MULTI: u16 = 0x02;
+pub(crate) const NLM_F_ACK: u16 = 0x04;
+pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
+#[cfg(test)]
+pub(crate) const NLM_F_DUMP_FILTERED: u16 = 0x20;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
 /// On an `NLMSG_ERROR`: only the request's header is echoed back.
-pub const NLM_F_CAPPED: u16 = 0x100;
+pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 /// On an `NLMSG_ERROR`: extended-ack attributes follow the echoed request.
-pub const NLM_F_ACK_TLVS: u16 = 0x200;
+pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 
 /// Route attribute types (`rta_type`).
-pub const RTA_DST: u16 = 1;
-pub const RTA_OIF: u16 = 4;
-pub const RTA_PREFSRC: u16 = 7;
-pub const RTA_PRIORITY: u16 = 6;
-pub const RTA_TABLE: u16 = 15;
+pub(crate) const RTA_DST: u16 = 1;
+pub(crate) const RTA_OIF: u16 = 4;
+pub(crate) const RTA_PREFSRC: u16 = 7;
+pub(crate) const RTA_PRIORITY: u16 = 6;
+pub(crate) const RTA_TABLE: u16 = 15;
 
 /// Extended-ack attribute holding the kernel's error message.
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
+pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// Address families (`rtm_family`).
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 
 /// Routing tables, scopes, route types.
-pub const RT_TABLE_UNSPEC: u8 = 0;
-pub const RT_TABLE_LOCAL: u8 = 255;
-pub const RT_SCOPE_UNIVERSE: u8 = 0;
-pub const RT_SCOPE_HOST: u8 = 254;
-pub const RTN_LOCAL: u8 = 2;
+pub(crate) const RT_TABLE_UNSPEC: u8 = 0;
+pub(crate) const RT_TABLE_LOCAL: u8 = 255;
+pub(crate) const RT_SCOPE_UNIVERSE: u8 = 0;
+pub(crate) const RT_SCOPE_HOST: u8 = 254;
+pub(crate) const RTN_LOCAL: u8 = 2;
 
 /// Rounds `len` up to the 4-byte boundary netlink aligns messages and attributes to.
-pub const fn align4(len: usize) -> usize {
+pub(crate) const fn align4(len: usize) -> usize {
     (len + 3) & !3
 }
 
@@ -179,7 +181,7 @@ impl MessageBuilder {
 
     /// Appends one attribute: `rta_len` counts header and payload but not the padding.
     /// A payload too long for the 16-bit length is cut at the largest length that fits.
-    pub fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut MessageBuilder {
+    pub(crate) fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut MessageBuilder {
         let payload = &payload[..payload.len().min(u16::MAX as usize - ATTR_HEADER_LEN)];
         let len = (ATTR_HEADER_LEN + payload.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
@@ -251,7 +253,7 @@ impl<'a> Iterator for Messages<'a> {
 
 /// The attributes in a run of `rtattr`s: each its type and payload. Yields one error and
 /// stops at the first impossible length.
-pub struct Attrs<'a> {
+pub(crate) struct Attrs<'a> {
     data: &'a [u8],
     offset: usize,
     base: usize,
@@ -577,7 +579,7 @@ pub(crate) mod fixtures {
     //! The byte fixtures in `tests/data/netlink/`, captured from iproute2 by `capture.sh`.
 
     /// One captured datagram: `true` when iproute2 sent it, `false` when it received it.
-    pub type Datagram = (bool, Vec<u8>);
+    pub(crate) type Datagram = (bool, Vec<u8>);
 
     /// Parses a fixture file: `#` comments, then `send`/`recv` lines each followed by hex.
     pub fn parse(text: &str) -> Vec<Datagram> {

@@ -94,7 +94,7 @@ pub(crate) fn protocol_id(configured: u64) -> std::result::Result<u8, String> {
 
 impl Options {
     /// Reads the options, logging a warning for an unusable protocol id.
-    pub fn from_settings(settings: &Settings) -> Options {
+    pub(crate) fn from_settings(settings: &Settings) -> Options {
         let network = &settings.network;
         let protocol = protocol_id(network.ethernet_proto_id).unwrap_or_else(|message| {
             warn!("{}", message);

@@ -189,12 +189,12 @@ impl Prefix {
 
     /// Whether this may be a local route of ours (see the module doc); a route of ours in
     /// the kernel that may not is always removed.
-    pub fn is_safe_destination(&self) -> bool {
+    pub(crate) fn is_safe_destination(&self) -> bool {
         unsafe_destination(&self.addr, self.len).is_none()
     }
 
     /// Whether this is one address rather than a range.
-    pub fn is_single(&self) -> bool {
+    pub(crate) fn is_single(&self) -> bool {
         self.len == max_len(&self.addr)
     }
 }
@@ -213,14 +213,14 @@ impl fmt::Display for Prefix {
 /// Which metadata lists besides `forwardedIps` and `forwardedIpv6s` are wanted
 /// (`[IpForwarding] target_instance_ips` and `ip_aliases`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AddressOptions {
+pub(crate) struct AddressOptions {
     pub target_instance_ips: bool,
     pub ip_aliases: bool,
 }
 
 /// A metadata value that was not used, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// The list it was in (`forwardedIps`, ...), or `networkInterfaces` for the entry itself.
     pub field: &'static str,
     /// The value as JSON text, cut to a printable length.
@@ -231,7 +231,7 @@ pub struct Refused {
 
 /// One entry of `instance.networkInterfaces`, read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NicEntry {
+pub(crate) struct NicEntry {
     /// Its position in the list (0 is the primary NIC).
     pub index: usize,
     /// Its MAC address in lower case, when the entry has a usable one.
@@ -246,7 +246,7 @@ pub struct NicEntry {
 
 /// Why `instance.networkInterfaces` could not be read at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unreadable {
+pub(crate) enum Unreadable {
     /// The document has no `instance.networkInterfaces`.
     Missing,
     /// It is there but not a list.
@@ -280,7 +280,7 @@ fn shown(value: &JsonValue) -> String {
 }
 
 /// A MAC address in lower case, if `text` is six colon-separated hex octets.
-pub fn normalize_mac(text: &str) -> Option<String> {
+pub(crate) fn normalize_mac(text: &str) -> Option<String> {
     let text = text.trim();
     let octets: Vec<&str> = text.split(':').collect();
     let valid = octets.len() == 6
@@ -378,7 +378,7 @@ fn read_entry(index: usize, entry: &JsonValue, options: AddressOptions) -> NicEn
 }
 
 /// Reads `instance.networkInterfaces` (the value, if the document has one).
-pub fn read_interfaces(
+pub(crate) fn read_interfaces(
     value: Option<&JsonValue>,
     options: AddressOptions,
 ) -> Result<Vec<NicEntry>, Unreadable> {
@@ -395,7 +395,7 @@ pub fn read_interfaces(
 
 /// What to do on one NIC.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NicPlan {
+pub(crate) struct NicPlan {
     /// The owned routes the kernel has on it, in the kernel's order.
     pub configured: Vec<Prefix>,
     /// The routes wanted, in metadata order.
@@ -419,7 +419,7 @@ impl NicPlan {
 /// unless `may_remove` is false, when the stale routes are only reported as held back.
 /// A route of ours that no metadata could ask for (loopback, link-local, too wide...) is
 /// removed all the same.
-pub fn plan_nic(configured: &[Prefix], desired: &[Prefix], may_remove: bool) -> NicPlan {
+pub(crate) fn plan_nic(configured: &[Prefix], desired: &[Prefix], may_remove: bool) -> NicPlan {
     let have: BTreeSet<&Prefix> = configured.iter().collect();
     let want: BTreeSet<&Prefix> = desired.iter().filter(|p| p.is_safe_destination()).collect();
     let add: Vec<Prefix> = want.difference(&have).map(|p| **p).collect();
@@ -439,11 +439,11 @@ pub fn plan_nic(configured: &[Prefix], desired: &[Prefix], may_remove: bool) -> 
 }
 
 /// How many addresses a log line lists before it says how many more there are.
-pub const LOGGED_ADDRESSES: usize = 64;
+pub(crate) const LOGGED_ADDRESSES: usize = 64;
 
 /// A list as Python printed it in the original log line: `['10.0.0.1', '10.0.0.2']`, or
 /// `None` when empty. Past [`LOGGED_ADDRESSES`] entries the rest is counted, not listed.
-pub fn python_list(prefixes: &[Prefix]) -> String {
+pub(crate) fn python_list(prefixes: &[Prefix]) -> String {
     if prefixes.is_empty() {
         return "None".into();
     }
@@ -459,7 +459,7 @@ pub fn python_list(prefixes: &[Prefix]) -> String {
 }
 
 /// The original's log line for a change on `nic`; `None` when nothing changes.
-pub fn change_line(nic: &str, plan: &NicPlan) -> Option<String> {
+pub(crate) fn change_line(nic: &str, plan: &NicPlan) -> Option<String> {
     if plan.is_empty() {
         return None;
     }

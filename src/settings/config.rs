@@ -5,9 +5,9 @@
 //! `.distro` > built-in defaults, then writing the result with the "generated, do not
 //! edit" header, atomically, under `/var/lock/google_instance_configs.lock`.
 //!
-//! Daemons read only the main file ([`Config::load`]); a missing option takes its built-in
-//! default (not "true for every boolean" as Python 2.8 did) and an unusable value logs one
-//! warning and takes the default too.
+//! Daemons read only the main file ([`Config::load_from`]); a missing option takes its
+//! built-in default (not "true for every boolean" as Python 2.8 did) and an unusable value
+//! logs one warning and takes the default too.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;

@@ -8,7 +8,7 @@
 //! warning and takes the default too. [`config`] owns the file itself (parsing,
 //! layering, regeneration); its built-in defaults are [`OPTIONS`].
 //!
-//! Adding an option is one line in the [`declare_settings!`] block below: it becomes a
+//! Adding an option is one line in the `declare_settings!` block below: it becomes a
 //! field of its feature's struct, a built-in default of the written file and a row of the
 //! README's option table (a unit test keeps the README in step).
 
@@ -161,7 +161,7 @@ declare_settings! {
         clock_skew_daemon: bool = ["Daemons"] "clock_skew_daemon", "true",
             "run the clock-skew daemon";
         ip_forwarding_daemon: bool = ["Daemons"] "ip_forwarding_daemon", "true",
-            "manage forwarded-IP routes (with [NetworkInterfaces] ip_forwarding)";
+            "manage forwarded-IP routes (with `[NetworkInterfaces] ip_forwarding`)";
         network_daemon: bool = ["Daemons"] "network_daemon", "true",
             "run the network daemon";
     }
@@ -204,7 +204,7 @@ declare_settings! {
         dhcp_command: String = ["NetworkInterfaces"] "dhcp_command", "",
             "run this instead of dhclient (split on spaces, no shell)";
         ip_forwarding: bool = ["NetworkInterfaces"] "ip_forwarding", "true",
-            "manage forwarded-IP routes (with [Daemons] ip_forwarding_daemon)";
+            "manage forwarded-IP routes (with `[Daemons] ip_forwarding_daemon`)";
         primary_ipv6: bool = ["NetworkInterfaces"] "primary_ipv6", "true",
             "DHCPv6 on the primary NIC when metadata gives it dhcpv6Refresh";
         setup: bool = ["NetworkInterfaces"] "setup", "true",
@@ -260,7 +260,7 @@ impl Settings {
         Settings::read(&Config::parse(text, source))
     }
 
-    /// Reads `/etc/default/instance_configs.cfg` (see [`Config::load`]) and applies the
+    /// Reads `/etc/default/instance_configs.cfg` (see [`Config::load_from`]) and applies the
     /// logging settings.
     pub fn load() -> Settings {
         Settings::load_from(&config::Paths::system().config)
