@@ -54,6 +54,7 @@ pub const BUILTIN_DEFAULTS: &[(&str, &[(&str, &str)])] = &[
             ("optimize_local_ssd", "true"),
             ("set_boto_config", "true"),
             ("set_host_keys", "true"),
+            ("set_hostname", "true"),
             ("set_multiqueue", "true"),
         ],
     ),

@@ -22,6 +22,7 @@ pub mod mds;
 pub mod netlink;
 pub mod network;
 pub mod scripts;
+pub mod setup;
 pub mod signals;
 pub mod timing;
 

@@ -10,6 +10,7 @@ mod daemons;
 #[cfg(feature = "emulator")]
 mod emulator;
 mod install;
+mod instance_setup;
 mod metadata_get;
 mod root;
 mod script_runner;
@@ -127,11 +128,11 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_instance_setup",
-        run: not_landed,
+        run: instance_setup::main,
         logger: "instance-setup",
         output: Output::System,
         summary: "boot-time setup: config, host keys, boto, local SSD, multiqueue, hostname",
-        usage: "[-d]",
+        usage: instance_setup::USAGE,
     },
     Applet {
         name: "google_ip_forwarding_daemon",
