@@ -643,3 +643,16 @@ fn an_unreachable_metadata_server_still_runs_the_offline_steps() {
         "no keys without an instance id"
     );
 }
+
+#[test]
+fn the_tuning_applets_run_on_their_own_and_never_fail_the_boot() {
+    let sb = sandbox_or_skip!(builder());
+    // The sandbox's /proc/irq and /proc/sys are read-only: what cannot be written is logged.
+    for applet in ["google_set_multiqueue", "google_optimize_local_ssd"] {
+        let out = sb.run([applet]);
+        assert!(out.success(), "{}: {:?}", applet, out);
+    }
+    assert!(sb
+        .log_lines()
+        .contains(&"set-multiqueue: INFO Running google_set_multiqueue.".to_string()));
+}

@@ -12,8 +12,10 @@ mod emulator;
 mod install;
 mod instance_setup;
 mod metadata_get;
+mod optimize_local_ssd;
 mod root;
 mod script_runner;
+mod set_multiqueue;
 
 /// Where an applet's log lines go by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -177,19 +179,19 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_optimize_local_ssd",
-        run: not_landed,
+        run: optimize_local_ssd::main,
         logger: "optimize-local-ssd",
         output: Output::System,
         summary: "tune local SSD queues and IRQ affinity",
-        usage: "",
+        usage: optimize_local_ssd::USAGE,
     },
     Applet {
         name: "google_set_multiqueue",
-        run: not_landed,
+        run: set_multiqueue::main,
         logger: "set-multiqueue",
         output: Output::System,
         summary: "spread virtio-net and NVMe interrupts and XPS over the CPUs",
-        usage: "",
+        usage: set_multiqueue::USAGE,
     },
 ];
 

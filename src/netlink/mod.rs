@@ -5,6 +5,7 @@
 //! - [`socket`]: the socket (the only `unsafe`) and request/ack/dump matching.
 //! - [`route`]: owned local routes — add, delete, list — idempotently.
 
+pub mod ethtool;
 pub mod route;
 pub mod socket;
 pub mod wire;
