@@ -13,6 +13,7 @@ mod install;
 mod instance_setup;
 mod metadata_get;
 mod optimize_local_ssd;
+mod prepare_image;
 mod root;
 mod script_runner;
 mod set_multiqueue;
@@ -184,6 +185,14 @@ pub static APPLETS: &[Applet] = &[
         output: Output::System,
         summary: "tune local SSD queues and IRQ affinity",
         usage: optimize_local_ssd::USAGE,
+    },
+    Applet {
+        name: "google_prepare_image",
+        run: prepare_image::main,
+        logger: "prepare-image",
+        output: Output::Terminal,
+        summary: "before capturing an image: forget users, host keys and instance id",
+        usage: prepare_image::USAGE,
     },
     Applet {
         name: "google_set_multiqueue",

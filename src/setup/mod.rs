@@ -11,6 +11,7 @@
 //! - [`sysfs`]: the sysfs/procfs tree the tuning steps read and write (one root).
 //! - [`local_ssd`], [`multiqueue`]: the two tuning steps.
 //! - [`notify`]: `READY=1` to systemd and `/run/google-instance-setup.done`.
+//! - [`prepare_image`]: `google_prepare_image`, forgetting this instance before capture.
 
 pub mod boto;
 pub mod host_keys;
@@ -19,6 +20,7 @@ pub mod instance_config;
 pub mod local_ssd;
 pub mod multiqueue;
 pub mod notify;
+pub mod prepare_image;
 pub mod sysfs;
 
 use std::time::Duration;
