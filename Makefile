@@ -51,7 +51,7 @@ bench: release tiny emulator
 	python3 tests/bench.py
 	GCE_GUEST_BENCH_BINARY=$(CURDIR)/$(RELEASE_BIN) \
 	  CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
-	  --test bench_accounts --test bench_scripts -- --ignored --nocapture --test-threads=1
+	  --test bench_accounts --test bench_scripts --test bench_setup -- --ignored --nocapture --test-threads=1
 	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
 	  --test ip_forwarding -- --ignored bench --nocapture --test-threads=1
 

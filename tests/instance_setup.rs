@@ -656,3 +656,69 @@ fn the_tuning_applets_run_on_their_own_and_never_fail_the_boot() {
         .log_lines()
         .contains(&"set-multiqueue: INFO Running google_set_multiqueue.".to_string()));
 }
+
+#[test]
+fn root_runs_the_whole_setup_against_a_sysroot() {
+    let sb = sandbox_or_skip!(builder()
+        .file("/run/sysroot/etc/hosts", "127.0.0.1 localhost\n", 0o644)
+        .file("/run/sysroot/etc/boto.cfg.template", "", 0o644));
+    // A root as an initramfs sees it at /sysroot: its own /etc, the system's programs.
+    sb.sh(
+        "cd /run/sysroot && mkdir -p usr etc/ssh var/lock run tmp && mount --bind /usr usr && \
+         ln -s usr/bin bin && ln -s usr/sbin sbin && ln -s usr/lib lib && \
+         { [ ! -e /lib64 ] || ln -s usr/lib64 lib64; } && cp /etc/passwd /etc/group etc/",
+    )
+    .assert_success();
+    let own_ssh = files(&sb, "/etc/ssh");
+    let out = sb.run(["--root", "/run/sysroot", "google_instance_setup"]);
+    assert!(out.success(), "{:?}\n{}", out, sb.log_lines().join("\n"));
+    for (t, _) in TYPES {
+        let key = format!("/run/sysroot/etc/ssh/ssh_host_{}_key", t);
+        assert_eq!(stat(&sb, &key), "600 0 0", "{}", key);
+    }
+    let cfg = sb
+        .read_string("/run/sysroot/etc/default/instance_configs.cfg")
+        .unwrap();
+    assert!(cfg.contains(&format!("instance_id = {}", ID)), "{}", cfg);
+    assert!(sb
+        .read_string("/run/sysroot/run/google-instance-setup.done")
+        .is_some_and(|m| m.contains(ID)));
+    assert_eq!(
+        sb.read_string("/run/sysroot/etc/hostname").as_deref(),
+        Some("vm-1\n")
+    );
+    assert!(sb.read_string("/run/sysroot/etc/boto.cfg").is_some());
+    assert!(sb
+        .read_string("/run/sysroot/etc/hosts")
+        .is_some_and(|h| h.starts_with("127.0.0.1 localhost\n10.128.0.7 ")));
+    // The initramfs's own files are untouched.
+    assert_eq!(files(&sb, "/etc/ssh"), own_ssh);
+    assert!(!sb.exists("/run/google-instance-setup.done"));
+    assert!(!sb.exists("/etc/boto.cfg"));
+}
+
+#[test]
+fn e2_machine_types_ask_for_memory_overcommit() {
+    let doc = document(ID, "vm-1.c.my-project.internal")
+        .replace("machineTypes/n2-standard-2", "machineTypes/e2-medium");
+    let sb = sandbox_or_skip!(Sandbox::builder().metadata(&doc));
+    // The sandbox's /proc/sys is read-only: the attempt is logged, the boot goes on.
+    setup(&sb);
+    let lines = sb.log_lines();
+    assert!(
+        lines.contains(
+            &"instance-setup: INFO Setting vm.overcommit_memory=1 for an e2 machine type."
+                .to_string()
+        ),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("WARNING overcommit failed")),
+        "{}",
+        lines.join("\n")
+    );
+    assert!(sb.exists("/run/google-instance-setup.done"));
+}
