@@ -722,3 +722,28 @@ fn e2_machine_types_ask_for_memory_overcommit() {
     );
     assert!(sb.exists("/run/google-instance-setup.done"));
 }
+
+#[test]
+fn an_unusable_configuration_fails_the_run_after_the_other_steps() {
+    // A layer that exists but cannot be read: regeneration must not drop what it holds.
+    let sb = sandbox_or_skip!(builder().file(
+        "/etc/default/instance_configs.cfg",
+        "[Accounts]\ngroups = mine\n",
+        0o644
+    ));
+    sb.sh("mkdir -p /etc/default/instance_configs.cfg.distro")
+        .assert_success();
+    let out = sb.run(["google_instance_setup"]);
+    assert_eq!(out.code(), Some(1), "{:?}", out);
+    assert_eq!(
+        sb.read_string("/etc/default/instance_configs.cfg")
+            .as_deref(),
+        Some("[Accounts]\ngroups = mine\n"),
+        "the configuration is left as it was"
+    );
+    let lines = sb.log_lines().join("\n");
+    assert!(lines.contains("ERROR Could not regenerate"), "{}", lines);
+    // The other steps still ran.
+    assert_eq!(sb.read_string("/etc/hostname").as_deref(), Some("vm-1\n"));
+    assert!(sb.exists("/run/google-instance-setup.done"));
+}
