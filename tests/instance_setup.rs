@@ -48,9 +48,10 @@ fn setup(sb: &Sandbox) -> Output {
     out
 }
 
-/// Removes whatever host keys the host's /etc/ssh brought in.
+/// Removes whatever host keys the host's /etc/ssh and /etc/dropbear brought in.
 fn no_host_keys(sb: &Sandbox) {
-    sb.sh("rm -f /etc/ssh/ssh_host_*").assert_success();
+    sb.sh("rm -f /etc/ssh/ssh_host_* /etc/dropbear/dropbear_*_host_key")
+        .assert_success();
 }
 
 /// Every file in a directory with its bytes.
@@ -155,9 +156,19 @@ fn host_keys_are_made_once_per_instance_id_and_published() {
     .output()
     .assert_success();
     let old_rsa = sb.read("/etc/ssh/ssh_host_rsa_key").unwrap();
+    // Beside OpenSSH, a dropbear key already there is renewed too (not published).
+    sb.sh("mkdir -p /etc/dropbear && dropbearkey -t ed25519 -f /etc/dropbear/dropbear_ed25519_host_key >/dev/null 2>&1")
+        .assert_success();
+    let old_dropbear = sb.read("/etc/dropbear/dropbear_ed25519_host_key").unwrap();
 
     setup(&sb);
     assert_valid_keys(&sb);
+    let dropbear = sb.read("/etc/dropbear/dropbear_ed25519_host_key").unwrap();
+    assert_ne!(dropbear, old_dropbear);
+    assert_eq!(
+        stat(&sb, "/etc/dropbear/dropbear_ed25519_host_key"),
+        "600 0 0"
+    );
     assert_ne!(sb.read("/etc/ssh/ssh_host_rsa_key").unwrap(), old_rsa);
     assert_eq!(stored_id(&sb), ID, "the id is kept as text, all 19 digits");
     let lines = sb.log_lines();

@@ -132,6 +132,17 @@ fn a_prepared_image_boots_as_a_first_boot() {
     let new_keys = host_keys(&sb);
     assert!(!new_keys.is_empty());
     assert_ne!(new_keys, old_keys, "fresh host keys");
+    for key in [
+        "/etc/ssh/ssh_host_ed25519_key",
+        "/etc/dropbear/dropbear_ed25519_host_key",
+    ] {
+        assert!(sb.exists(key), "{} was made again", key);
+        assert!(
+            !old_keys.contains(&sb.read_string(key).unwrap()),
+            "{} is new",
+            key
+        );
+    }
     assert!(sb
         .log_lines()
         .iter()

@@ -29,6 +29,15 @@ pub const TEMP_PREFIX: &str = ".gce-guest-hostkeys.";
 /// How long one key may take.
 const KEYGEN_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// One SSH server's keys: their flavor, their directory, and whether the configured
+/// `host_key_types` are made there too (else only the keys present are renewed).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Server {
+    pub flavor: Flavor,
+    pub dir: PathBuf,
+    pub make_configured: bool,
+}
+
 /// Which SSH server's keys and tool.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Flavor {
@@ -39,21 +48,36 @@ pub enum Flavor {
 }
 
 impl Flavor {
-    /// The flavor this image uses: OpenSSH when `ssh-keygen` is there, dropbear when
-    /// `/etc/dropbear` and `dropbearkey` are, else none.
-    pub fn detect() -> Option<(Flavor, PathBuf)> {
-        if let Some(keygen) = exec::find_program("ssh-keygen") {
-            return Some((Flavor::OpenSsh { keygen }, PathBuf::from(OPENSSH_DIR)));
+    /// The SSH servers' keys this image has, the one to publish first: OpenSSH when
+    /// `ssh-keygen` is there; dropbear when `/etc/dropbear` and `dropbearkey` are and
+    /// there is no `ssh-keygen` or the `dropbear` server is installed (then every
+    /// configured type is made there too), or dropbear keys are already there (renewed).
+    pub fn detect() -> Vec<Server> {
+        let mut servers = Vec::new();
+        let openssh = exec::find_program("ssh-keygen");
+        let has_openssh = openssh.is_some();
+        if let Some(keygen) = openssh {
+            servers.push(Server {
+                flavor: Flavor::OpenSsh { keygen },
+                dir: PathBuf::from(OPENSSH_DIR),
+                make_configured: true,
+            });
         }
         if Path::new(DROPBEAR_DIR).is_dir() {
             if let Some(dropbearkey) = exec::find_program("dropbearkey") {
-                return Some((
-                    Flavor::Dropbear { dropbearkey },
-                    PathBuf::from(DROPBEAR_DIR),
-                ));
+                let flavor = Flavor::Dropbear { dropbearkey };
+                let dir = PathBuf::from(DROPBEAR_DIR);
+                let make_configured = !has_openssh || exec::find_program("dropbear").is_some();
+                if make_configured || !present_types(&flavor, &dir).is_empty() {
+                    servers.push(Server {
+                        flavor,
+                        dir,
+                        make_configured,
+                    });
+                }
             }
         }
-        None
+        servers
     }
 
     /// The private key's file name for `key_type`.
@@ -109,18 +133,29 @@ pub fn run(opts: &SetupOptions, facts: &InstanceFacts, client: &Client) -> Resul
         debug!("No instance id; host keys are left as they are.");
         return Ok(None);
     };
-    let Some((flavor, dir)) = Flavor::detect() else {
+    let servers = Flavor::detect();
+    let Some(first) = servers.first() else {
         info!("Neither ssh-keygen nor dropbearkey was found; no host keys are made.");
         return Ok(None);
     };
-    remove_stale_temps(&dir);
+    for server in &servers {
+        remove_stale_temps(&server.dir);
+    }
     let mut stored = None;
     if id != opts.instance_id {
         info!("Generating SSH host keys for instance {}.", id);
-        regenerate(&flavor, &dir, &opts.host_key_types)?;
+        for server in &servers {
+            let configured: &[String] = if server.make_configured {
+                &opts.host_key_types
+            } else {
+                &[]
+            };
+            regenerate(&server.flavor, &server.dir, configured)?;
+        }
         stored = Some(id.to_string());
     }
-    publish(&flavor, &dir, client);
+    // The keys of the first server are the ones published (one key per algorithm).
+    publish(&first.flavor, &first.dir, client);
     Ok(stored)
 }
 
