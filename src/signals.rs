@@ -5,6 +5,8 @@
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::sys;
+
 /// What a sleeping worker woke up for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -29,15 +31,7 @@ pub struct Signals {
 static SIGNALS: OnceLock<Signals> = OnceLock::new();
 
 fn mask() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a plain sigset_t.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        set
-    }
+    sys::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
 }
 
 /// The shared signal state; [`install`] must have run for signals to reach it.
@@ -51,17 +45,13 @@ pub fn get() -> &'static Signals {
 pub fn install() -> &'static Signals {
     let signals = get();
     let set = mask();
-    // SAFETY: set is initialised; a null old-set pointer is allowed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    sys::block_signals(&set);
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: set is a valid signal set, sig a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                continue;
+            if let Ok(sig) = sys::sigwait(&set) {
+                signals.deliver(sig);
             }
-            signals.deliver(sig);
         });
     if let Err(e) = spawned {
         error!("cannot start the signal thread: {}", e);

@@ -2,17 +2,19 @@
 //! conversions the project needs (syslog stamps, expiry dates) without a date crate.
 //!
 //! `GCE_GUEST_TIME_SCALE` (a positive number, default 1) multiplies every timeout, backoff
-//! and retry interval, so outage tests run in seconds. It is for tests; users never set it.
+//! and retry interval, so outage tests run in seconds. It is read only in builds with the
+//! `test-hooks` feature (`make test`); the product binary always runs at scale 1.
 
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The environment variable holding the test time scale.
+#[cfg(feature = "test-hooks")]
 pub const TIME_SCALE_ENV: &str = "GCE_GUEST_TIME_SCALE";
 
 /// The time scale in force (1.0 unless the test environment says otherwise).
+#[cfg(feature = "test-hooks")]
 pub fn time_scale() -> f64 {
-    static SCALE: OnceLock<f64> = OnceLock::new();
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *SCALE.get_or_init(|| {
         std::env::var(TIME_SCALE_ENV)
             .ok()
@@ -20,6 +22,12 @@ pub fn time_scale() -> f64 {
             .filter(|s| s.is_finite() && *s > 0.0 && *s <= 1.0)
             .unwrap_or(1.0)
     })
+}
+
+/// The time scale of a product build: real time.
+#[cfg(not(feature = "test-hooks"))]
+pub fn time_scale() -> f64 {
+    1.0
 }
 
 /// A duration under the time scale.
@@ -43,9 +51,7 @@ pub fn unix_now() -> i64 {
 /// A random number from the kernel (for jitter); falls back to the clock's nanoseconds.
 pub fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: buf is valid for 8 bytes; GRND_NONBLOCK never blocks.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
-    if n == 8 {
+    if crate::sys::getrandom(&mut buf) {
         return u64::from_ne_bytes(buf);
     }
     SystemTime::now()

@@ -9,14 +9,13 @@
 //! Median, minimum and maximum of 25 runs; nothing is asserted.
 //!
 //! ```text
-//! cargo test --release --features emulator --test bench_setup -- --ignored --nocapture
+//! cargo test --release --features emulator,test-hooks --test integration \
+//!   -- --ignored bench_setup:: --nocapture
 //! ```
 
 #![cfg(feature = "emulator")]
 
-mod common;
-
-use common::Sandbox;
+use crate::common::Sandbox;
 
 const RUNS: usize = 25;
 const DOC: &str = r#"{"instance": {"id": "1234567890123456789", "hostname": "vm-1.c.p.internal",

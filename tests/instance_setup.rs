@@ -4,16 +4,15 @@
 //! emulator received, `/etc/boto.cfg`, the configuration's five layers, the host name and
 //! `/etc/hosts`, `READY=1` and the done marker.
 //!
-//! Run: `cargo test --features emulator --test instance_setup` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration instance_setup::` (as
+//! root).
 
 #![cfg(feature = "emulator")]
-
-mod common;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::{Output, Sandbox};
+use crate::common::{self, Output, Sandbox};
 use tinyjson::JsonValue;
 
 /// An instance id that does not survive an f64 (served as the text the real server gives).

@@ -4,17 +4,15 @@
 //! then a "clone" boots with a new id: fresh host keys and none of the old user's Google
 //! keys. With `--remove-users` the accounts the daemon created are deleted.
 //!
-//! Run: `cargo test --features emulator --test prepare_image` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration prepare_image::` (as
+//! root).
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::Duration;
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::*;
+use crate::common::Sandbox;
 
 /// A booted instance: alice made by the accounts daemon from metadata, setup run once.
 fn booted(sb: &Sandbox, alice_key: &str) {

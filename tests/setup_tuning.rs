@@ -3,7 +3,7 @@
 //! queues: the exact values written, against masks computed here independently (nibble by
 //! nibble, then grouped by eight digits from the right), and nothing else touched.
 //!
-//! Run: `cargo test --features emulator --test setup_tuning`.
+//! Run: `cargo test --features emulator,test-hooks --test integration setup_tuning::`.
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -3,7 +3,7 @@
 //! comment), and the `google-ssh {"expireOn": ...}` expiry in the comment. Pure functions;
 //! what is skipped comes back as [`Note`]s for the daemon to log once.
 //!
-//! Line rules (SPEC §3): a metadata value is split at `\n` only, and each line is trimmed of
+//! Line rules: a metadata value is split at `\n` only, and each line is trimmed of
 //! surrounding ASCII white space, which also takes the `\r` of a value pasted with Windows
 //! line ends (a `\r` inside a line is a control character and refuses the key). Blank lines
 //! are ignored silently. A line with any non-ASCII character is dropped. The user is what
@@ -13,8 +13,9 @@ use std::fmt;
 
 use tinyjson::JsonValue;
 
-use super::username::{printable, Username};
+use super::username::Username;
 use super::Note;
+use crate::log::printable;
 
 /// A key part longer than this is refused (the largest real keys and certificates are a
 /// few kilobytes; this keeps a huge metadata value out of `authorized_keys`).
@@ -371,7 +372,7 @@ pub fn key_expiry(comment: &str) -> Expiry {
     if word != "google-ssh" {
         return Expiry::Never;
     }
-    let Ok(JsonValue::Object(fields)) = crate::mds::parse_json(json.trim()) else {
+    let Ok(JsonValue::Object(fields)) = crate::json::parse_json(json.trim()) else {
         return Expiry::Unreadable;
     };
     match fields.get("expireOn") {

@@ -103,27 +103,6 @@ impl Borrow<str> for Username {
     }
 }
 
-/// Makes text from metadata or a file safe to put in a log line: control and non-ASCII
-/// characters become `?`, and it is cut to 64 characters.
-pub fn printable(text: &str) -> String {
-    const LIMIT: usize = 64;
-    let mut out: String = text
-        .chars()
-        .take(LIMIT)
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    if text.chars().nth(LIMIT).is_some() {
-        out.push_str("...");
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,16 +200,5 @@ mod tests {
         map.insert(Username::parse("alice").unwrap(), 1);
         assert_eq!(map.get("alice"), Some(&1));
         assert_eq!(map.get("bob"), None);
-    }
-
-    #[test]
-    fn printable_hides_control_characters_and_cuts_long_text() {
-        assert_eq!(printable("alice"), "alice");
-        assert_eq!(printable("a\x1b[31mb"), "a?[31mb");
-        assert_eq!(printable("a\nb\tc"), "a?b?c");
-        assert_eq!(printable("josé"), "jos?");
-        let long = "x".repeat(100);
-        assert_eq!(printable(&long), format!("{}...", "x".repeat(64)));
-        assert_eq!(printable(&"y".repeat(64)), "y".repeat(64));
     }
 }

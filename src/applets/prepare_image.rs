@@ -2,13 +2,20 @@
 //! the users, host keys and instance id so every clone boots as a first boot
 //! ([`crate::setup::prepare_image`]). Prints the plan (`--dry-run`) or what it did.
 
-use super::Invocation;
-use crate::config::Config;
+use super::{Applet, Invocation, Output};
+use crate::settings::config::{Config, Paths};
 use crate::setup::prepare_image;
 
-pub(super) const USAGE: &str = "[--dry-run] [--remove-users]";
+pub(crate) static APPLET: Applet = Applet {
+    name: "google_prepare_image",
+    run: main,
+    logger: "prepare-image",
+    output: Output::Terminal,
+    summary: "before capturing an image: forget users, host keys and instance id",
+    usage: "[--dry-run] [--remove-users]",
+};
 
-pub(super) fn main(inv: &Invocation) -> i32 {
+fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optflag("n", "dry-run", "print the plan, change nothing");
     opts.optflag(
@@ -23,7 +30,7 @@ pub(super) fn main(inv: &Invocation) -> i32 {
     if let Some(extra) = m.free.first() {
         return inv.usage_error(format_args!("unexpected argument {} (see --help)", extra));
     }
-    let config = Config::load();
+    let config = Config::load_from(&Paths::system().config);
     let plan = match prepare_image::make_plan(m.opt_present("remove-users"), &config) {
         Ok(plan) => plan,
         Err(e) => {

@@ -1,11 +1,18 @@
 //! `google_set_multiqueue`: the multiqueue step on its own ([`crate::setup::multiqueue`]),
 //! on the running system (or the `--root` one).
 
-use super::Invocation;
+use super::{Applet, Invocation, Output};
 
-pub(super) const USAGE: &str = "[-d]";
+pub(crate) static APPLET: Applet = Applet {
+    name: "google_set_multiqueue",
+    run: main,
+    logger: "set-multiqueue",
+    output: Output::System,
+    summary: "spread virtio-net and NVMe interrupts and XPS over the CPUs",
+    usage: "[-d]",
+};
 
-pub(super) fn main(inv: &Invocation) -> i32 {
+fn main(inv: &Invocation) -> i32 {
     inv.without_arguments(|| {
         crate::setup::multiqueue::run(&crate::setup::sysfs::Tree::system());
         0

@@ -2,14 +2,15 @@
 //! the family id from the generic-netlink controller, then `ETHTOOL_MSG_CHANNELS_GET` and
 //! `ETHTOOL_MSG_CHANNELS_SET`, over a raw `NETLINK_GENERIC` socket of its own (what
 //! `ethtool -l` / `ethtool -L` do, without the program). Message building and parsing are
-//! pure; [`GenlSocket`] holds the only `unsafe`.
+//! pure; [`GenlSocket`] does the system calls, through the wrappers of `crate::sys`.
 
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
 use super::wire::{
     align4, ATTR_HEADER_LEN, HEADER_LEN, NLMSG_DONE, NLMSG_ERROR, NLM_F_ACK, NLM_F_REQUEST,
 };
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// The generic-netlink controller's message type.
 const GENL_ID_CTRL: u16 = 0x10;
@@ -77,7 +78,7 @@ fn message(msg_type: u16, flags: u16, seq: u32, cmd: u8, version: u8, attrs: &[u
 }
 
 /// The family-id request.
-pub fn family_request(seq: u32) -> Vec<u8> {
+pub(crate) fn family_request(seq: u32) -> Vec<u8> {
     let mut attrs = Vec::new();
     push_attr(&mut attrs, CTRL_ATTR_FAMILY_NAME, &c_string(ETHTOOL_FAMILY));
     message(
@@ -103,7 +104,7 @@ fn device_header(dev: &str) -> Vec<u8> {
 }
 
 /// `ETHTOOL_MSG_CHANNELS_GET` for `dev`.
-pub fn channels_get_request(family: u16, seq: u32, dev: &str) -> Vec<u8> {
+pub(crate) fn channels_get_request(family: u16, seq: u32, dev: &str) -> Vec<u8> {
     let attrs = device_header(dev);
     message(
         family,
@@ -116,7 +117,7 @@ pub fn channels_get_request(family: u16, seq: u32, dev: &str) -> Vec<u8> {
 }
 
 /// `ETHTOOL_MSG_CHANNELS_SET` of the combined count for `dev`.
-pub fn channels_set_request(family: u16, seq: u32, dev: &str, combined: u32) -> Vec<u8> {
+pub(crate) fn channels_set_request(family: u16, seq: u32, dev: &str, combined: u32) -> Vec<u8> {
     let mut attrs = device_header(dev);
     push_attr(
         &mut attrs,
@@ -134,7 +135,7 @@ pub fn channels_set_request(family: u16, seq: u32, dev: &str, combined: u32) -> 
 }
 
 /// Attributes in `data` as (type without flags, payload).
-pub fn attributes(mut data: &[u8]) -> Vec<(u16, &[u8])> {
+pub(crate) fn attributes(mut data: &[u8]) -> Vec<(u16, &[u8])> {
     let mut out = Vec::new();
     while data.len() >= ATTR_HEADER_LEN {
         let len = u16::from_ne_bytes([data[0], data[1]]) as usize;
@@ -172,7 +173,7 @@ fn genl_attributes(payload: &[u8]) -> Vec<(u16, &[u8])> {
 type OwnedAttributes = Vec<(u16, Vec<u8>)>;
 
 /// A raw `NETLINK_GENERIC` socket.
-pub struct GenlSocket {
+pub(crate) struct GenlSocket {
     fd: OwnedFd,
     seq: u32,
     family: u16,
@@ -180,43 +181,19 @@ pub struct GenlSocket {
 
 impl GenlSocket {
     /// Opens the socket and resolves the `ethtool` family (an error on kernels before 5.6).
-    pub fn open() -> Result<GenlSocket> {
-        // SAFETY: plain socket(2) call; the result is checked before use.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_GENERIC,
-            )
-        };
-        if fd < 0 {
-            return Err(Error::sys(
-                "open generic netlink socket",
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fd is a fresh descriptor owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    pub(crate) fn open() -> Result<GenlSocket> {
+        let fd = sys::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_GENERIC,
+        )
+        .map_err(|e| Error::sys("open generic netlink socket", e))?;
         let timeout = libc::timeval {
             tv_sec: super::socket::REPLY_TIMEOUT_SECS,
             tv_usec: 0,
         };
-        // SAFETY: a valid timeval of the size given, on a valid socket.
-        let rc = unsafe {
-            libc::setsockopt(
-                fd.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_RCVTIMEO,
-                (&timeout as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            return Err(Error::sys(
-                "set netlink receive timeout",
-                std::io::Error::last_os_error(),
-            ));
-        }
+        sys::setsockopt(fd.as_fd(), libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)
+            .map_err(|e| Error::sys("set netlink receive timeout", e))?;
         let mut sock = GenlSocket {
             fd,
             seq: 1,
@@ -232,7 +209,7 @@ impl GenlSocket {
     }
 
     /// A device's combined channels.
-    pub fn combined(&mut self, dev: &str) -> Result<Combined> {
+    pub(crate) fn combined(&mut self, dev: &str) -> Result<Combined> {
         let family = self.family;
         let reply = self.transact(|seq| channels_get_request(family, seq, dev))?;
         let attrs = reply
@@ -245,7 +222,7 @@ impl GenlSocket {
     }
 
     /// Sets a device's combined channel count.
-    pub fn set_combined(&mut self, dev: &str, count: u32) -> Result<()> {
+    pub(crate) fn set_combined(&mut self, dev: &str, count: u32) -> Result<()> {
         let family = self.family;
         self.transact(|seq| channels_set_request(family, seq, dev, count))
             .map(|_| ())
@@ -255,38 +232,14 @@ impl GenlSocket {
     fn transact(&mut self, build: impl FnOnce(u32) -> Vec<u8>) -> Result<Vec<OwnedAttributes>> {
         self.seq = self.seq.wrapping_add(1);
         let request = build(self.seq);
-        let mut addr: libc::sockaddr_nl = unsafe_zeroed_sockaddr();
-        addr.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: request and addr are valid for the lengths given for the whole call.
-        let sent = unsafe {
-            libc::sendto(
-                self.fd.as_raw_fd(),
-                request.as_ptr().cast(),
-                request.len(),
-                0,
-                (&addr as *const libc::sockaddr_nl).cast(),
-                std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if sent < 0 {
-            return Err(Error::sys(
-                "send to generic netlink",
-                std::io::Error::last_os_error(),
-            ));
-        }
+        sys::sendto_netlink(self.fd.as_fd(), &request, &sys::netlink_address())
+            .map_err(|e| Error::sys("send to generic netlink", e))?;
         let mut replies = Vec::new();
         let mut buf = vec![0u8; super::socket::RECV_BUFFER];
         loop {
-            // SAFETY: buf is valid for writes of its length.
-            let n =
-                unsafe { libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
-            if n < 0 {
-                return Err(Error::sys(
-                    "receive from generic netlink",
-                    std::io::Error::last_os_error(),
-                ));
-            }
-            for (kind, payload) in messages(&buf[..n as usize]) {
+            let n = sys::recv(self.fd.as_fd(), &mut buf)
+                .map_err(|e| Error::sys("receive from generic netlink", e))?;
+            for (kind, payload) in messages(&buf[..n]) {
                 match kind {
                     NLMSG_ERROR => {
                         let errno = payload
@@ -312,11 +265,6 @@ impl GenlSocket {
             }
         }
     }
-}
-
-fn unsafe_zeroed_sockaddr() -> libc::sockaddr_nl {
-    // SAFETY: sockaddr_nl is plain data for which all-zero bytes are valid.
-    unsafe { std::mem::zeroed() }
 }
 
 fn u32_attr_u16(attrs: &[(u16, Vec<u8>)], kind: u16) -> Option<u16> {

@@ -497,7 +497,7 @@ impl RouteMessage {
 
 /// What a received message means to a requester.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub enum KernelReply<'a> {
     /// `NLMSG_ERROR` with error 0: the request succeeded.
     Ack,
     /// `NLMSG_ERROR` with an error: `errno` (positive) and the extended-ack message, if any.
@@ -539,7 +539,7 @@ fn ext_ack_message(header: &Header, payload: &[u8]) -> Option<String> {
 }
 
 /// Classifies one message of a reply.
-pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<Reply<'a>, DecodeError> {
+pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<KernelReply<'a>, DecodeError> {
     match header.kind {
         NLMSG_ERROR => {
             // struct nlmsgerr: int error, then (at least the header of) the request.
@@ -551,9 +551,9 @@ pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<Reply<'a>, Dec
             }
             let raw = u32_at(payload, 0).unwrap_or(0) as i32;
             if raw == 0 {
-                Ok(Reply::Ack)
+                Ok(KernelReply::Ack)
             } else {
-                Ok(Reply::Error {
+                Ok(KernelReply::Error {
                     errno: errno_of(raw),
                     message: ext_ack_message(header, payload),
                 })
@@ -562,13 +562,13 @@ pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<Reply<'a>, Dec
         NLMSG_DONE => {
             // Old kernels send an empty payload; newer ones an int, negative on failure.
             let raw = u32_at(payload, 0).unwrap_or(0) as i32;
-            Ok(Reply::Done {
+            Ok(KernelReply::Done {
                 errno: if raw < 0 { errno_of(raw) } else { 0 },
             })
         }
-        NLMSG_NOOP => Ok(Reply::Noop),
-        NLMSG_OVERRUN => Ok(Reply::Overrun),
-        kind => Ok(Reply::Data { kind, payload }),
+        NLMSG_NOOP => Ok(KernelReply::Noop),
+        NLMSG_OVERRUN => Ok(KernelReply::Overrun),
+        kind => Ok(KernelReply::Data { kind, payload }),
     }
 }
 
@@ -724,13 +724,13 @@ mod tests {
     #[test]
     fn acks_and_errors_decode_and_reencode() {
         for (name, datagrams, expected) in [
-            ("add_v4", fixture!("add_v4"), Reply::Ack),
-            ("del_v4", fixture!("del_v4"), Reply::Ack),
-            ("add_v6", fixture!("add_v6"), Reply::Ack),
+            ("add_v4", fixture!("add_v4"), KernelReply::Ack),
+            ("del_v4", fixture!("del_v4"), KernelReply::Ack),
+            ("add_v6", fixture!("add_v6"), KernelReply::Ack),
             (
                 "add_v4_exists",
                 fixture!("add_v4_exists"),
-                Reply::Error {
+                KernelReply::Error {
                     errno: libc::EEXIST,
                     message: None,
                 },
@@ -738,7 +738,7 @@ mod tests {
             (
                 "del_v4_missing",
                 fixture!("del_v4_missing"),
-                Reply::Error {
+                KernelReply::Error {
                     errno: libc::ESRCH,
                     message: None,
                 },
@@ -758,13 +758,13 @@ mod tests {
             assert_eq!(classify(&header, payload).unwrap(), expected, "{}", name);
             // The other direction: an ack echoes the request header only (NLM_F_CAPPED);
             // an error echoes the whole request.
-            let (flags, echoed) = if expected == Reply::Ack {
+            let (flags, echoed) = if expected == KernelReply::Ack {
                 (NLM_F_CAPPED, &request[..HEADER_LEN])
             } else {
                 (0, &request[..])
             };
             let errno = match expected {
-                Reply::Error { errno, .. } => -errno,
+                KernelReply::Error { errno, .. } => -errno,
                 _ => 0,
             };
             let mut message = MessageBuilder::new(NLMSG_ERROR, flags, header.seq, header.port);
@@ -847,7 +847,7 @@ mod tests {
         assert_eq!(done.kind, NLMSG_DONE);
         assert_eq!(
             classify(done, &[0, 0, 0, 0]).unwrap(),
-            Reply::Done { errno: 0 }
+            KernelReply::Done { errno: 0 }
         );
 
         // Unfiltered: kernel routes (with RTA_PREFSRC) and another protocol's route decode too.
@@ -963,25 +963,28 @@ mod tests {
         };
         assert_eq!(
             classify(&header(NLMSG_DONE, NLM_F_MULTI), &[]).unwrap(),
-            Reply::Done { errno: 0 }
+            KernelReply::Done { errno: 0 }
         );
         let minus_enobufs = (-libc::ENOBUFS).to_ne_bytes();
         assert_eq!(
             classify(&header(NLMSG_DONE, 0), &minus_enobufs).unwrap(),
-            Reply::Done {
+            KernelReply::Done {
                 errno: libc::ENOBUFS
             }
         );
-        assert_eq!(classify(&header(NLMSG_NOOP, 0), &[]).unwrap(), Reply::Noop);
+        assert_eq!(
+            classify(&header(NLMSG_NOOP, 0), &[]).unwrap(),
+            KernelReply::Noop
+        );
         assert_eq!(
             classify(&header(NLMSG_OVERRUN, 0), &[]).unwrap(),
-            Reply::Overrun
+            KernelReply::Overrun
         );
         assert!(classify(&header(NLMSG_ERROR, 0), &[0; 8]).is_err());
         let mut weird = i32::MIN.to_ne_bytes().to_vec();
         weird.extend_from_slice(&[0; HEADER_LEN]);
         assert!(
-            matches!(classify(&header(NLMSG_ERROR, 0), &weird).unwrap(), Reply::Error { errno, .. } if errno > 0)
+            matches!(classify(&header(NLMSG_ERROR, 0), &weird).unwrap(), KernelReply::Error { errno, .. } if errno > 0)
         );
     }
 
@@ -1002,7 +1005,7 @@ mod tests {
         let (header, payload) = only_message(&reply);
         assert_eq!(
             classify(&header, payload).unwrap(),
-            Reply::Error {
+            KernelReply::Error {
                 errno: libc::EINVAL,
                 message: Some("Invalid prefix length".into())
             }
@@ -1017,7 +1020,7 @@ mod tests {
         let (header, payload) = only_message(&reply);
         assert_eq!(
             classify(&header, payload).unwrap(),
-            Reply::Error {
+            KernelReply::Error {
                 errno: libc::EINVAL,
                 message: Some("bad".into())
             }

@@ -29,7 +29,7 @@ pub fn header(template: &str) -> String {
         GENERATOR, template
     );
     let mut out = String::new();
-    for line in crate::config::wrap(&text, 70) {
+    for line in crate::settings::config::wrap(&text, 70) {
         out.push_str("# ");
         out.push_str(&line);
         out.push('\n');

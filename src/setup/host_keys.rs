@@ -15,10 +15,10 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::instance_config::InstanceFacts;
-use super::SetupOptions;
 use crate::error::{Error, Result};
 use crate::exec;
 use crate::mds::Client;
+use crate::settings::SetupSettings;
 
 /// Where OpenSSH keeps its host keys.
 pub const OPENSSH_DIR: &str = "/etc/ssh";
@@ -128,7 +128,11 @@ pub fn plan_types(present: &[String], configured: &[String]) -> (Vec<String>, Ve
 
 /// Runs the step: regenerates the keys on a new instance id and publishes the public keys.
 /// Returns the id to store when keys were made for it.
-pub fn run(opts: &SetupOptions, facts: &InstanceFacts, client: &Client) -> Result<Option<String>> {
+pub fn run(
+    settings: &SetupSettings,
+    facts: &InstanceFacts,
+    client: &Client,
+) -> Result<Option<String>> {
     let Some(id) = facts.instance_id.as_deref() else {
         debug!("No instance id; host keys are left as they are.");
         return Ok(None);
@@ -142,11 +146,12 @@ pub fn run(opts: &SetupOptions, facts: &InstanceFacts, client: &Client) -> Resul
         remove_stale_temps(&server.dir);
     }
     let mut stored = None;
-    if id != opts.instance_id {
+    if id != super::stored_instance_id(settings) {
+        let host_key_types = super::host_key_types(settings);
         info!("Generating SSH host keys for instance {}.", id);
         for server in &servers {
             let configured: &[String] = if server.make_configured {
-                &opts.host_key_types
+                &host_key_types
             } else {
                 &[]
             };
@@ -177,7 +182,7 @@ pub fn regenerate(flavor: &Flavor, dir: &Path, configured: &[String]) -> Result<
     for t in refused {
         warn!(
             "Ignoring host key type {:?}: not a key type name.",
-            crate::accounts::username::printable(&t)
+            crate::log::printable(&t)
         );
     }
     let temp = TempDir::beside(dir)?;

@@ -124,7 +124,7 @@ pub fn run(facts: &InstanceFacts, set_hostname: bool) -> Result<()> {
         HostnamePlan::Refused(why) => {
             warn!(
                 "Not setting the host name {:?}: {}.",
-                crate::accounts::username::printable(hostname),
+                crate::log::printable(hostname),
                 why
             );
             return Ok(());
@@ -167,21 +167,10 @@ pub fn run(facts: &InstanceFacts, set_hostname: bool) -> Result<()> {
 
 /// `sethostname(2)`, when the name differs.
 fn set_kernel_hostname(short: &str) -> Result<()> {
-    let mut buf = [0u8; 256];
-    // SAFETY: buf is valid for its length; gethostname NUL-terminates within it on success.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc == 0 {
-        let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-        if &buf[..len] == short.as_bytes() {
-            return Ok(());
-        }
+    if crate::sys::gethostname().is_ok_and(|current| current == short.as_bytes()) {
+        return Ok(());
     }
-    // SAFETY: the pointer and length describe `short`'s bytes, which outlive the call.
-    let rc = unsafe { libc::sethostname(short.as_ptr().cast(), short.len()) };
-    if rc != 0 {
-        return Err(Error::sys("sethostname", std::io::Error::last_os_error()));
-    }
-    Ok(())
+    crate::sys::sethostname(short.as_bytes()).map_err(|e| Error::sys("sethostname", e))
 }
 
 #[cfg(test)]

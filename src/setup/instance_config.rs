@@ -2,7 +2,7 @@
 //! the server (warn and go on offline, so boot never hangs), the instance id and numeric
 //! project id as text (19 digits do not survive a JSON f64), the host name, the primary
 //! internal IP, the machine type and the `google-instance-configs` text that feeds
-//! [`crate::config::regenerate`].
+//! [`crate::settings::config::regenerate_at`].
 
 use std::time::Duration;
 
@@ -30,14 +30,14 @@ pub struct InstanceFacts {
 impl InstanceFacts {
     /// The facts a recursive metadata document holds (ids come separately, as text).
     pub fn from_document(doc: &JsonValue) -> InstanceFacts {
-        let text = |path: &str| mds::lookup_str(doc, path).map(str::to_string);
+        let text = |path: &str| crate::json::lookup_str(doc, path).map(str::to_string);
         InstanceFacts {
             instance_id: None,
             numeric_project_id: None,
             hostname: text("instance/hostname"),
             ip: text("instance/networkInterfaces/0/ip"),
             machine_type: text("instance/machineType"),
-            config_text: crate::config::metadata_config_text(doc).map(str::to_string),
+            config_text: crate::settings::config::metadata_config_text(doc).map(str::to_string),
         }
     }
 

@@ -9,13 +9,13 @@
 use super::sysfs::{cpu_mask, Tree};
 
 /// The NVMe PCI driver's device directory.
-pub const NVME_DRIVER: &str = "sys/bus/pci/drivers/nvme";
+pub(crate) const NVME_DRIVER: &str = "sys/bus/pci/drivers/nvme";
 /// The virtio-scsi driver's device directory.
-pub const VIRTIO_SCSI_DRIVER: &str = "sys/bus/virtio/drivers/virtio_scsi";
+pub(crate) const VIRTIO_SCSI_DRIVER: &str = "sys/bus/virtio/drivers/virtio_scsi";
 /// The model string of a local SSD behind virtio-scsi.
-pub const LOCAL_SSD_MODEL: &str = "EphemeralDisk";
+pub(crate) const LOCAL_SSD_MODEL: &str = "EphemeralDisk";
 /// The queue settings of a local SSD besides the scheduler, as the script wrote them.
-pub const QUEUE_SETTINGS: [(&str, &str); 5] = [
+pub(crate) const QUEUE_SETTINGS: [(&str, &str); 5] = [
     ("add_random", "0"),
     ("nr_requests", "512"),
     ("rotational", "0"),
@@ -25,21 +25,21 @@ pub const QUEUE_SETTINGS: [(&str, &str); 5] = [
 
 /// The CPU of each of `irqs` interrupts spread with the script's stride
 /// (`max(1, cpus / irqs)`).
-pub fn spread(irqs: usize, ncpus: usize) -> Vec<usize> {
+pub(crate) fn spread(irqs: usize, ncpus: usize) -> Vec<usize> {
     let ncpus = ncpus.max(1);
     let stride = (ncpus / irqs.max(1)).max(1);
     (0..irqs).map(|i| (i * stride) % ncpus).collect()
 }
 
 /// The scheduler currently chosen in a `scheduler` file (`[none] mq-deadline` -> `none`).
-pub fn current_scheduler(text: &str) -> &str {
+pub(crate) fn current_scheduler(text: &str) -> &str {
     text.split_whitespace()
         .find_map(|w| w.strip_prefix('[').and_then(|w| w.strip_suffix(']')))
         .unwrap_or(text.trim())
 }
 
 /// The interrupts whose `/proc/interrupts` line names `<dev>-request`.
-pub fn request_irqs(interrupts: &str, dev: &str) -> Vec<u32> {
+pub(crate) fn request_irqs(interrupts: &str, dev: &str) -> Vec<u32> {
     let needle = format!("{}-request", dev);
     interrupts
         .lines()
@@ -59,7 +59,7 @@ fn pin(tree: &Tree, irq: u32, cpu: usize, ncpus: usize) {
 
 /// The scheduler to choose from a `scheduler` file: `none` when offered (or when the file
 /// shows no choice list), else `noop` on an old single-queue kernel, else nothing.
-pub fn wanted_scheduler(text: &str) -> Option<&'static str> {
+pub(crate) fn wanted_scheduler(text: &str) -> Option<&'static str> {
     let offered = |name: &str| {
         text.split_whitespace()
             .any(|w| w.trim_matches(['[', ']']) == name)

@@ -13,76 +13,43 @@
 //! - [`notify`]: `READY=1` to systemd and `/run/google-instance-setup.done`.
 //! - [`prepare_image`]: `google_prepare_image`, forgetting this instance before capture.
 
-pub mod boto;
-pub mod host_keys;
-pub mod hostname;
-pub mod instance_config;
+pub(crate) mod boto;
+pub(crate) mod host_keys;
+pub(crate) mod hostname;
+pub(crate) mod instance_config;
 pub mod local_ssd;
 pub mod multiqueue;
-pub mod notify;
-pub mod prepare_image;
+pub(crate) mod notify;
+pub(crate) mod prepare_image;
 pub mod sysfs;
 
 use std::time::Duration;
 
-use crate::config::{self, Config, Paths};
 use crate::mds::Client;
+use crate::settings::config::{self, Config, Paths};
+use crate::settings::{Settings, SetupSettings};
 
 use instance_config::InstanceFacts;
 
-/// The options setup reads, from `[InstanceSetup]` and `[Instance]` (one function reads
-/// them: [`SetupOptions::from_config`]).
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct SetupOptions {
-    /// Use the metadata server at all.
-    pub network_enabled: bool,
-    /// How long to wait for it before going on with the offline steps.
-    pub network_wait: Duration,
-    /// Regenerate host keys on a new instance id.
-    pub set_host_keys: bool,
-    /// The key types made besides the ones present (comma-separated in the file).
-    pub host_key_types: Vec<String>,
-    /// Write `/etc/boto.cfg`.
-    pub set_boto_config: bool,
-    /// Tune local SSDs.
-    pub optimize_local_ssd: bool,
-    /// Spread NIC queues and interrupts.
-    pub set_multiqueue: bool,
-    /// Set the host name from metadata.
-    pub set_hostname: bool,
-    /// The instance id host keys were last made for.
-    pub instance_id: String,
-    /// Log to the serial console.
-    pub console: bool,
+/// The SSH host key types `[InstanceSetup] host_key_types` names (comma-separated, blanks
+/// dropped).
+pub(crate) fn host_key_types(settings: &SetupSettings) -> Vec<String> {
+    settings
+        .host_key_types
+        .split(',')
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty())
+        .collect()
 }
 
-impl SetupOptions {
-    /// Reads setup's options from the configuration.
-    pub fn from_config(config: &Config) -> SetupOptions {
-        let s = "InstanceSetup";
-        SetupOptions {
-            network_enabled: config.get_bool(s, "network_enabled"),
-            network_wait: Duration::from_secs(config.get_u64(s, "network_wait_s")),
-            set_host_keys: config.get_bool(s, "set_host_keys"),
-            host_key_types: config
-                .get_str(s, "host_key_types")
-                .split(',')
-                .map(|t| t.trim().to_string())
-                .filter(|t| !t.is_empty())
-                .collect(),
-            set_boto_config: config.get_bool(s, "set_boto_config"),
-            optimize_local_ssd: config.get_bool(s, "optimize_local_ssd"),
-            set_multiqueue: config.get_bool(s, "set_multiqueue"),
-            set_hostname: config.get_bool(s, "set_hostname"),
-            instance_id: config.get_str("Instance", "instance_id").trim().to_string(),
-            console: config.get_bool("Logging", "console"),
-        }
-    }
+/// The instance id host keys were last made for (`[Instance] instance_id`, trimmed).
+pub(crate) fn stored_instance_id(settings: &SetupSettings) -> &str {
+    settings.instance_id.trim()
 }
 
 /// How a whole run went.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Steps that failed, by name.
     pub failed: Vec<&'static str>,
     /// The configuration could not be regenerated (the only failure that changes the exit
@@ -107,7 +74,7 @@ fn step(outcome: &mut Outcome, name: &'static str, f: impl FnOnce() -> crate::Re
 }
 
 /// The whole boot-time setup against the real system. Returns what failed.
-pub fn run() -> Outcome {
+pub(crate) fn run() -> Outcome {
     let paths = Paths::system();
     let mut outcome = Outcome::default();
     // As Python loaded it: every layer but metadata (the template may say how long to wait).
@@ -118,12 +85,12 @@ pub fn run() -> Outcome {
             Config::load_from(&paths.config)
         }
     };
-    let first = SetupOptions::from_config(&loaded);
-    crate::log::set_console(first.console);
+    let first = Settings::read(&loaded);
+    crate::log::set_console(first.logging.console);
 
     let client = Client::from_env();
-    let facts = if first.network_enabled {
-        instance_config::wait_for_metadata(&client, first.network_wait)
+    let facts = if first.setup.network_enabled {
+        instance_config::wait_for_metadata(&client, Duration::from_secs(first.setup.network_wait_s))
     } else {
         info!("Networking is disabled in the configuration; running the offline steps only.");
         None
@@ -140,14 +107,15 @@ pub fn run() -> Outcome {
             loaded
         }
     };
-    let opts = SetupOptions::from_config(&config);
-    crate::log::set_console(opts.console);
+    let settings = Settings::read(&config);
+    crate::log::set_console(settings.logging.console);
+    let opts = &settings.setup;
     let facts = facts.unwrap_or_default();
 
     let mut new_id = None;
     if opts.set_host_keys {
         step(&mut outcome, "host keys", || {
-            new_id = host_keys::run(&opts, &facts, &client)?;
+            new_id = host_keys::run(opts, &facts, &client)?;
             Ok(())
         });
     }

@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::netlink::ethtool::{Combined, GenlSocket};
 
 /// The virtio-net driver's device directory.
-pub const VIRTIO_NET_DRIVER: &str = "sys/bus/virtio/drivers/virtio_net";
+pub(crate) const VIRTIO_NET_DRIVER: &str = "sys/bus/virtio/drivers/virtio_net";
 
 /// Reading and setting a NIC's combined channels.
 pub trait ChannelControl {
@@ -25,7 +25,7 @@ pub trait ChannelControl {
 
 /// The system's channels: ethtool netlink, else the `ethtool` program.
 #[derive(Default)]
-pub struct SystemChannels {
+pub(crate) struct SystemChannels {
     genl: Option<std::result::Result<GenlSocket, String>>,
 }
 
@@ -54,7 +54,7 @@ fn ethtool_program() -> Result<std::path::PathBuf> {
 }
 
 /// The two `Combined:` values of `ethtool -l` output (maximum, then current).
-pub fn parse_ethtool_l(text: &str) -> Option<Combined> {
+pub(crate) fn parse_ethtool_l(text: &str) -> Option<Combined> {
     let mut values = text.lines().filter_map(|l| {
         let v = l.trim().strip_prefix("Combined:")?.trim();
         Some(if v == "n/a" { 0 } else { v.parse().ok()? })
@@ -91,7 +91,7 @@ impl ChannelControl for SystemChannels {
 }
 
 /// The virtio-net devices (`virtioN`) and their interfaces.
-pub fn virtio_nics(tree: &Tree) -> Vec<(String, Vec<String>)> {
+pub(crate) fn virtio_nics(tree: &Tree) -> Vec<(String, Vec<String>)> {
     tree.list(VIRTIO_NET_DRIVER)
         .into_iter()
         .filter(|d| d.starts_with("virtio"))
@@ -104,7 +104,7 @@ pub fn virtio_nics(tree: &Tree) -> Vec<(String, Vec<String>)> {
 
 /// The CPU an interrupt handler named `action` belongs on, for the virtio device `dev`:
 /// `dev` itself (INTx) -> 0, `dev-input.Q` / `dev-output.Q` -> Q (modulo the CPUs).
-pub fn irq_cpu(action: &str, dev: &str, ncpus: usize) -> Option<usize> {
+pub(crate) fn irq_cpu(action: &str, dev: &str, ncpus: usize) -> Option<usize> {
     if action == dev {
         return Some(0);
     }
@@ -118,14 +118,14 @@ pub fn irq_cpu(action: &str, dev: &str, ncpus: usize) -> Option<usize> {
 
 /// The XPS CPUs of each of `queues` transmit queues: queue q gets q, q+Q, ... below
 /// `ncpus` (a queue beyond the CPU count gets none).
-pub fn xps_cpus(queues: usize, ncpus: usize) -> Vec<Vec<usize>> {
+pub(crate) fn xps_cpus(queues: usize, ncpus: usize) -> Vec<Vec<usize>> {
     (0..queues)
         .map(|q| (q..ncpus).step_by(queues.max(1)).collect())
         .collect()
 }
 
 /// Runs the step on `tree` with the system's channel control.
-pub fn run(tree: &Tree) {
+pub(crate) fn run(tree: &Tree) {
     run_with(tree, &mut SystemChannels::default());
 }
 

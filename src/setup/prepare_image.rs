@@ -7,13 +7,15 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::accounts::commands::Commands;
+use crate::accounts::desired::DesiredAccounts;
 use crate::accounts::ledger::{CREATED_LEDGER, USERS_LEDGER};
 use crate::accounts::plan::{plan, Action, AppliedKeys, PlanConfig, SystemView};
-use crate::accounts::system::{Applier, Commands, SystemState};
-use crate::accounts::DesiredAccounts;
-use crate::config::{Config, Paths};
+use crate::accounts::system::{Applier, SystemState};
 use crate::error::Result;
 use crate::mds::Snapshot;
+use crate::settings::config::{Config, Paths};
+use crate::settings::AccountsSettings;
 
 use super::host_keys::{DROPBEAR_DIR, OPENSSH_DIR};
 use super::notify::DONE_MARKER;
@@ -55,9 +57,12 @@ pub fn describe(action: &Action) -> String {
 pub fn make_plan(remove_users: bool, config: &Config) -> Result<PreparePlan> {
     let no_keys = Snapshot {
         etag: None,
-        doc: r#"{"instance": {"attributes": {}}, "project": {"attributes": {}}}"#
-            .parse()
-            .map_err(|e| crate::Error::Msg(format!("{:?}", e)))?,
+        doc: std::sync::Arc::new(
+            crate::json::parse_json(
+                r#"{"instance": {"attributes": {}}, "project": {"attributes": {}}}"#,
+            )
+            .map_err(crate::Error::Msg)?,
+        ),
     };
     let (desired, _) = DesiredAccounts::from_snapshot(&no_keys, crate::timing::unix_now())?;
     let state = SystemState::read()?;
@@ -111,7 +116,7 @@ pub fn plan_lines(plan: &PreparePlan) -> Vec<String> {
 pub fn apply(plan: &PreparePlan, config: &Config) -> bool {
     let mut ok = true;
     if !plan.account_actions.is_empty() {
-        let commands = Commands::from_config(config);
+        let commands = Commands::from_settings(&AccountsSettings::read(config));
         match SystemState::read() {
             Ok(mut state) => {
                 let failed = Applier::default().apply(&plan.account_actions, &commands, &mut state);

@@ -15,7 +15,7 @@ pub struct Tree {
 
 impl Tree {
     /// The real system.
-    pub fn system() -> Tree {
+    pub(crate) fn system() -> Tree {
         Tree::at(Path::new("/"))
     }
 
@@ -27,12 +27,12 @@ impl Tree {
     }
 
     /// The full path of `rel` (relative to the root).
-    pub fn path(&self, rel: &str) -> PathBuf {
+    pub(crate) fn path(&self, rel: &str) -> PathBuf {
         self.root.join(rel.trim_start_matches('/'))
     }
 
     /// The names in a directory, sorted; empty when it is not there.
-    pub fn list(&self, rel: &str) -> Vec<String> {
+    pub(crate) fn list(&self, rel: &str) -> Vec<String> {
         let mut names: Vec<String> = std::fs::read_dir(self.path(rel))
             .map(|rd| {
                 rd.filter_map(|e| e.ok())
@@ -45,19 +45,19 @@ impl Tree {
     }
 
     /// Whether `rel` exists.
-    pub fn exists(&self, rel: &str) -> bool {
+    pub(crate) fn exists(&self, rel: &str) -> bool {
         self.path(rel).exists()
     }
 
     /// A file's content, trimmed; `None` when it cannot be read.
-    pub fn read(&self, rel: &str) -> Option<String> {
+    pub(crate) fn read(&self, rel: &str) -> Option<String> {
         std::fs::read_to_string(self.path(rel))
             .ok()
             .map(|s| s.trim().to_string())
     }
 
     /// Writes `value` to an existing attribute file (never creates one).
-    pub fn write(&self, rel: &str, value: &str) -> Result<()> {
+    pub(crate) fn write(&self, rel: &str, value: &str) -> Result<()> {
         use std::io::Write;
         let path = self.path(rel);
         let mut f = std::fs::OpenOptions::new()
@@ -71,7 +71,7 @@ impl Tree {
 
     /// Writes `value` unless the file already reads `value`; logs `line` when it writes and
     /// a warning when the write fails. Returns whether it wrote.
-    pub fn set(&self, rel: &str, value: &str, line: &str) -> bool {
+    pub(crate) fn set(&self, rel: &str, value: &str, line: &str) -> bool {
         if self.read(rel).as_deref() == Some(value) {
             return false;
         }
@@ -86,7 +86,7 @@ impl Tree {
     }
 
     /// The number of online CPUs (`sys/devices/system/cpu/online`), at least 1.
-    pub fn cpu_count(&self) -> usize {
+    pub(crate) fn cpu_count(&self) -> usize {
         self.read("sys/devices/system/cpu/online")
             .and_then(|s| parse_cpu_list(&s))
             .map(|cpus| cpus.len())
@@ -96,7 +96,7 @@ impl Tree {
 }
 
 /// Orders `virtio10` after `virtio9` and `tx-10` after `tx-9`: runs of digits by value.
-pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+pub(crate) fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
     fn key(s: &str) -> Vec<(String, u64)> {
         let mut out = Vec::new();
         let mut text = String::new();
@@ -118,7 +118,7 @@ pub fn natural_cmp(a: &str, b: &str) -> std::cmp::Ordering {
 }
 
 /// A CPU list such as `0-3,8,10-11` as the CPU numbers.
-pub fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
+pub(crate) fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
     let mut cpus = Vec::new();
     for part in text.trim().split(',').filter(|p| !p.is_empty()) {
         match part.split_once('-') {
@@ -138,7 +138,7 @@ pub fn parse_cpu_list(text: &str) -> Option<Vec<usize>> {
 /// The kernel's text for a CPU mask over `ncpus` CPUs: 32-bit groups, most significant
 /// first, separated by commas; the first group as wide as its CPUs need, the others 8 hex
 /// digits (what reading `smp_affinity` or `xps_cpus` shows).
-pub fn cpu_mask(cpus: &[usize], ncpus: usize) -> String {
+pub(crate) fn cpu_mask(cpus: &[usize], ncpus: usize) -> String {
     let ncpus = ncpus.max(1);
     let groups = ncpus.div_ceil(32);
     let mut words = vec![0u32; groups];

@@ -118,13 +118,6 @@ impl Request {
             },
         }
     }
-
-    /// Whether the query carries `name=value`, for example `("recursive", "true")`.
-    pub fn has_param(&self, name: &str, value: &str) -> bool {
-        self.query
-            .split('&')
-            .any(|pair| pair == format!("{}={}", name, value))
-    }
 }
 
 impl Emulator {
