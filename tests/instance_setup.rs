@@ -18,6 +18,7 @@ use tinyjson::JsonValue;
 /// An instance id that does not survive an f64 (served as the text the real server gives).
 const ID: &str = "1234567890123456789";
 const NEW_ID: &str = "1234567890123456791";
+const CONFIG: &str = "/etc/default/instance_configs.cfg";
 /// The key types made by default, with their OpenSSH names.
 const TYPES: [(&str, &str); 3] = [
     ("ecdsa", "ecdsa-sha2-nistp256"),
@@ -191,11 +192,19 @@ fn host_keys_are_made_once_per_instance_id_and_published() {
         "no temporary directory is left"
     );
 
-    // Second boot, same id: byte-identical keys.
+    // Second boot, same id: byte-identical keys, and the configuration, unchanged, is not
+    // written again (same inode: no new file was renamed in).
+    let inode = |sb: &Sandbox| {
+        sb.program(["stat", "-c", "%i", CONFIG])
+            .output()
+            .stdout_text()
+    };
+    let config_before = (inode(&sb), sb.read(CONFIG).unwrap());
     sb.emulator().clear_requests();
     setup(&sb);
     assert_eq!(files(&sb, "/etc/ssh"), first);
     assert_eq!(stored_id(&sb), ID);
+    assert_eq!((inode(&sb), sb.read(CONFIG).unwrap()), config_before);
 
     // A clone: new id, every key new.
     sb.emulator()

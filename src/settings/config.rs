@@ -351,15 +351,37 @@ pub fn merged_config(paths: &Paths, metadata_config_text: Option<&str>) -> Resul
     Ok(merge(base, &sources))
 }
 
-/// Writes `ini` with the header to `paths.config` (mode 0644, atomically). The caller holds
-/// the lock.
+/// The mode of the written file.
+const CONFIG_MODE: u32 = 0o644;
+
+/// Writes `ini` with the header to `paths.config` (mode 0644, atomically), unless the file
+/// already is exactly that: a later boot with nothing changed writes and syncs nothing.
+/// The caller holds the lock.
 fn write_config(paths: &Paths, ini: &Ini) -> Result<()> {
-    fsutil::create_parent(&paths.config)?;
     let mut text = header(&paths.template);
     text.push_str(&ini.to_string());
-    fsutil::write_atomic(&paths.config, text.as_bytes(), 0o644)?;
+    if already_written(&paths.config, text.as_bytes()) {
+        debug!("{} is up to date.", paths.config.display());
+        return Ok(());
+    }
+    fsutil::create_parent(&paths.config)?;
+    fsutil::write_atomic(&paths.config, text.as_bytes(), CONFIG_MODE)?;
     fsutil::restorecon(&paths.config);
     Ok(())
+}
+
+/// Whether `path` is a regular file holding exactly `content`, with the mode and owner
+/// [`write_config`] gives it (a symlink, another mode or owner is rewritten as before).
+fn already_written(path: &Path, content: &[u8]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    meta.is_file()
+        && meta.mode() & 0o7777 == CONFIG_MODE
+        && meta.uid() == crate::sys::geteuid()
+        && meta.len() == content.len() as u64
+        && std::fs::read(path).is_ok_and(|on_disk| on_disk == content)
 }
 
 fn regenerate_waiting(
@@ -681,6 +703,56 @@ mod tests {
         // Without metadata the existing file's values now come first.
         let again = regenerate_at(&paths, None).unwrap();
         assert_eq!(again.get_str("Accounts", "useradd_cmd"), "metadata");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A regeneration that changes nothing leaves the file alone (same inode, no write);
+    /// a changed value, mode or a symlink in its place is written (a new file renamed in).
+    #[test]
+    fn regeneration_writes_only_what_changed() {
+        use std::os::unix::fs::MetadataExt;
+        let root = scratch("unchanged");
+        let paths = setup_layers(&root);
+        let inode = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+        // The first regeneration may still reorder the options of the old file; from the
+        // second on the text is stable.
+        regenerate_at(&paths, None).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        let first = inode(&paths.config);
+        let written = std::fs::read(&paths.config).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        assert_eq!(
+            inode(&paths.config),
+            first,
+            "nothing changed, nothing written"
+        );
+        assert_eq!(std::fs::read(&paths.config).unwrap(), written);
+
+        regenerate_at(&paths, Some("[Custom]\nnew = 1\n")).unwrap();
+        let second = inode(&paths.config);
+        assert_ne!(second, first, "a new option is written");
+        assert!(Config::load_from(&paths.config)
+            .ini()
+            .has_option("Custom", "new"));
+
+        std::fs::set_permissions(&paths.config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        assert_ne!(inode(&paths.config), second, "another mode is rewritten");
+        let mode = std::fs::metadata(&paths.config)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o644);
+
+        let elsewhere = root.join("elsewhere.cfg");
+        std::fs::rename(&paths.config, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &paths.config).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&paths.config).unwrap().is_file(),
+            "a symlink is replaced by the file, as before"
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 

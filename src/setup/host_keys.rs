@@ -15,7 +15,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use super::instance_config::InstanceFacts;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::exec;
 use crate::mds::Client;
 use crate::settings::SetupSettings;
@@ -177,7 +177,7 @@ fn present_types(flavor: &Flavor, dir: &Path) -> Vec<String> {
 
 /// Makes every key anew in `dir`. A key that fails is logged and the others still made.
 pub fn regenerate(flavor: &Flavor, dir: &Path, configured: &[String]) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+    std::fs::create_dir_all(dir).context("create", dir)?;
     let (types, refused) = plan_types(&present_types(flavor, dir), configured);
     for t in refused {
         warn!(
@@ -224,11 +224,10 @@ fn make_key(flavor: &Flavor, key_type: &str, temp: &Path, dest: &Path) -> Result
         set_owner_mode(&tmp_pub, 0o644)?;
     }
     sync_file(&tmp_key);
-    std::fs::rename(&tmp_key, dest).map_err(|e| Error::io("rename into place", dest, e))?;
+    std::fs::rename(&tmp_key, dest).context("rename into place", dest)?;
     if has_pub {
         sync_file(&tmp_pub);
-        std::fs::rename(&tmp_pub, &dest_pub)
-            .map_err(|e| Error::io("rename into place", &dest_pub, e))?;
+        std::fs::rename(&tmp_pub, &dest_pub).context("rename into place", &dest_pub)?;
     }
     if let Some(parent) = dest.parent() {
         sync_file(parent);
@@ -242,9 +241,8 @@ fn make_key(flavor: &Flavor, key_type: &str, temp: &Path, dest: &Path) -> Result
 
 fn set_owner_mode(path: &Path, mode: u32) -> Result<()> {
     use std::os::unix::fs::PermissionsExt;
-    std::os::unix::fs::chown(path, Some(0), Some(0)).map_err(|e| Error::io("chown", path, e))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| Error::io("chmod", path, e))
+    std::os::unix::fs::chown(path, Some(0), Some(0)).context("chown", path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).context("chmod", path)
 }
 
 /// Flushes a file or directory to disk (best effort: a rename is what must be atomic).
@@ -272,7 +270,7 @@ impl TempDir {
         std::fs::DirBuilder::new()
             .mode(0o700)
             .create(&path)
-            .map_err(|e| Error::io("create", &path, e))?;
+            .context("create", &path)?;
         Ok(TempDir { path })
     }
 }
@@ -309,7 +307,7 @@ fn public_line(flavor: &Flavor, private: &Path) -> Result<String> {
     match flavor {
         Flavor::OpenSsh { .. } => {
             let pub_path = PathBuf::from(format!("{}.pub", private.display()));
-            std::fs::read_to_string(&pub_path).map_err(|e| Error::io("read", &pub_path, e))
+            std::fs::read_to_string(&pub_path).context("read", &pub_path)
         }
         Flavor::Dropbear { dropbearkey } => {
             let mut cmd = Command::new(dropbearkey);

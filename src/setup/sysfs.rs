@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Result};
 
 /// A sysfs/procfs tree below a root.
 #[derive(Clone, Debug)]
@@ -64,9 +64,8 @@ impl Tree {
             .write(true)
             .truncate(true)
             .open(&path)
-            .map_err(|e| Error::io("open", &path, e))?;
-        f.write_all(value.as_bytes())
-            .map_err(|e| Error::io("write", &path, e))
+            .context("open", &path)?;
+        f.write_all(value.as_bytes()).context("write", &path)
     }
 
     /// Writes `value` unless the file already reads `value`; logs `line` when it writes and
