@@ -59,6 +59,7 @@ fn list_names_every_applet_sorted() {
         "google_metadata_script_runner",
         "google_network_daemon",
         "google_optimize_local_ssd",
+        "google_prepare_image",
         "google_set_multiqueue",
     ] {
         assert!(
