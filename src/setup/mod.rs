@@ -89,8 +89,9 @@ pub(crate) fn run() -> Outcome {
     crate::log::set_console(first.logging.console);
 
     let client = Client::from_env();
+    let wait = Duration::from_secs(first.setup.network_wait_s);
     let facts = if first.setup.network_enabled {
-        instance_config::wait_for_metadata(&client, Duration::from_secs(first.setup.network_wait_s))
+        instance_config::wait_for_metadata(&client, wait)
     } else {
         info!("Networking is disabled in the configuration; running the offline steps only.");
         None
