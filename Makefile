@@ -68,7 +68,7 @@ bench: release tiny emulator
 	python3 tools/bench.py
 	GCE_GUEST_BENCH_BINARY=$(CURDIR)/$(RELEASE_BIN) \
 	  CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
-	  --test integration -- --ignored --nocapture --test-threads=1 bench_accounts:: bench_scripts::
+	  --test integration -- --ignored --nocapture --test-threads=1 bench_accounts:: bench_scripts:: bench_setup::
 	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
 	  --test integration -- --ignored --nocapture --test-threads=1 ip_forwarding::bench_
 

@@ -111,7 +111,6 @@ impl Options {
         }
     }
 
-    #[cfg(test)]
     fn remove(&mut self, key: &str) -> bool {
         let Some(at) = self.by_name.remove(key) else {
             return false;
@@ -622,7 +621,6 @@ impl Ini {
         true
     }
 
-    #[cfg(test)]
     /// Removes an option stored in `section` itself; true when there was one.
     pub(crate) fn remove_option(&mut self, section: &str, option: &str) -> bool {
         let key = option_key(option);

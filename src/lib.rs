@@ -12,7 +12,7 @@
 //!    `config` reads, layers and regenerates the file).
 //! 3. features, each pure planning plus thin applying: [`accounts`], [`network`],
 //!    [`clock_skew`], [`scripts`], `nvme_id` (disk names for udev and mdev).
-//! 4. features built on those: `setup`, `disk`.
+//! 4. features built on those: [`setup`], `disk`.
 //! 5. runner: [`daemon`] — generic threads, locks, restarts; it knows no feature by name.
 //! 6. applets: [`applets`] — the only place that lists every feature (the applet table,
 //!    the daemons `google_guest_daemon` runs); option parsing and wiring.
@@ -39,6 +39,7 @@ pub mod network;
 pub(crate) mod nvme_id;
 pub(crate) mod scripts;
 pub(crate) mod settings;
+pub mod setup;
 pub mod signals;
 pub(crate) mod sys;
 pub mod timing;

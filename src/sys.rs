@@ -332,6 +332,33 @@ pub fn recvfrom_netlink(fd: BorrowedFd<'_>, buf: &mut Vec<u8>) -> io::Result<(us
     Ok((got, sender.nl_pid))
 }
 
+/// `recv(2)` of one datagram into `buf`: the bytes received.
+pub fn recv(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of its length and alive for the call.
+    let got = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), 0) };
+    if got < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(got as usize)
+    }
+}
+
+/// `gethostname(2)`: the kernel's host name (of this UTS namespace) as bytes.
+pub fn gethostname() -> io::Result<Vec<u8>> {
+    let mut buf = [0u8; 256];
+    // SAFETY: `buf` is valid for writes of its length and alive for the call; the last
+    // byte stays 0 (the length passed is one less), so the name is always terminated.
+    check(unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len() - 1) })?;
+    let len = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
+    Ok(buf[..len].to_vec())
+}
+
+/// `sethostname(2)`.
+pub fn sethostname(name: &[u8]) -> io::Result<()> {
+    // SAFETY: the pointer and length describe `name`, alive for the call.
+    check(unsafe { libc::sethostname(name.as_ptr().cast(), name.len()) }).map(drop)
+}
+
 /// A non-blocking `MSG_PEEK` read of one byte from socket `fd`, leaving it in place: 0
 /// means the peer closed its side. `fd` is a number, not a borrow, so a caller may ask
 /// while it writes to the same stream; the call only reads, and a stale number fails

@@ -60,6 +60,7 @@ fn list_names_every_applet_sorted() {
         "google_network_daemon",
         "google_nvme_id",
         "google_optimize_local_ssd",
+        "google_prepare_image",
         "google_set_multiqueue",
     ] {
         assert!(

@@ -17,7 +17,8 @@ packages=(
   sudo:sudo,visudo
   openssh-server:sshd
   openssh-client:ssh,ssh-keygen
-  dropbear:dropbear,dropbearkey
+  dropbear:dropbear
+  dropbear-bin:dropbearkey,dbclient
   busybox-static:busybox
   procps:pgrep
   binutils:readelf,strip

@@ -12,12 +12,16 @@ mod clock_skew_daemon;
 mod emulator;
 mod guest_daemon;
 mod install;
+mod instance_setup;
 mod ip_forwarding_daemon;
 mod metadata_get;
 mod not_landed;
 mod nvme_id;
+mod optimize_local_ssd;
+mod prepare_image;
 mod root;
 mod script_runner;
+mod set_multiqueue;
 
 /// Where an applet's log lines go by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +105,7 @@ pub(crate) static APPLETS: &[&Applet] = &[
     &clock_skew_daemon::APPLET,
     &not_landed::DISK_EXPAND,
     &guest_daemon::APPLET,
-    &not_landed::INSTANCE_SETUP,
+    &instance_setup::APPLET,
     &ip_forwarding_daemon::APPLET,
     #[cfg(feature = "emulator")]
     &emulator::APPLET,
@@ -109,8 +113,9 @@ pub(crate) static APPLETS: &[&Applet] = &[
     &script_runner::APPLET,
     &ip_forwarding_daemon::NETWORK_DAEMON_APPLET,
     &nvme_id::APPLET,
-    &not_landed::OPTIMIZE_LOCAL_SSD,
-    &not_landed::SET_MULTIQUEUE,
+    &optimize_local_ssd::APPLET,
+    &prepare_image::APPLET,
+    &set_multiqueue::APPLET,
 ];
 
 /// Finds an applet by exact name.

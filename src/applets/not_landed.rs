@@ -12,33 +12,6 @@ pub(crate) static DISK_EXPAND: Applet = Applet {
     usage: "[-n] [DEVICE]",
 };
 
-pub(crate) static INSTANCE_SETUP: Applet = Applet {
-    name: "google_instance_setup",
-    run: not_landed,
-    logger: "instance-setup",
-    output: Output::System,
-    summary: "boot-time setup: config, host keys, boto, local SSD, multiqueue, hostname",
-    usage: "[-d]",
-};
-
-pub(crate) static OPTIMIZE_LOCAL_SSD: Applet = Applet {
-    name: "google_optimize_local_ssd",
-    run: not_landed,
-    logger: "optimize-local-ssd",
-    output: Output::System,
-    summary: "tune local SSD queues and IRQ affinity",
-    usage: "",
-};
-
-pub(crate) static SET_MULTIQUEUE: Applet = Applet {
-    name: "google_set_multiqueue",
-    run: not_landed,
-    logger: "set-multiqueue",
-    output: Output::System,
-    summary: "spread virtio-net and NVMe interrupts and XPS over the CPUs",
-    usage: "",
-};
-
 fn not_landed(inv: &Invocation) -> i32 {
     eprintln!(
         "{}: not part of this build yet (its issue has not landed)",

@@ -5,7 +5,9 @@
 //! - [`socket`]: the socket (its system calls through `crate::sys`) and request/ack/dump
 //!   matching.
 //! - [`route`]: owned local routes — add, delete, list — idempotently.
+//! - [`ethtool`]: a NIC's channel counts over generic netlink (for setup's multiqueue step).
 
+pub mod ethtool;
 pub mod route;
 pub mod socket;
 pub mod wire;

@@ -31,7 +31,6 @@ const HEADER_WIDTH: usize = 70;
 const LOCK_WAIT: Duration = Duration::from_secs(5);
 
 /// The metadata attribute holding a configuration text.
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
 const METADATA_ATTRIBUTE: &str = "google-instance-configs";
 
 /// The built-in default of an option (case-insensitive option name), if it has one: the
@@ -41,7 +40,6 @@ pub fn builtin_default(section: &str, option: &str) -> Option<&'static str> {
 }
 
 /// The built-in defaults as a document, sections and options sorted.
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
 pub fn builtin_ini() -> Ini {
     let mut ini = Ini::new();
     for o in settings::sorted_options() {
@@ -164,13 +162,11 @@ impl Config {
     }
 
     /// The document read (without the built-in defaults).
-    #[allow(dead_code)] // For instance setup, which has not landed.
     pub fn ini(&self) -> &Ini {
         &self.ini
     }
 
     /// Sets an option to a literal value (a `%` stays a `%` when read back).
-    #[allow(dead_code)] // For instance setup, which has not landed.
     pub fn set(&mut self, section: &str, option: &str, value: &str) {
         self.ini.set(section, option, &ini::escape_percent(value));
     }
@@ -230,7 +226,6 @@ impl Config {
         );
     }
 
-    #[allow(dead_code)] // For instance setup, which has not landed.
     /// Writes this configuration to `paths.config` as setup does: header, lock, atomic
     /// replacement (for example after storing `[Instance] instance_id`).
     pub fn save(&self, paths: &Paths) -> Result<()> {
@@ -313,7 +308,6 @@ pub fn header(template: &Path) -> String {
 /// sections and options in sorted order, options inherited from its `[DEFAULT]` included,
 /// values taken as read (interpolated) and stored literally. Never overwrites; an option
 /// `base` gets from its own `[DEFAULT]` counts as present.
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
 pub fn merge(base: Ini, sources: &[Ini]) -> Ini {
     let mut merged = base;
     for source in sources {
@@ -341,7 +335,6 @@ pub fn merge(base: Ini, sources: &[Ini]) -> Ini {
 /// warnings is still used, the warnings logged (Python dropped a layer that failed to
 /// parse as a whole). A file that exists but cannot be read is an error, so that
 /// regeneration never drops settings it could not see.
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
 pub fn merged_config(paths: &Paths, metadata_config_text: Option<&str>) -> Result<Ini> {
     let base = read_source(&paths.template)?.unwrap_or_default();
     let mut sources = Vec::new();
@@ -358,18 +351,39 @@ pub fn merged_config(paths: &Paths, metadata_config_text: Option<&str>) -> Resul
     Ok(merge(base, &sources))
 }
 
-/// Writes `ini` with the header to `paths.config` (mode 0644, atomically). The caller holds
-/// the lock.
+/// The mode of the written file.
+const CONFIG_MODE: u32 = 0o644;
+
+/// Writes `ini` with the header to `paths.config` (mode 0644, atomically), unless the file
+/// already is exactly that: a later boot with nothing changed writes and syncs nothing.
+/// The caller holds the lock.
 fn write_config(paths: &Paths, ini: &Ini) -> Result<()> {
-    fsutil::create_parent(&paths.config)?;
     let mut text = header(&paths.template);
     text.push_str(&ini.to_string());
-    fsutil::write_atomic(&paths.config, text.as_bytes(), 0o644)?;
+    if already_written(&paths.config, text.as_bytes()) {
+        debug!("{} is up to date.", paths.config.display());
+        return Ok(());
+    }
+    fsutil::create_parent(&paths.config)?;
+    fsutil::write_atomic(&paths.config, text.as_bytes(), CONFIG_MODE)?;
     fsutil::restorecon(&paths.config);
     Ok(())
 }
 
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
+/// Whether `path` is a regular file holding exactly `content`, with the mode and owner
+/// [`write_config`] gives it (a symlink, another mode or owner is rewritten as before).
+fn already_written(path: &Path, content: &[u8]) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::symlink_metadata(path) else {
+        return false;
+    };
+    meta.is_file()
+        && meta.mode() & 0o7777 == CONFIG_MODE
+        && meta.uid() == crate::sys::geteuid()
+        && meta.len() == content.len() as u64
+        && std::fs::read(path).is_ok_and(|on_disk| on_disk == content)
+}
+
 fn regenerate_waiting(
     paths: &Paths,
     metadata_config_text: Option<&str>,
@@ -384,23 +398,16 @@ fn regenerate_waiting(
     ))
 }
 
-/// Regenerates `/etc/default/instance_configs.cfg` (see [`merged_config`]) under its lock
-/// and returns the new configuration. `metadata_config_text` is the
-/// `google-instance-configs` attribute, see [`metadata_config_text`].
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
-pub fn regenerate(metadata_config_text: Option<&str>) -> Result<Config> {
-    regenerate_at(&Paths::system(), metadata_config_text)
-}
-
-/// [`regenerate`] with other paths.
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
+/// Regenerates `paths.config` (`/etc/default/instance_configs.cfg` for
+/// [`Paths::system`]; see [`merged_config`]) under its lock and returns the new
+/// configuration. `metadata_config_text` is the `google-instance-configs` attribute, see
+/// [`metadata_config_text`].
 pub fn regenerate_at(paths: &Paths, metadata_config_text: Option<&str>) -> Result<Config> {
     regenerate_waiting(paths, metadata_config_text, LOCK_WAIT)
 }
 
 /// The `google-instance-configs` text from a recursive metadata document: the instance
 /// attribute, else the project one (an empty value counts as absent, as in Python).
-#[allow(dead_code)] // Regeneration: its caller, google_instance_setup, has not landed.
 pub fn metadata_config_text(doc: &JsonValue) -> Option<&str> {
     ["instance", "project"]
         .iter()
@@ -696,6 +703,56 @@ mod tests {
         // Without metadata the existing file's values now come first.
         let again = regenerate_at(&paths, None).unwrap();
         assert_eq!(again.get_str("Accounts", "useradd_cmd"), "metadata");
+        std::fs::remove_dir_all(root).unwrap();
+    }
+
+    /// A regeneration that changes nothing leaves the file alone (same inode, no write);
+    /// a changed value, mode or a symlink in its place is written (a new file renamed in).
+    #[test]
+    fn regeneration_writes_only_what_changed() {
+        use std::os::unix::fs::MetadataExt;
+        let root = scratch("unchanged");
+        let paths = setup_layers(&root);
+        let inode = |p: &Path| std::fs::symlink_metadata(p).unwrap().ino();
+        // The first regeneration may still reorder the options of the old file; from the
+        // second on the text is stable.
+        regenerate_at(&paths, None).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        let first = inode(&paths.config);
+        let written = std::fs::read(&paths.config).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        assert_eq!(
+            inode(&paths.config),
+            first,
+            "nothing changed, nothing written"
+        );
+        assert_eq!(std::fs::read(&paths.config).unwrap(), written);
+
+        regenerate_at(&paths, Some("[Custom]\nnew = 1\n")).unwrap();
+        let second = inode(&paths.config);
+        assert_ne!(second, first, "a new option is written");
+        assert!(Config::load_from(&paths.config)
+            .ini()
+            .has_option("Custom", "new"));
+
+        std::fs::set_permissions(&paths.config, std::fs::Permissions::from_mode(0o600)).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        assert_ne!(inode(&paths.config), second, "another mode is rewritten");
+        let mode = std::fs::metadata(&paths.config)
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777;
+        assert_eq!(mode, 0o644);
+
+        let elsewhere = root.join("elsewhere.cfg");
+        std::fs::rename(&paths.config, &elsewhere).unwrap();
+        std::os::unix::fs::symlink(&elsewhere, &paths.config).unwrap();
+        regenerate_at(&paths, None).unwrap();
+        assert!(
+            std::fs::symlink_metadata(&paths.config).unwrap().is_file(),
+            "a symlink is replaced by the file, as before"
+        );
         std::fs::remove_dir_all(root).unwrap();
     }
 

@@ -282,7 +282,6 @@ pub fn declaration(section: &str, name: &str) -> Option<&'static OptionDecl> {
 }
 
 /// The declarations sorted by section then name, the order the written file uses.
-#[allow(dead_code)] // For regeneration, whose caller (instance setup) has not landed.
 pub fn sorted_options() -> Vec<&'static OptionDecl> {
     let mut sorted: Vec<&OptionDecl> = OPTIONS.iter().collect();
     sorted.sort_unstable_by_key(|o| (o.section, o.name));

@@ -223,6 +223,12 @@ impl Emulator {
     pub fn clear_requests(&self) {
         self.expect_ok("DELETE", "/emulator/requests", None);
     }
+
+    /// The guest attributes written so far, as a JSON tree (namespace -> key -> value).
+    pub fn guest_attributes(&self) -> JsonValue {
+        self.expect_ok("GET", "/emulator/guest-attributes", None)
+            .json()
+    }
 }
 
 /// Parses a whole `Connection: close` response: status line, headers, and a body delimited
