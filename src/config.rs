@@ -20,7 +20,7 @@ use crate::ini::{self, Ini, Warning, DEFAULT_SECTION};
 
 /// The built-in defaults: the Python guest environment 2.8 table with SPEC §2's choices
 /// (`set_boto_config = true`, `deprovision_remove = false`) and our own options
-/// (`network_wait_s`, `[Logging] console`, `primary_ipv6`). Sections and options sorted.
+/// (`network_wait_s`, `disk_expand_min_mib`, `[Logging] console`, `primary_ipv6`). Sections and options sorted.
 pub const BUILTIN_DEFAULTS: &[(&str, &[(&str, &str)])] = &[
     (
         "Accounts",
@@ -48,6 +48,7 @@ pub const BUILTIN_DEFAULTS: &[(&str, &[(&str, &str)])] = &[
     (
         "InstanceSetup",
         &[
+            ("disk_expand_min_mib", "512"),
             ("host_key_types", "ecdsa,ed25519,rsa"),
             ("network_enabled", "true"),
             ("network_wait_s", "300"),

@@ -12,6 +12,7 @@ pub mod applets;
 pub mod clock_skew;
 pub mod config;
 pub mod daemon;
+pub mod disk;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;

@@ -108,7 +108,7 @@ fn unknown_names_exit_127() {
 #[test]
 fn applets_not_yet_landed_say_so_and_exit_3() {
     // Applets whose issues have not landed stay registered; this list shrinks as they land.
-    let out = run(&bin(), &["google_disk_expand"]);
+    let out = run(&bin(), &["google_optimize_local_ssd"]);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not part of this build yet"));
 }

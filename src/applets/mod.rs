@@ -7,6 +7,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 mod daemons;
+mod disk_expand;
 #[cfg(feature = "emulator")]
 mod emulator;
 mod install;
@@ -111,11 +112,11 @@ pub static APPLETS: &[Applet] = &[
     },
     Applet {
         name: "google_disk_expand",
-        run: not_landed,
+        run: disk_expand::main,
         logger: "disk-expand",
         output: Output::System,
         summary: "grow the root partition and file system to fill the disk",
-        usage: "[-n] [DEVICE]",
+        usage: disk_expand::USAGE,
     },
     Applet {
         name: "google_guest_daemon",
