@@ -54,6 +54,8 @@ bench: release tiny emulator
 	  --test bench_accounts --test bench_scripts -- --ignored --nocapture --test-threads=1
 	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
 	  --test ip_forwarding -- --ignored bench --nocapture --test-threads=1
+	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
+	  --test disk_expand -- --ignored bench --nocapture --test-threads=1
 
 # Re-profiles which code the daemons run and rewrites src/link/hot-code.ld (see
 # tests/hot_code.py). Needs valgrind; run it when `make bench` shows the idle RSS creeping up.

@@ -644,40 +644,62 @@ fn a_kill_between_the_table_and_the_file_system_is_finished_by_the_next_run() {
     ok("xfs_repair", &["-n", &l.part(2)]);
 }
 
+/// Whether the kernel has device-mapper (these machines' kernel does not).
+fn device_mapper_available() -> bool {
+    fs::read_to_string("/proc/misc")
+        .map(|m| m.contains("device-mapper"))
+        .unwrap_or(false)
+}
+
+/// Shell lines that mount a fake sysfs at `$M/sys` in which the device of `$M`'s file
+/// system is `dm-0`, a device-mapper device (for kernels without device-mapper).
+const FAKE_DM_SYSFS: &str = "mount -t tmpfs fake \"$M/sys\" && DEV=$(mountpoint -d \"$M\") && \
+    mkdir -p \"$M/sys/devices/virtual/block/dm-0/dm\" \"$M/sys/dev/block\" && \
+    echo \"$DEV\" > \"$M/sys/devices/virtual/block/dm-0/dev\" && \
+    ln -s ../../devices/virtual/block/dm-0 \"$M/sys/dev/block/$DEV\" && ";
+
 #[test]
 fn stacked_and_loop_roots_are_not_expanded_and_a_second_run_says_so() {
     need_root!();
     let dir = Scratch::new("stacked");
     let (img, l) = loop_disk(&dir, 512, &["mkfs.ext4", "-q", "-F"]);
-    let part_sectors = l.part_bytes(2) / 512;
-    let dm = Dm::linear(
-        &format!("gce-disk-test-{}", std::process::id()),
-        &l.part(2),
-        part_sectors,
-    );
     let mnt = dir.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
-    let m = mnt.display().to_string();
     let table_before = dump(&l.dev);
     let ends = |p: &Path| {
         let len = fs::metadata(p).unwrap().len();
         (read_at(p, 0, MIB as usize), read_at(p, len - MIB, MIB as usize))
     };
     let before = ends(&img);
-    // Root on the dm device: `--root` chroots into its mount, so `/` is the dm device.
+    // `--root $M` chroots into the mount, so `/` is the device mounted there. With a real
+    // device-mapper: a linear dm device over the partition; without: the partition with a
+    // sysfs that calls it dm-0.
+    let dm = device_mapper_available().then(|| {
+        Dm::linear(
+            &format!("gce-disk-test-{}", std::process::id()),
+            &l.part(2),
+            l.part_bytes(2) / 512,
+        )
+    });
+    let dm_root = match &dm {
+        Some(dm) => format!("mount {} \"$M\" && ", dm.path()),
+        None => format!("mount {} \"$M\" && mkdir -p \"$M/sys\" && {}", l.part(2), FAKE_DM_SYSFS),
+    };
+    let run = "mkdir -p \"$M/run\" && mount -t tmpfs run \"$M/run\" && \"$BIN\" --root \"$M\" google_disk_expand -d; echo rc=$?; ";
     let script = format!(
-        "mount {dm} {m} && \"$BIN\" --root {m} google_disk_expand -d; echo rc=$?; umount -l {m}; \
-         mount {part} {m} && \"$BIN\" --root {m} google_disk_expand -d; echo rc=$?; \
-         \"$BIN\" --root {m} google_disk_expand -d; echo rc=$?; umount -l {m}",
-        dm = dm.path(),
+        "M={m}; {dm_root}{run}umount -R \"$M\"; \
+         mount {part} \"$M\" && {run}\"$BIN\" --root \"$M\" google_disk_expand -d; echo rc=$?; umount -R \"$M\"",
+        m = mnt.display(),
         part = l.part(2),
     );
     let out = in_namespace(&script, &[]);
     let t = text(&out);
     assert!(t.contains("is a device-mapper device"), "{}", t);
+    assert!(t.contains("disk loop"), "{}", t);
     assert!(t.contains("is a loop device"), "{}", t);
     assert!(t.contains("already ran in this boot"), "{}", t);
     assert_eq!(t.matches("rc=0").count(), 3, "{}", t);
+    drop(dm);
     assert_eq!(dump(&l.dev), table_before);
     assert!(ends(&img) == before, "the table areas are unchanged");
 }
