@@ -24,9 +24,18 @@ use std::time::Instant;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const KILL_ENV: &str = "GCE_GUEST_TEST_DISK_EXPAND_KILL";
-const TOOLS: [&str; 10] = [
-    "losetup", "partx", "sfdisk", "sgdisk", "mkfs.xfs", "xfs_repair", "mkfs.ext4", "e2fsck",
-    "dmsetup", "unshare",
+const TOOLS: [&str; 11] = [
+    "blkid",
+    "losetup",
+    "partx",
+    "sfdisk",
+    "sgdisk",
+    "mkfs.xfs",
+    "xfs_repair",
+    "mkfs.ext4",
+    "e2fsck",
+    "dmsetup",
+    "unshare",
 ];
 
 /// Skips (or fails under CI=true) unless root and every tool is here.
@@ -212,7 +221,10 @@ fn in_namespace(script: &str, env: &[(&str, &str)]) -> Output {
 
 /// `google_disk_expand ARGS` in a private namespace.
 fn expand(args: &str) -> Output {
-    in_namespace(&format!("exec \"$BIN\" google_disk_expand -d {}", args), &[])
+    in_namespace(
+        &format!("exec \"$BIN\" google_disk_expand -d {}", args),
+        &[],
+    )
 }
 
 static LOOP_SETUP: Mutex<()> = Mutex::new(());
@@ -250,8 +262,18 @@ impl Loop {
 
     /// The kernel's size of partition `n`, in bytes.
     fn part_bytes(&self, n: u32) -> u64 {
-        let p = format!("/sys/class/block/{}/{}p{}/size", self.name(), self.name(), n);
-        fs::read_to_string(&p).unwrap().trim().parse::<u64>().unwrap() * 512
+        let p = format!(
+            "/sys/class/block/{}/{}p{}/size",
+            self.name(),
+            self.name(),
+            n
+        );
+        fs::read_to_string(&p)
+            .unwrap()
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+            * 512
     }
 
     /// Tells the loop driver its file grew.
@@ -362,7 +384,10 @@ fn gpt_image_file_grows_and_sfdisk_and_sgdisk_agree() {
     let name2 = format!("{}2", img.display());
     let (start, _) = dump_extent(&before, &name2);
 
-    let dry = expand(&format!("--dry-run --device {} --partition 2", img.display()));
+    let dry = expand(&format!(
+        "--dry-run --device {} --partition 2",
+        img.display()
+    ));
     assert!(dry.status.success(), "{}", text(&dry));
     assert!(text(&dry).contains("grow partition 2"), "{}", text(&dry));
     let sum = checksum(&img);
@@ -377,11 +402,30 @@ fn gpt_image_file_grows_and_sfdisk_and_sgdisk_agree() {
     let after = dump(p);
     let (start2, size2) = dump_extent(&after, &name2);
     assert_eq!(start2, start);
-    assert_eq!(start2 + size2, gpt_expected_end(3 * GIB, 512), "exact new end");
+    assert_eq!(
+        start2 + size2,
+        gpt_expected_end(3 * GIB, 512),
+        "exact new end"
+    );
     // Disk GUID, partition GUIDs and names kept; the backup header at the last sector.
-    assert_eq!(dump_field(&before, "label-id"), dump_field(&after, "label-id"));
-    for (a, b) in before.lines().zip(after.lines()).filter(|(a, _)| a.contains("uuid=")) {
-        let uuid = |l: &str| l.split("uuid=").nth(1).unwrap().split(',').next().unwrap().to_string();
+    assert_eq!(
+        dump_field(&before, "label-id"),
+        dump_field(&after, "label-id")
+    );
+    for (a, b) in before
+        .lines()
+        .zip(after.lines())
+        .filter(|(a, _)| a.contains("uuid="))
+    {
+        let uuid = |l: &str| {
+            l.split("uuid=")
+                .nth(1)
+                .unwrap()
+                .split(',')
+                .next()
+                .unwrap()
+                .to_string()
+        };
         assert_eq!(uuid(a), uuid(b));
         assert_eq!(a.split("name=").nth(1), b.split("name=").nth(1));
     }
@@ -392,7 +436,10 @@ fn gpt_image_file_grows_and_sfdisk_and_sgdisk_agree() {
         3 * GIB / 512 - 1
     );
     assert_eq!(
-        dump_field(&after, "last-lba").unwrap().parse::<u64>().unwrap(),
+        dump_field(&after, "last-lba")
+            .unwrap()
+            .parse::<u64>()
+            .unwrap(),
         3 * GIB / 512 - 34
     );
 
@@ -400,7 +447,11 @@ fn gpt_image_file_grows_and_sfdisk_and_sgdisk_agree() {
     let sum = checksum(&img);
     let again = expand(&format!("--device {} --partition 2", img.display()));
     assert!(again.status.success(), "{}", text(&again));
-    assert!(text(&again).contains("already reaches the end"), "{}", text(&again));
+    assert!(
+        text(&again).contains("already reaches the end"),
+        "{}",
+        text(&again)
+    );
     assert_eq!(checksum(&img), sum);
 }
 
@@ -425,12 +476,22 @@ fn mbr_image_file_grows_a_primary_and_the_last_logical() {
     assert!(out.status.success(), "{}", text(&out));
     assert_sfdisk_clean(&p);
     let after = dump(&p);
-    assert_eq!(dump_field(&before, "label-id"), dump_field(&after, "label-id"));
+    assert_eq!(
+        dump_field(&before, "label-id"),
+        dump_field(&after, "label-id")
+    );
     let (s6, z6) = dump_extent(&after, &format!("{}6", p));
     let (s2, z2) = dump_extent(&after, &format!("{}2", p));
     assert_eq!(s6 + z6, 3 * GIB / 512);
-    assert_eq!(s2 + z2, 3 * GIB / 512, "the extended partition grew with it");
-    assert_eq!(dump_extent(&before, &format!("{}5", p)), dump_extent(&after, &format!("{}5", p)));
+    assert_eq!(
+        s2 + z2,
+        3 * GIB / 512,
+        "the extended partition grew with it"
+    );
+    assert_eq!(
+        dump_extent(&before, &format!("{}5", p)),
+        dump_extent(&after, &format!("{}5", p))
+    );
 }
 
 #[test]
@@ -554,7 +615,11 @@ fn ext4_grows_offline_and_online_or_says_why_not() {
     // --offline-fs: grown now with e2fsck + resize2fs.
     let out = expand(&format!("--offline-fs --device {} --partition 2", l.dev));
     assert!(out.status.success(), "{}", text(&out));
-    assert!(text(&out).contains("grew the file system"), "{}", text(&out));
+    assert!(
+        text(&out).contains("grew the file system"),
+        "{}",
+        text(&out)
+    );
     ok("e2fsck", &["-fn", &l.part(2)]);
     let info = ok("dumpe2fs", &["-h", &l.part(2)]);
     let field = |k: &str| -> u64 {
@@ -619,7 +684,10 @@ fn a_kill_between_the_table_and_the_file_system_is_finished_by_the_next_run() {
     let mnt = dir.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let m = mnt.display().to_string();
-    let run = format!("\"$BIN\" google_disk_expand -d --device {} --partition 2", l.dev);
+    let run = format!(
+        "\"$BIN\" google_disk_expand -d --device {} --partition 2",
+        l.dev
+    );
     let script = format!(
         "mount {part} {m} && {df} && {{ {run}; echo status=$?; }}; {df}; {run}; rc=$?; {df}; umount {m}; exit $rc",
         part = l.part(2),
@@ -668,7 +736,10 @@ fn stacked_and_loop_roots_are_not_expanded_and_a_second_run_says_so() {
     let table_before = dump(&l.dev);
     let ends = |p: &Path| {
         let len = fs::metadata(p).unwrap().len();
-        (read_at(p, 0, MIB as usize), read_at(p, len - MIB, MIB as usize))
+        (
+            read_at(p, 0, MIB as usize),
+            read_at(p, len - MIB, MIB as usize),
+        )
     };
     let before = ends(&img);
     // `--root $M` chroots into the mount, so `/` is the device mounted there. With a real
@@ -683,7 +754,11 @@ fn stacked_and_loop_roots_are_not_expanded_and_a_second_run_says_so() {
     });
     let dm_root = match &dm {
         Some(dm) => format!("mount {} \"$M\" && ", dm.path()),
-        None => format!("mount {} \"$M\" && mkdir -p \"$M/sys\" && {}", l.part(2), FAKE_DM_SYSFS),
+        None => format!(
+            "mount {} \"$M\" && mkdir -p \"$M/sys\" && {}",
+            l.part(2),
+            FAKE_DM_SYSFS
+        ),
     };
     let run = "mkdir -p \"$M/run\" && mount -t tmpfs run \"$M/run\" && \"$BIN\" --root \"$M\" google_disk_expand -d; echo rc=$?; ";
     let script = format!(
@@ -704,6 +779,57 @@ fn stacked_and_loop_roots_are_not_expanded_and_a_second_run_says_so() {
     assert!(ends(&img) == before, "the table areas are unchanged");
 }
 
+#[test]
+fn root_on_the_kernel_command_line_is_found_without_udev() {
+    need_root!();
+    let dir = Scratch::new("cmdline");
+    let (_img, l) = loop_disk(&dir, 512, &["mkfs.ext4", "-q", "-F", "-L", "gcetestroot"]);
+    let uuid = ok("blkid", &["-s", "UUID", "-o", "value", &l.part(2)]);
+    let partuuid = ok("blkid", &["-s", "PARTUUID", "-o", "value", &l.part(2)]);
+    let (uuid, partuuid) = (uuid.trim(), partuuid.trim().to_uppercase());
+    let cmdline = dir.path("cmdline");
+    let m = dir.path("initramfs");
+    fs::create_dir_all(&m).unwrap();
+    let specs = [
+        format!("UUID={}", uuid),
+        format!("PARTUUID={}", partuuid),
+        format!("/dev/disk/by-partuuid/{}", partuuid),
+        "LABEL=gcetestroot".to_string(),
+        l.part(2),
+    ];
+    let disk_line = format!("the root's disk {} is a loop device", l.name());
+    // `/` is a tmpfs (an initramfs) whose /proc/cmdline says root=SPEC.
+    for spec in specs
+        .iter()
+        .map(String::as_str)
+        .chain(["UUID=00000000-1111-2222-3333-444444444444"])
+    {
+        fs::write(
+            &cmdline,
+            format!("BOOT_IMAGE=/vmlinuz root={} ro quiet\n", spec),
+        )
+        .unwrap();
+        let script = format!(
+            "M={m}; mount -t tmpfs initramfs \"$M\" && mkdir -p \"$M/proc\" \"$M/run\" && \
+             mount -t proc proc \"$M/proc\" && mount --bind {c} \"$M/proc/cmdline\" && \
+             \"$BIN\" --root \"$M\" google_disk_expand -d --partition-only; echo rc=$?",
+            m = m.display(),
+            c = cmdline.display()
+        );
+        let t = text(&in_namespace(&script, &[]));
+        assert!(t.contains("rc=0"), "{}: {}", spec, t);
+        if spec.contains("0000") {
+            assert!(
+                t.contains("no block device matches root=UUID=0000"),
+                "{}",
+                t
+            );
+        } else {
+            assert!(t.contains(&disk_line), "root={}: {}", spec, t);
+        }
+    }
+}
+
 /// `make bench`: 1 GiB -> 16 GiB GPT image with ext4 on a loop device, ours vs growpart +
 /// resize2fs (cloud-guest-utils, installed for the comparison). Printed, never asserted.
 #[test]
@@ -711,7 +837,13 @@ fn stacked_and_loop_roots_are_not_expanded_and_a_second_run_says_so() {
 fn bench_grow_1_to_16_gib() {
     need_root!();
     if find_in_path("growpart").is_none() {
-        let _ = sh("sh", &["-c", "apt-get install -y -qq cloud-guest-utils >/dev/null 2>&1"]);
+        let _ = sh(
+            "sh",
+            &[
+                "-c",
+                "apt-get install -y -qq cloud-guest-utils >/dev/null 2>&1",
+            ],
+        );
     }
     let mut rows = Vec::new();
     for tool in ["gce-guest", "growpart+resize2fs"] {
@@ -725,7 +857,12 @@ fn bench_grow_1_to_16_gib() {
         let l = Loop::attach(&img, 512);
         ok("partx", &["-a", &l.dev]);
         ok("mkfs.ext4", &["-q", "-F", &l.part(2)]);
-        fs::OpenOptions::new().write(true).open(&img).unwrap().set_len(16 * GIB).unwrap();
+        fs::OpenOptions::new()
+            .write(true)
+            .open(&img)
+            .unwrap()
+            .set_len(16 * GIB)
+            .unwrap();
         l.refresh();
         let started = Instant::now();
         if tool == "gce-guest" {

@@ -177,7 +177,11 @@ impl BlockDev {
         // SAFETY: c is a valid NUL-terminated path; mknod has no other preconditions.
         let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, self.dev.to_raw()) };
         if rc != 0 {
-            return Err(Error::io("make a device node", &made, io::Error::last_os_error()));
+            return Err(Error::io(
+                "make a device node",
+                &made,
+                io::Error::last_os_error(),
+            ));
         }
         Ok(made)
     }
@@ -262,6 +266,15 @@ impl Disk {
     /// Opens a whole disk or an image file for reading and writing. For an image file,
     /// `sector_size` is the logical sector size to assume (512 when `None`).
     pub fn open(path: &Path, sector_size: Option<u32>) -> Result<Disk> {
+        Disk::open_with(path, sector_size, true)
+    }
+
+    /// Opens a whole disk or an image file for reading only (looking for a PARTUUID).
+    pub fn open_read_only(path: &Path) -> Result<Disk> {
+        Disk::open_with(path, None, false)
+    }
+
+    fn open_with(path: &Path, sector_size: Option<u32>, writable: bool) -> Result<Disk> {
         let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
         if meta.file_type().is_block_device() {
             let block = BlockDev::from_dev(DevNum::from_raw(meta.rdev()))?;
@@ -273,12 +286,12 @@ impl Disk {
             }
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(writable)
                 .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
                 .open(path)
                 .map_err(|e| Error::io("open", path, e))?;
-            let size_bytes =
-                ioctl_u64(&file, BLKGETSIZE64).map_err(|e| Error::io("get the size of", path, e))?;
+            let size_bytes = ioctl_u64(&file, BLKGETSIZE64)
+                .map_err(|e| Error::io("get the size of", path, e))?;
             let sector_size = ioctl_int(&file, BLKSSZGET)
                 .map_err(|e| Error::io("get the sector size of", path, e))?;
             Ok(Disk {
@@ -294,7 +307,7 @@ impl Disk {
         } else if meta.is_file() {
             let file = OpenOptions::new()
                 .read(true)
-                .write(true)
+                .write(writable)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(path)
                 .map_err(|e| Error::io("open", path, e))?;
@@ -349,7 +362,7 @@ impl Disk {
     /// Writes whole sectors and flushes them to the disk before returning.
     pub fn write(&self, w: &SectorWrite) -> Result<()> {
         let unit = u64::from(self.geometry.sector_size);
-        if w.offset % unit != 0 || w.bytes.len() as u64 % unit != 0 {
+        if !w.offset.is_multiple_of(unit) || !(w.bytes.len() as u64).is_multiple_of(unit) {
             return Err(Error::Msg(format!("unaligned write of the {}", w.what)));
         }
         let result = if self.direct {
@@ -453,7 +466,12 @@ fn unescape(field: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;
@@ -505,12 +523,9 @@ mod tests {
     fn device_numbers_round_trip_like_libc() {
         for (major, minor) in [(8, 1), (259, 3), (7, 0), (4095, 1 << 19)] {
             let d = DevNum { major, minor };
-            assert_eq!(DevNum::from_raw(d.to_raw() as u64), d);
+            assert_eq!(DevNum::from_raw(d.to_raw()), d);
         }
-        assert_eq!(
-            DevNum::from_raw(0x0801),
-            DevNum { major: 8, minor: 1 }
-        );
+        assert_eq!(DevNum::from_raw(0x0801), DevNum { major: 8, minor: 1 });
     }
 
     #[test]

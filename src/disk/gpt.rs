@@ -118,12 +118,15 @@ pub fn read(src: &dyn ReadAt, geometry: Geometry, first: &[u8]) -> Result<Gpt, S
     let entries_lba = le64(&header, ENTRIES_LBA_AT);
     let entry_count = le32(&header, ENTRY_COUNT_AT);
     let entry_size = le32(&header, ENTRY_SIZE_AT);
-    if entry_size < 128 || entry_size % 8 != 0 {
+    if entry_size < 128 || !entry_size.is_multiple_of(8) {
         return Err(format!("GPT entry size {} is invalid", entry_size));
     }
     let array_bytes = u64::from(entry_count) * u64::from(entry_size);
     if array_bytes == 0 || array_bytes > MAX_ARRAY_BYTES {
-        return Err(format!("GPT entry array of {} bytes is invalid", array_bytes));
+        return Err(format!(
+            "GPT entry array of {} bytes is invalid",
+            array_bytes
+        ));
     }
     let array_sectors = array_bytes.div_ceil(ss64);
     if entries_lba < 2

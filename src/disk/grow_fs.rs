@@ -67,7 +67,9 @@ pub fn identify(start: &[u8]) -> Option<FsInfo> {
         return None;
     }
     if &start[..4] == b"XFSB" {
-        let be32 = |at: usize| u32::from_be_bytes([start[at], start[at + 1], start[at + 2], start[at + 3]]);
+        let be32 = |at: usize| {
+            u32::from_be_bytes([start[at], start[at + 1], start[at + 2], start[at + 3]])
+        };
         let mut d = [0u8; 8];
         d.copy_from_slice(&start[8..16]);
         return Some(FsInfo {
@@ -193,7 +195,12 @@ pub fn grow(target: &FsTarget) -> Result<FsOutcome> {
     }
 }
 
-fn grow_ext_online(info: &FsInfo, partition_bytes: u64, dir: &Path, node: &str) -> Result<FsOutcome> {
+fn grow_ext_online(
+    info: &FsInfo,
+    partition_bytes: u64,
+    dir: &Path,
+    node: &str,
+) -> Result<FsOutcome> {
     let mut want = partition_bytes / info.block_size;
     if want <= info.blocks {
         return Ok(FsOutcome::AlreadyFull);
@@ -225,18 +232,31 @@ fn grow_xfs_online(partition_bytes: u64, dir: &Path) -> Result<FsOutcome> {
     if let Err(e) = ioctl_ptr(&file, XFS_IOC_FSGEOMETRY_V1, &mut geometry) {
         if e.raw_os_error() == Some(libc::ENOTTY) {
             run_tool("xfs_growfs", &["-d", &dir.to_string_lossy()], &[0])?;
-            return Ok(FsOutcome::Grown { from: 0, to: partition_bytes });
+            return Ok(FsOutcome::Grown {
+                from: 0,
+                to: partition_bytes,
+            });
         }
         return Err(Error::io("read the xfs geometry of", dir, e));
     }
-    let le32 = |at: usize| u32::from_ne_bytes([geometry[at], geometry[at + 1], geometry[at + 2], geometry[at + 3]]);
+    let le32 = |at: usize| {
+        u32::from_ne_bytes([
+            geometry[at],
+            geometry[at + 1],
+            geometry[at + 2],
+            geometry[at + 3],
+        ])
+    };
     let block_size = u64::from(le32(0));
     let imaxpct = le32(28);
     let mut d = [0u8; 8];
     d.copy_from_slice(&geometry[32..40]);
     let blocks = u64::from_ne_bytes(d);
     if block_size == 0 {
-        return Err(Error::Msg(format!("xfs on {} reports a zero block size", dir.display())));
+        return Err(Error::Msg(format!(
+            "xfs on {} reports a zero block size",
+            dir.display()
+        )));
     }
     let want = partition_bytes / block_size;
     if want <= blocks {
@@ -247,7 +267,10 @@ fn grow_xfs_online(partition_bytes: u64, dir: &Path) -> Result<FsOutcome> {
         newblocks: u64,
         imaxpct: u32,
     }
-    let mut arg = GrowData { newblocks: want, imaxpct };
+    let mut arg = GrowData {
+        newblocks: want,
+        imaxpct,
+    };
     match ioctl_ptr(&file, XFS_IOC_FSGROWFSDATA, &mut arg) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
@@ -293,7 +316,10 @@ mod tests {
         xfs[4..8].copy_from_slice(&4096u32.to_be_bytes());
         xfs[8..16].copy_from_slice(&1000u64.to_be_bytes());
         let info = identify(&xfs).expect("xfs");
-        assert_eq!((info.kind, info.blocks, info.block_size), (FsKind::Xfs, 1000, 4096));
+        assert_eq!(
+            (info.kind, info.blocks, info.block_size),
+            (FsKind::Xfs, 1000, 4096)
+        );
 
         assert_eq!(identify(&vec![0u8; PROBE_BYTES]), None);
         assert_eq!(identify(&[0u8; 10]), None);

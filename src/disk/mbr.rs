@@ -5,8 +5,8 @@
 //! address.
 
 use super::table::{
-    gain_reason, last_partition, le32, put32, Decision, Geometry, Growth, Label, Partition,
-    ReadAt, SectorWrite,
+    gain_reason, last_partition, le32, put32, Decision, Geometry, Growth, Label, Partition, ReadAt,
+    SectorWrite,
 };
 
 /// Where the four primary entries start in the first sector (and in every EBR).
@@ -198,9 +198,9 @@ pub fn read(src: &dyn ReadAt, geometry: Geometry, first: &[u8]) -> Result<Mbr, S
                 return Err(format!("the EBR at sector {} links to a non-EBR", ebr));
             }
             let next = ext_first + u64::from(link.start);
-            let floor = logical
-                .last()
-                .map_or(ebr, |l: &Logical| l.ebr + u64::from(l.entry.start) + u64::from(l.entry.sectors) - 1);
+            let floor = logical.last().map_or(ebr, |l: &Logical| {
+                l.ebr + u64::from(l.entry.start) + u64::from(l.entry.sectors) - 1
+            });
             if next <= ebr || next <= floor || next > ext_last {
                 return Err(format!(
                     "the EBR chain goes backwards or out of its extended partition at sector {}",
@@ -267,7 +267,12 @@ pub fn plan_grow(
         .collect();
     if let Some(slot) = table.extended {
         let e = table.primary[slot];
-        outer.push(partition(slot as u32 + 1, e.start.into(), e.sectors.into(), 0));
+        outer.push(partition(
+            slot as u32 + 1,
+            e.start.into(),
+            e.sectors.into(),
+            0,
+        ));
     }
     let mut warnings = Vec::new();
     let disk_sectors = geometry.sectors();
@@ -275,7 +280,7 @@ pub fn plan_grow(
         warnings.push(format!(
             "the disk has {} sectors but an MBR addresses only 2^32: {} GiB stay unused",
             disk_sectors,
-            (disk_sectors - MAX_SECTORS) * ss >> 30
+            ((disk_sectors - MAX_SECTORS) * ss) >> 30
         ));
         MAX_SECTORS
     } else {

@@ -99,14 +99,15 @@ struct Located {
 /// Runs one request.
 pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
     let automatic = req.target == Target::Root;
-    if automatic && !req.dry_run {
-        if marker("done").exists() || (req.partition_only && marker("partition").exists()) {
-            info!(
-                "already ran in this boot (marker under {}): nothing to do",
-                MARKER_DIR
-            );
-            return Ok(Status::Done);
-        }
+    if automatic
+        && !req.dry_run
+        && (marker("done").exists() || (req.partition_only && marker("partition").exists()))
+    {
+        info!(
+            "already ran in this boot (marker under {}): nothing to do",
+            MARKER_DIR
+        );
+        return Ok(Status::Done);
     }
     let located = match &req.target {
         Target::Explicit { device, partition } => Located {
@@ -143,7 +144,10 @@ pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
         return Ok(Status::Done);
     }
     if req.dry_run {
-        println!("then: grow the file system on partition {} to fill it", located.number);
+        println!(
+            "then: grow the file system on partition {} to fill it",
+            located.number
+        );
         return Ok(Status::Done);
     }
     let _ = decision;
@@ -164,7 +168,12 @@ fn partition_step(
     if !req.dry_run {
         disk.lock(LOCK_TIMEOUT)?;
     }
-    let decision = match table::plan_grow(disk as &dyn ReadAt, disk.geometry, number, settings.min_bytes) {
+    let decision = match table::plan_grow(
+        disk as &dyn ReadAt,
+        disk.geometry,
+        number,
+        settings.min_bytes,
+    ) {
         Ok(d) => d,
         Err(why) => {
             warn!("{} not changed: {}", disk.path.display(), why);
@@ -175,7 +184,11 @@ fn partition_step(
         }
     };
     if req.dry_run {
-        println!("{}: {} bytes", disk.path.display(), disk.geometry.size_bytes);
+        println!(
+            "{}: {} bytes",
+            disk.path.display(),
+            disk.geometry.size_bytes
+        );
         for line in decision.describe() {
             println!("{}", line);
         }
@@ -198,7 +211,12 @@ fn partition_step(
         );
         test_hook_after_table();
     } else {
-        info!("partition {} of {}: {}", number, disk.path.display(), decision.reason);
+        info!(
+            "partition {} of {}: {}",
+            number,
+            disk.path.display(),
+            decision.reason
+        );
     }
     tell_kernel(disk, &decision)?;
     Ok(Some(decision))
@@ -227,8 +245,9 @@ fn tell_kernel(disk: &Disk, decision: &Decision) -> Result<()> {
     match block.partition(number) {
         Some(part) if part.size_512() == Some(want_512) => return Ok(()),
         Some(part) => {
-            disk.resize_partition(number, start, length)
-                .map_err(|e| Error::io("resize the kernel's partition (BLKPG) on", &disk.path, e))?;
+            disk.resize_partition(number, start, length).map_err(|e| {
+                Error::io("resize the kernel's partition (BLKPG) on", &disk.path, e)
+            })?;
             let now = part.size_512();
             if now != Some(want_512) {
                 return Err(Error::Msg(format!(
@@ -236,7 +255,11 @@ fn tell_kernel(disk: &Disk, decision: &Decision) -> Result<()> {
                     part.name, now, want_512
                 )));
             }
-            info!("the kernel now sees {} with {} MiB", part.name, length / MIB);
+            info!(
+                "the kernel now sees {} with {} MiB",
+                part.name,
+                length / MIB
+            );
         }
         None => {
             let busy = disk_in_use(block);
@@ -247,7 +270,11 @@ fn tell_kernel(disk: &Disk, decision: &Decision) -> Result<()> {
                     disk.path.display()
                 );
             } else if let Err(e) = disk.reread() {
-                warn!("cannot make the kernel re-read {}: {}", disk.path.display(), e);
+                warn!(
+                    "cannot make the kernel re-read {}: {}",
+                    disk.path.display(),
+                    e
+                );
             }
         }
     }
@@ -304,7 +331,10 @@ fn fs_step(disk: &Disk, number: u32, req: &Request) -> Result<bool> {
             true
         }
         FsOutcome::AlreadyFull => {
-            info!("the file system on {} already fills its partition", part.name);
+            info!(
+                "the file system on {} already fills its partition",
+                part.name
+            );
             true
         }
         FsOutcome::Deferred => {
@@ -378,9 +408,14 @@ fn stacking_check(root: &BlockDev) -> Result<std::result::Result<Located, String
 pub fn root_spec(cmdline: &str) -> Option<String> {
     cmdline
         .split_whitespace()
-        .filter_map(|w| w.strip_prefix("root="))
-        .last()
-        .map(|v| v.strip_prefix("block:").unwrap_or(v).trim_matches('"').to_string())
+        .rev()
+        .find_map(|w| w.strip_prefix("root="))
+        .map(|v| {
+            v.strip_prefix("block:")
+                .unwrap_or(v)
+                .trim_matches('"')
+                .to_string()
+        })
 }
 
 /// A `root=` value in one of the forms resolved without udev.
@@ -421,7 +456,7 @@ fn resolve_root_spec(spec: &str) -> Result<Option<BlockDev>> {
         return Ok(None);
     };
     let all = BlockDev::all();
-    let parts = all.iter().filter(|d| d.partition_number().is_some());
+    let mut parts = all.iter().filter(|d| d.partition_number().is_some());
     Ok(match parsed {
         RootSpec::Path(p) => match std::fs::metadata(&p) {
             Ok(m) => Some(BlockDev::from_dev(DevNum::from_raw(m.rdev()))?),
@@ -429,17 +464,14 @@ fn resolve_root_spec(spec: &str) -> Result<Option<BlockDev>> {
         },
         RootSpec::DevNum(d) => Some(BlockDev::from_dev(d)?),
         RootSpec::Uuid(u) => parts
-            .filter(|p| fs_info(p).is_some_and(|i| i.uuid.eq_ignore_ascii_case(&u)))
-            .cloned()
-            .next(),
+            .find(|p| fs_info(p).is_some_and(|i| i.uuid.eq_ignore_ascii_case(&u)))
+            .cloned(),
         RootSpec::Label(l) => parts
-            .filter(|p| fs_info(p).is_some_and(|i| i.label == l))
-            .cloned()
-            .next(),
+            .find(|p| fs_info(p).is_some_and(|i| i.label == l))
+            .cloned(),
         RootSpec::PartUuid(u) => parts
-            .filter(|p| partuuid(p).is_some_and(|x| x.eq_ignore_ascii_case(&u)))
-            .cloned()
-            .next(),
+            .find(|p| partuuid(p).is_some_and(|x| x.eq_ignore_ascii_case(&u)))
+            .cloned(),
     })
 }
 
@@ -450,7 +482,7 @@ fn fs_info(part: &BlockDev) -> Option<grow_fs::FsInfo> {
 
 fn partuuid(part: &BlockDev) -> Option<String> {
     let number = part.partition_number()?;
-    let disk = Disk::open(&part.disk().ok()?.node().ok()?, None).ok()?;
+    let disk = Disk::open_read_only(&part.disk().ok()?.node().ok()?).ok()?;
     let table = table::read(&disk as &dyn ReadAt, disk.geometry).ok()?;
     table
         .partitions()

@@ -154,7 +154,10 @@ pub struct Decision {
 impl Decision {
     /// The partition's size in bytes once the plan is applied (now, when nothing changes).
     pub fn final_bytes(&self) -> u64 {
-        let last = self.growth.as_ref().map_or(self.partition.last, |g| g.new_last);
+        let last = self
+            .growth
+            .as_ref()
+            .map_or(self.partition.last, |g| g.new_last);
         (last - self.partition.first + 1) * u64::from(self.sector_size)
     }
 

@@ -105,7 +105,13 @@ fn make_gpt(img: &mut Image, table_bytes: u64, parts: &[(u64, u64)]) {
     let sectors = table_bytes / ss;
     let array_sectors = 128 * 128 / ss;
     let mut pmbr = signed_sector(ss);
-    mbr_entry(&mut pmbr, 0, 0xEE, 1, (sectors - 1).min(u64::from(u32::MAX)) as u32);
+    mbr_entry(
+        &mut pmbr,
+        0,
+        0xEE,
+        1,
+        (sectors - 1).min(u64::from(u32::MAX)) as u32,
+    );
     img.write(0, &pmbr);
     let mut entries = vec![0u8; 128 * 128];
     for (i, &(first, last)) in parts.iter().enumerate() {
@@ -142,7 +148,10 @@ fn make_gpt(img: &mut Image, table_bytes: u64, parts: &[(u64, u64)]) {
     img.write(ss, &header(1, sectors - 1, 2));
     img.write(2 * ss, &entries);
     img.write((sectors - 1 - array_sectors) * ss, &entries);
-    img.write((sectors - 1) * ss, &header(sectors - 1, 1, sectors - 1 - array_sectors));
+    img.write(
+        (sectors - 1) * ss,
+        &header(sectors - 1, 1, sectors - 1 - array_sectors),
+    );
 }
 
 /// Checks the backup GPT at the end of the disk: CRCs, locations, same array as primary.
@@ -159,10 +168,18 @@ fn check_backup(img: &Image) {
     assert_eq!(table::le64(&backup, 32), 1, "backup points at the primary");
     let entries_lba = table::le64(&backup, 72);
     let entries = img.read_at(entries_lba * ss, 128 * 128).unwrap();
-    assert_eq!(crc32(&entries), table::le32(&backup, 88), "backup array CRC");
+    assert_eq!(
+        crc32(&entries),
+        table::le32(&backup, 88),
+        "backup array CRC"
+    );
     assert_eq!(entries_lba, last - 128 * 128 / ss);
     let primary = img.read_at(ss, ss as usize).unwrap();
-    assert_eq!(table::le64(&primary, 32), last, "primary points at the backup");
+    assert_eq!(
+        table::le64(&primary, 32),
+        last,
+        "primary points at the backup"
+    );
     assert_eq!(table::le64(&primary, 48), table::le64(&backup, 48));
     assert_eq!(img.read_at(2 * ss, 128 * 128).unwrap(), entries);
 }
@@ -171,14 +188,22 @@ fn gpt_grows_the_last_partition(ss: u32) {
     let ssu = u64::from(ss);
     let mut img = Image::new(GIB, ss);
     let mib = MIB / ssu;
-    make_gpt(&mut img, GIB, &[(mib, 100 * mib - 1), (100 * mib, GIB / ssu - 40)]);
+    make_gpt(
+        &mut img,
+        GIB,
+        &[(mib, 100 * mib - 1), (100 * mib, GIB / ssu - 40)],
+    );
     let before = img.read_at(2 * ssu, 128 * 128).unwrap();
     // 3 GiB and three sectors: too few for the backup table, so the end is 1 MiB lower.
     img.grow_to(3 * GIB + 3 * ssu);
     let d = table::plan_grow(&img, img.geometry, 2, 512 * MIB).unwrap();
     let g = d.growth.clone().expect("grows");
     assert_eq!((g.new_last + 1) * ssu % MIB, 0, "end aligned to 1 MiB");
-    assert_eq!((g.new_last + 1) * ssu, 3 * GIB - MIB, "the last whole MiB before the backup");
+    assert_eq!(
+        (g.new_last + 1) * ssu,
+        3 * GIB - MIB,
+        "the last whole MiB before the backup"
+    );
     assert_eq!(d.partition.last, GIB / ssu - 40);
     let pmbr_at = 446 + 12;
     img.apply(&d);
@@ -219,7 +244,11 @@ fn gpt_with_4096_byte_sectors_grows_to_the_aligned_end() {
 fn gpt_entries_out_of_order_are_fine_when_the_target_is_last_on_disk() {
     // GCE's images: partition 1 is root at the end, 14 and 15 come first on the disk.
     let mut img = Image::new(GIB, 512);
-    make_gpt(&mut img, GIB, &[(262_144, 2_097_118), (2048, 8191), (8192, 262_143)]);
+    make_gpt(
+        &mut img,
+        GIB,
+        &[(262_144, 2_097_118), (2048, 8191), (8192, 262_143)],
+    );
     img.grow_to(10 * GIB);
     let d = table::plan_grow(&img, img.geometry, 1, 512 * MIB).unwrap();
     assert!(d.growth.is_some());
@@ -333,7 +362,11 @@ fn mbr_primary_grows(ss: u32) {
     let ssu = u64::from(ss);
     let mib = (MIB / ssu) as u32;
     let total = (GIB / ssu) as u32;
-    let mut img = mbr_disk(ss, GIB, &[(0x83, mib, 100 * mib), (0x83, 101 * mib, total - 101 * mib)]);
+    let mut img = mbr_disk(
+        ss,
+        GIB,
+        &[(0x83, mib, 100 * mib), (0x83, 101 * mib, total - 101 * mib)],
+    );
     img.grow_to(3 * GIB + 3 * ssu);
     let d = table::plan_grow(&img, img.geometry, 2, 512 * MIB).unwrap();
     let g = d.growth.clone().expect("grows");
@@ -348,7 +381,10 @@ fn mbr_primary_grows(ss: u32) {
     assert_eq!(t.partitions[0].last, u64::from(101 * mib - 1));
     let err = table::plan_grow(&img, img.geometry, 1, 0).unwrap_err();
     assert!(err.contains("not the last"), "{}", err);
-    assert!(table::plan_grow(&img, img.geometry, 2, 0).unwrap().growth.is_none());
+    assert!(table::plan_grow(&img, img.geometry, 2, 0)
+        .unwrap()
+        .growth
+        .is_none());
 }
 
 #[test]
@@ -382,7 +418,11 @@ fn mbr_with_logicals(ss: u32) -> Image {
     let mib = (MIB / ssu) as u32;
     let total = (GIB / ssu) as u32;
     let ext_start = 101 * mib;
-    let mut img = mbr_disk(ss, GIB, &[(0x83, mib, 100 * mib), (0x05, ext_start, total - ext_start)]);
+    let mut img = mbr_disk(
+        ss,
+        GIB,
+        &[(0x83, mib, 100 * mib), (0x05, ext_start, total - ext_start)],
+    );
     // EBR 1 at the extended start: logical 5 (50 MiB), link to EBR 2.
     let mut ebr1 = signed_sector(ssu);
     mbr_entry(&mut ebr1, 0, 0x83, mib, 50 * mib);
@@ -416,7 +456,10 @@ fn mbr_last_logical_grows_with_its_extended_partition() {
         };
         assert_eq!(t.partitions[2].last, g.new_last);
         let ext = t.primary[1];
-        assert_eq!(u64::from(ext.start) + u64::from(ext.sectors) - 1, g.new_last);
+        assert_eq!(
+            u64::from(ext.start) + u64::from(ext.sectors) - 1,
+            g.new_last
+        );
         let err = table::plan_grow(&img, img.geometry, 5, 0).unwrap_err();
         assert!(err.contains("not the last"), "{}", err);
     }
@@ -458,7 +501,11 @@ fn mbr_primary_after_the_extended_partition_blocks_the_logicals() {
     img.write((101 * 2048 + 52 * 2048) * 512, &ebr2);
     img.grow_to(3 * GIB);
     let err = table::plan_grow(&img, img.geometry, 6, 0).unwrap_err();
-    assert!(err.contains("extended partition that is not the last"), "{}", err);
+    assert!(
+        err.contains("extended partition that is not the last"),
+        "{}",
+        err
+    );
 }
 
 #[test]
@@ -475,8 +522,14 @@ fn the_root_spec_forms_are_recognised() {
         parse_root_spec("/dev/disk/by-uuid/1234"),
         Some(RootSpec::Uuid("1234".into()))
     );
-    assert_eq!(parse_root_spec("LABEL=cloudimg-rootfs"), Some(RootSpec::Label("cloudimg-rootfs".into())));
-    assert_eq!(parse_root_spec("/dev/vda1"), Some(RootSpec::Path(PathBuf::from("/dev/vda1"))));
+    assert_eq!(
+        parse_root_spec("LABEL=cloudimg-rootfs"),
+        Some(RootSpec::Label("cloudimg-rootfs".into()))
+    );
+    assert_eq!(
+        parse_root_spec("/dev/vda1"),
+        Some(RootSpec::Path(PathBuf::from("/dev/vda1")))
+    );
     assert!(matches!(parse_root_spec("8:1"), Some(RootSpec::DevNum(_))));
     assert_eq!(parse_root_spec("nfs"), None);
     assert_eq!(root_spec("quiet"), None);
@@ -489,7 +542,11 @@ fn a_plan_describes_its_writes() {
     img.grow_to(2 * GIB);
     let d = table::plan_grow(&img, img.geometry, 1, 0).unwrap();
     let text = d.describe().join("\n");
-    assert!(text.contains("GPT table, 512-byte sectors; partition 1"), "{}", text);
+    assert!(
+        text.contains("GPT table, 512-byte sectors; partition 1"),
+        "{}",
+        text
+    );
     assert!(text.contains("backup GPT header"), "{}", text);
     assert!(text.contains("primary GPT header"), "{}", text);
 }
@@ -511,7 +568,12 @@ fn tables_sfdisk_made_are_read_as_sfdisk_dumps_them() {
     for (name, ss, size, expected) in [
         ("gpt-512", 512u32, MIB, vec![(1, 34, 133), (2, 134, 233)]),
         ("gpt-4096", 4096, 8 * MIB, vec![(1, 6, 105), (2, 106, 205)]),
-        ("mbr-logicals-512", 512, MIB, vec![(1, 1, 10), (5, 13, 32), (6, 40, 89)]),
+        (
+            "mbr-logicals-512",
+            512,
+            MIB,
+            vec![(1, 1, 10), (5, 13, 32), (6, 40, 89)],
+        ),
     ] {
         let bytes = sfdisk_seed(name);
         let geometry = Geometry {
@@ -534,6 +596,11 @@ fn tables_sfdisk_made_are_read_as_sfdisk_dumps_them() {
         let g = d.growth.clone().expect("grows");
         disk.apply(&d);
         let again = table::read(&disk, disk.geometry).unwrap();
-        assert_eq!(again.partitions().last().unwrap().last, g.new_last, "{}", name);
+        assert_eq!(
+            again.partitions().last().unwrap().last,
+            g.new_last,
+            "{}",
+            name
+        );
     }
 }
