@@ -134,7 +134,13 @@ pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
     } else {
         match partition_step(&disk, located.number, req, settings)? {
             Some(d) => Some(d),
-            None => return Ok(Status::Refused),
+            None => {
+                if automatic && !req.dry_run {
+                    set_marker("partition");
+                    set_marker("done");
+                }
+                return Ok(Status::Refused);
+            }
         }
     };
     if automatic && !req.dry_run {
@@ -244,6 +250,12 @@ fn tell_kernel(disk: &Disk, decision: &Decision) -> Result<()> {
     let want_512 = length / 512;
     match block.partition(number) {
         Some(part) if part.size_512() == Some(want_512) => return Ok(()),
+        Some(part) if part.size_512() > Some(want_512) => {
+            warn!(
+                "the kernel sees {} bigger than its table entry: left as it is",
+                part.name
+            );
+        }
         Some(part) => {
             disk.resize_partition(number, start, length).map_err(|e| {
                 Error::io("resize the kernel's partition (BLKPG) on", &disk.path, e)
@@ -269,12 +281,15 @@ fn tell_kernel(disk: &Disk, decision: &Decision) -> Result<()> {
                     number,
                     disk.path.display()
                 );
-            } else if let Err(e) = disk.reread() {
-                warn!(
-                    "cannot make the kernel re-read {}: {}",
-                    disk.path.display(),
-                    e
-                );
+            } else {
+                match disk.reread() {
+                    Ok(()) => info!("the kernel re-read the table of {}", disk.path.display()),
+                    Err(e) => warn!(
+                        "cannot make the kernel re-read {}: {}",
+                        disk.path.display(),
+                        e
+                    ),
+                }
             }
         }
     }
