@@ -531,10 +531,15 @@ fn doubtful_disks_are_left_byte_for_byte_alone() {
 
 /// A 1 GiB GPT image on a loop device with `fs` on partition 2, grown to 3 GiB.
 fn loop_disk(dir: &Scratch, ss: u32, mkfs: &[&str]) -> (PathBuf, Loop) {
+    loop_disk_labelled(dir, ss, "gpt", mkfs)
+}
+
+/// Like [`loop_disk`] with the label type given (`gpt` or `dos`).
+fn loop_disk_labelled(dir: &Scratch, ss: u32, label: &str, mkfs: &[&str]) -> (PathBuf, Loop) {
     let img = dir.path("disk.img");
     File::create(&img).unwrap().set_len(GIB).unwrap();
     let l = Loop::attach(&img, ss);
-    partition(&l.dev, "label: gpt\n,100M\n,\n");
+    partition(&l.dev, &format!("label: {}\n,100M\n,\n", label));
     ok("partx", &["-a", &l.dev]);
     let mut args: Vec<&str> = mkfs[1..].to_vec();
     let part = l.part(2);
@@ -549,10 +554,10 @@ fn df_bytes_script(mnt: &str) -> String {
     format!("df -B1 --output=size {} | tail -1", mnt)
 }
 
-fn xfs_grows_online(ss: u32) {
+fn xfs_grows_online(ss: u32, label: &str) {
     need_root!();
-    let dir = Scratch::new(&format!("xfs-{}", ss));
-    let (_img, l) = loop_disk(&dir, ss, &["mkfs.xfs", "-q", "-f"]);
+    let dir = Scratch::new(&format!("xfs-{}-{}", ss, label));
+    let (_img, l) = loop_disk_labelled(&dir, ss, label, &["mkfs.xfs", "-q", "-f"]);
     let mnt = dir.path("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let m = mnt.display().to_string();
@@ -575,21 +580,30 @@ fn xfs_grows_online(ss: u32) {
     assert!(t.contains("grew the file system"), "{}", t);
     let ssu = u64::from(ss);
     let (start, size) = dump_extent(&dump(&l.dev), &l.part(2));
-    assert_eq!(start + size, gpt_expected_end(3 * GIB, ssu));
+    if label == "gpt" {
+        assert_eq!(start + size, gpt_expected_end(3 * GIB, ssu));
+        assert_sgdisk_clean(&l.dev);
+    } else {
+        assert_eq!(start + size, 3 * GIB / ssu);
+    }
     assert_eq!(l.part_bytes(2), size * ssu, "the kernel was told");
-    assert_sgdisk_clean(&l.dev);
     assert_sfdisk_clean(&l.dev);
     ok("xfs_repair", &["-n", &l.part(2)]);
 }
 
 #[test]
 fn xfs_on_a_512_byte_sector_loop_disk_grows_online() {
-    xfs_grows_online(512);
+    xfs_grows_online(512, "gpt");
 }
 
 #[test]
 fn xfs_on_a_4096_byte_sector_loop_disk_grows_online() {
-    xfs_grows_online(4096);
+    xfs_grows_online(4096, "gpt");
+}
+
+#[test]
+fn xfs_on_a_4096_byte_sector_mbr_loop_disk_grows_online() {
+    xfs_grows_online(4096, "dos");
 }
 
 /// Whether this process holds CAP_SYS_RESOURCE (online ext4 growth needs it).
