@@ -140,6 +140,9 @@ pub fn read(src: &dyn ReadAt, geometry: Geometry, first: &[u8]) -> Result<Mbr, S
         if e.sectors == 0 || e.start == 0 {
             return Err(format!("MBR entry {} has no extent", slot + 1));
         }
+        if u64::from(e.start) + u64::from(e.sectors) > geometry.sectors() {
+            return Err(format!("MBR partition {} ends beyond the disk", slot + 1));
+        }
         if e.is_extended() {
             if extended.is_some() {
                 return Err("the MBR has two extended partitions".into());
@@ -287,34 +290,32 @@ pub fn plan_grow(
         disk_sectors
     };
     let new_last = geometry.align_down(end).saturating_sub(1);
-    let decide = |part: &Partition, writes: Vec<SectorWrite>| {
-        let reason = gain_reason(part, new_last, geometry, min_bytes);
-        Decision {
-            label: Label::Mbr,
-            sector_size: geometry.sector_size,
-            partition: part.clone(),
-            growth: match reason {
-                Some(_) => None,
-                None => Some(Growth {
-                    new_last,
-                    writes,
-                    warnings: warnings.clone(),
-                }),
-            },
-            reason: reason.unwrap_or_default(),
-        }
+    let decision = |part: &Partition, growth: Option<Growth>, reason: String| Decision {
+        label: Label::Mbr,
+        sector_size: geometry.sector_size,
+        partition: part.clone(),
+        growth,
+        reason,
     };
     if number <= 4 {
         let part = last_partition(&outer, number)?;
         if table.extended == Some(number as usize - 1) {
             return Err(format!("partition {} is the extended container", number));
         }
+        if let Some(reason) = gain_reason(part, new_last, geometry, min_bytes) {
+            return Ok(decision(part, None, reason));
+        }
         let writes = vec![SectorWrite {
             offset: 0,
             bytes: with_end(&table.first_sector, number as usize - 1, 0, new_last),
             what: "MBR",
         }];
-        return Ok(decide(part, writes));
+        let growth = Growth {
+            new_last,
+            writes,
+            warnings,
+        };
+        return Ok(decision(part, Some(growth), String::new()));
     }
     let slot = table
         .extended
@@ -337,6 +338,9 @@ pub fn plan_grow(
         .iter()
         .find(|l| l.number == number)
         .ok_or_else(|| format!("the table has no partition {}", number))?;
+    if let Some(reason) = gain_reason(part, new_last, geometry, min_bytes) {
+        return Ok(decision(part, None, reason));
+    }
     let mut writes = Vec::new();
     let ext = table.primary[slot];
     if u64::from(ext.start) + u64::from(ext.sectors) - 1 < new_last {
@@ -354,5 +358,10 @@ pub fn plan_grow(
         bytes: with_end(&ebr, 0, logical.ebr, new_last),
         what: "EBR of the logical partition",
     });
-    Ok(decide(part, writes))
+    let growth = Growth {
+        new_last,
+        writes,
+        warnings,
+    };
+    Ok(decision(part, Some(growth), String::new()))
 }

@@ -604,3 +604,17 @@ fn tables_sfdisk_made_are_read_as_sfdisk_dumps_them() {
         );
     }
 }
+
+#[test]
+fn mbr_partition_in_the_last_partial_mib_is_left_alone() {
+    // Found by the fuzzer: the aligned end lies before the partition's start.
+    let mut img = mbr_disk(512, 3 * MIB + 100 * 512, &[(0x83, 6144, 50)]);
+    img.grow_to(3 * MIB + 100 * 512);
+    let d = table::plan_grow(&img, img.geometry, 1, 0).unwrap();
+    assert!(d.growth.is_none());
+    assert!(d.reason.contains("already reaches"), "{}", d.reason);
+    // A partition that ends beyond the disk is refused.
+    let img = mbr_disk(512, 3 * MIB, &[(0x83, 2048, 100_000)]);
+    let err = table::plan_grow(&img, img.geometry, 1, 0).unwrap_err();
+    assert!(err.contains("beyond the disk"), "{}", err);
+}
