@@ -353,6 +353,13 @@ pub fn plan_grow(
     let ebr = src
         .read_at(logical.ebr * ss, geometry.sector_size as usize)
         .ok_or_else(|| format!("cannot read the EBR at sector {}", logical.ebr))?;
+    let link = Entry::parse(&ebr, 1);
+    if !link.is_empty() && link.sectors != 0 {
+        return Err(format!(
+            "another EBR follows partition {} in the chain: not touched",
+            number
+        ));
+    }
     writes.push(SectorWrite {
         offset: logical.ebr * ss,
         bytes: with_end(&ebr, 0, logical.ebr, new_last),

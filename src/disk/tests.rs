@@ -618,3 +618,23 @@ fn mbr_partition_in_the_last_partial_mib_is_left_alone() {
     let err = table::plan_grow(&img, img.geometry, 1, 0).unwrap_err();
     assert!(err.contains("beyond the disk"), "{}", err);
 }
+
+#[test]
+fn mbr_last_logical_followed_by_an_empty_ebr_is_refused() {
+    // Found by the fuzzer: growing logical 6 over a later (empty) EBR broke the chain.
+    let mut img = mbr_with_logicals(512);
+    let ext_start = 101 * 2048u64;
+    let ebr2_at = ext_start + 52 * 2048;
+    let mut ebr2 = img.read_at(ebr2_at * 512, 512).unwrap();
+    mbr_entry(&mut ebr2, 0, 0x83, 2048, 100 * 2048);
+    mbr_entry(&mut ebr2, 1, 0x05, (52 + 200) * 2048, 2048);
+    img.write(ebr2_at * 512, &ebr2);
+    img.write((ext_start + 252 * 2048) * 512, &signed_sector(512));
+    img.grow_to(3 * GIB);
+    let Table::Mbr(t) = table::read(&img, img.geometry).unwrap() else {
+        panic!("not an MBR");
+    };
+    assert_eq!(t.logical.len(), 2);
+    let err = table::plan_grow(&img, img.geometry, 6, 0).unwrap_err();
+    assert!(err.contains("another EBR follows"), "{}", err);
+}
