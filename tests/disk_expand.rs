@@ -456,6 +456,40 @@ fn gpt_image_file_grows_and_sfdisk_and_sgdisk_agree() {
 }
 
 #[test]
+fn gpt_image_file_with_4096_byte_sectors_grows_with_sector_size() {
+    need_root!();
+    let dir = Scratch::new("gpt-file-4k");
+    let img = dir.path("disk.img");
+    File::create(&img).unwrap().set_len(GIB).unwrap();
+    {
+        // sfdisk takes the sector size from the disk: partition through a 4096-byte loop.
+        let l = Loop::attach(&img, 4096);
+        partition(&l.dev, "label: gpt\n,100M\n,\n");
+    }
+    grow_file(&img, 3 * GIB);
+    let out = expand(&format!(
+        "--sector-size 4096 --device {} --partition 2",
+        img.display()
+    ));
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("grew partition 2"), "{}", text(&out));
+    let l = Loop::attach(&img, 4096);
+    assert_sgdisk_clean(&l.dev);
+    assert_sfdisk_clean(&l.dev);
+    let (start, size) = dump_extent(&dump(&l.dev), &format!("{}p2", l.dev));
+    assert_eq!(
+        start + size,
+        gpt_expected_end(3 * GIB, 4096),
+        "exact new end"
+    );
+    let last = read_at(&img, 3 * GIB - 4096, 8);
+    assert_eq!(
+        &last, b"EFI PART",
+        "backup header in the last 4096-byte sector"
+    );
+}
+
+#[test]
 fn mbr_image_file_grows_a_primary_and_the_last_logical() {
     need_root!();
     let dir = Scratch::new("mbr-file");
