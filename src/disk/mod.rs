@@ -90,7 +90,7 @@ fn set_marker(name: &str) {
     }
 }
 
-/// The root partition: the disk, its partition number and the partition device.
+/// The partition to grow: its disk's device node (or image file) and its number.
 struct Located {
     disk_node: PathBuf,
     number: u32,
@@ -128,21 +128,15 @@ pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
     };
     let skip_partition = automatic && !req.dry_run && marker("partition").exists();
     let disk = Disk::open(&located.disk_node, req.sector_size)?;
-    let decision = if skip_partition {
+    if skip_partition {
         info!("partition step already done in this boot");
-        None
-    } else {
-        match partition_step(&disk, located.number, req, settings)? {
-            Some(d) => Some(d),
-            None => {
-                if automatic && !req.dry_run {
-                    set_marker("partition");
-                    set_marker("done");
-                }
-                return Ok(Status::Refused);
-            }
+    } else if !partition_step(&disk, located.number, req, settings)? {
+        if automatic && !req.dry_run {
+            set_marker("partition");
+            set_marker("done");
         }
-    };
+        return Ok(Status::Refused);
+    }
     if automatic && !req.dry_run {
         set_marker("partition");
     }
@@ -156,7 +150,6 @@ pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
         );
         return Ok(Status::Done);
     }
-    let _ = decision;
     let fs_done = fs_step(&disk, located.number, req)?;
     if automatic && fs_done {
         set_marker("done");
@@ -164,13 +157,8 @@ pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
     Ok(Status::Done)
 }
 
-/// Plans and applies the partition step; `None` when the disk is left alone on purpose.
-fn partition_step(
-    disk: &Disk,
-    number: u32,
-    req: &Request,
-    settings: &Settings,
-) -> Result<Option<Decision>> {
+/// Plans and applies the partition step; `false` when the disk is left alone on purpose.
+fn partition_step(disk: &Disk, number: u32, req: &Request, settings: &Settings) -> Result<bool> {
     if !req.dry_run {
         disk.lock(LOCK_TIMEOUT)?;
     }
@@ -186,7 +174,7 @@ fn partition_step(
             if req.dry_run {
                 println!("no change: {}", why);
             }
-            return Ok(None);
+            return Ok(false);
         }
     };
     if req.dry_run {
@@ -198,7 +186,7 @@ fn partition_step(
         for line in decision.describe() {
             println!("{}", line);
         }
-        return Ok(Some(decision));
+        return Ok(true);
     }
     if let Some(growth) = &decision.growth {
         for w in &growth.warnings {
@@ -225,7 +213,7 @@ fn partition_step(
         );
     }
     tell_kernel(disk, &decision)?;
-    Ok(Some(decision))
+    Ok(true)
 }
 
 fn test_hook_after_table() {
