@@ -24,7 +24,7 @@ use std::time::Instant;
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const KILL_ENV: &str = "GCE_GUEST_TEST_DISK_EXPAND_KILL";
-const TOOLS: [&str; 11] = [
+const TOOLS: [&str; 14] = [
     "blkid",
     "losetup",
     "partx",
@@ -36,6 +36,9 @@ const TOOLS: [&str; 11] = [
     "e2fsck",
     "dmsetup",
     "unshare",
+    "resize2fs",
+    "dumpe2fs",
+    "mountpoint",
 ];
 
 /// Skips (or fails under CI=true) unless root and every tool is here.
