@@ -8,8 +8,17 @@ EMU_BIN     := target/emulator/$(TARGET)/release/gce-guest
 DESTDIR     ?=
 PREFIX      ?= /usr
 BINDIR      ?= $(PREFIX)/bin
+# make install / deb / rpm / tarball: the binary packaged (BIN=... reuses another build,
+# e.g. a test build, instead of building the release binary), the init system, the
+# optional rsyslog console rule, where packages go; the version comes from Cargo.toml.
+BIN         ?= $(RELEASE_BIN)
+INIT        ?= systemd
+RSYSLOG     ?= 0
+DISTDIR     ?= target/dist
+VERSION     := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
+BIN_DEP     := $(if $(filter $(RELEASE_BIN),$(BIN)),release)
 
-.PHONY: all release tiny emulator test test-long demo bench hot-code install prereqs clean fmt lint
+.PHONY: all release tiny emulator test test-long demo bench hot-code install deb rpm tarball packages prereqs clean fmt lint
 
 all: release
 
@@ -27,38 +36,44 @@ tiny: prereqs
 	CARGO_TARGET_DIR=target/tiny $(CARGO) build --release --locked --target $(TARGET) --no-default-features
 	@printf '%s  %s bytes\n' "$(TINY_BIN)" "$$(stat -c %s $(TINY_BIN))"
 
-# Release build with the metadata-server emulator applet, for the demo and the bench.
+# Release build with the metadata-server emulator applet and the test hooks (the demo
+# speeds time up), for the demo and the bench.
 emulator: prereqs
-	CARGO_TARGET_DIR=target/emulator $(CARGO) build --release --locked --target $(TARGET) --no-default-features --features emulator
+	CARGO_TARGET_DIR=target/emulator $(CARGO) build --release --locked --target $(TARGET) --no-default-features --features emulator,test-hooks
 	@printf '%s  %s bytes\n' "$(EMU_BIN)" "$$(stat -c %s $(EMU_BIN))"
 
-# Unit and integration tests, run against the static musl build.
-test: prereqs
-	bash tests/run-tests.sh --locked --target $(TARGET) --features emulator
+# Unit and integration tests, run against the static musl build, with the test-only hooks
+# (time scale, fault injection, test endpoints) on. tools/prereqs.sh installs the packages
+# the tests use when they are missing. The release binary is built first: a test checks
+# that the product has none of the hooks.
+test: prereqs release
+	bash tools/prereqs.sh
+	GCE_GUEST_PRODUCT_BINARY=$(CURDIR)/$(RELEASE_BIN) GCE_GUEST_VENDORED_TESTS=vendor/minreq/Cargo.toml \
+	  bash tools/run-tests.sh --locked --target $(TARGET) --features emulator,test-hooks
 
 # Minutes-long runs kept out of CI: fuzzing and real-time outages.
 test-long: prereqs
-	GCE_GUEST_LONG=1 $(CARGO) test --locked --target $(TARGET) --features emulator -- --ignored
+	bash tools/prereqs.sh
+	GCE_GUEST_LONG=1 $(CARGO) test --locked --target $(TARGET) --features emulator,test-hooks \
+	  --test integration -- --ignored accounts_long::
 	bash tests/fuzz/run-all.sh
 
 demo: emulator
-	bash tests/demo.sh $(EMU_BIN)
+	bash tools/demo.sh $(EMU_BIN)
 
 # Each part prints its own table; numbers are measured here, never asserted. The release
 # test builds go to target/bench so they never replace the product binary; the accounts
 # daemon measured there is the product binary itself (its memory depends on its layout).
 bench: release tiny emulator
-	python3 tests/bench.py
+	python3 tools/bench.py
 	GCE_GUEST_BENCH_BINARY=$(CURDIR)/$(RELEASE_BIN) \
-	  CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
-	  --test bench_accounts --test bench_scripts -- --ignored --nocapture --test-threads=1
-	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
-	  --test ip_forwarding -- --ignored bench --nocapture --test-threads=1
-	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator \
-	  --test disk_expand -- --ignored bench --nocapture --test-threads=1
+	  CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
+	  --test integration -- --ignored --nocapture --test-threads=1 bench_accounts:: bench_scripts::
+	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
+	  --test integration -- --ignored --nocapture --test-threads=1 ip_forwarding::bench_ disk_expand::bench_
 
 # Re-profiles which code the daemons run and rewrites src/link/hot-code.ld (see
-# tests/hot_code.py). Needs valgrind; run it when `make bench` shows the idle RSS creeping up.
+# tools/hot_code.py). Needs valgrind; run it when `make bench` shows the idle RSS creeping up.
 # The profiled build is the release build with symbols kept: RUSTFLAGS leave symbol names
 # alone, while another cargo profile setting would change their hashes.
 PROFILE_DIR := target/profile
@@ -67,17 +82,34 @@ hot-code: prereqs emulator
 	CARGO_TARGET_DIR=$(PROFILE_DIR) \
 	  RUSTFLAGS="-C strip=none -C link-arg=-Wl,-Map=$(CURDIR)/$(PROFILE_DIR)/gce-guest.map" \
 	  $(CARGO) build --release --locked --target $(TARGET)
-	python3 tests/hot_code.py $(PROFILE_DIR)/$(TARGET)/release/gce-guest $(PROFILE_DIR)/gce-guest.map src/link/hot-code.ld
+	python3 tools/hot_code.py $(PROFILE_DIR)/$(TARGET)/release/gce-guest $(PROFILE_DIR)/gce-guest.map src/link/hot-code.ld
 
-install: release
-	install -D -m 0755 $(RELEASE_BIN) $(DESTDIR)$(BINDIR)/gce-guest
-	$(DESTDIR)$(BINDIR)/gce-guest --install -s -f $(DESTDIR)$(BINDIR) >/dev/null
+# The binary, its applet links, the init files of INIT (systemd, sysvinit, upstart, openrc,
+# busybox), the google_configs files (sysctl, udev, modprobe; rsyslog with RSYSLOG=1) and
+# /etc/default/instance_configs.cfg when absent. packaging/install.sh does the work (the
+# tarball's install.sh is the same script).
+install: $(BIN_DEP)
+	BINDIR=$(BINDIR) sh packaging/install.sh --destdir "$(DESTDIR)" --bin $(BIN) --init $(INIT) \
+	  $(if $(filter 1,$(RSYSLOG)),--rsyslog)
+
+# Packages, into $(DISTDIR): dpkg-deb, rpmbuild (packaging/rpm/gce-guest.spec), and a
+# tarball with install.sh.
+deb: $(BIN_DEP)
+	sh packaging/deb/build.sh $(VERSION) $(BIN) $(DISTDIR)
+
+rpm: $(BIN_DEP)
+	sh packaging/rpm/build.sh $(VERSION) $(BIN) $(DISTDIR)
+
+tarball: $(BIN_DEP)
+	sh packaging/tarball/build.sh $(VERSION) $(BIN) $(DISTDIR)
+
+packages: deb rpm tarball
 
 fmt:
 	$(CARGO) fmt
 
 lint:
-	$(CARGO) clippy --all-targets --features emulator -- -D warnings
+	$(CARGO) clippy --all-targets --features emulator,test-hooks -- -D warnings
 
 clean:
 	$(CARGO) clean

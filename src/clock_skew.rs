@@ -12,18 +12,8 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
-use crate::daemon::{Daemon, Spec};
-use crate::error::{Error, Result};
-use crate::mds;
-
-/// The daemon's entry in the guest daemon.
-pub static SPEC: Spec = Spec {
-    name: "clock_skew",
-    logger: "google-clock-skew",
-    lock: "google_clock_skew.lock",
-    enabled: |c| c.get_bool("Daemons", "clock_skew_daemon"),
-    make: |_| Box::new(ClockSkew::new()),
-};
+use crate::error::{Context, Error, Result};
+use crate::json::{self, Slice};
 
 /// Where the daemon looks; fixed on a real system.
 pub struct ClockSkew {
@@ -62,7 +52,7 @@ fn token_text(token: &JsonValue) -> String {
 }
 
 fn read_rtc(path: &Path) -> Result<i64> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io("read", path, e))?;
+    let text = std::fs::read_to_string(path).context("read", path)?;
     text.trim().parse::<i64>().map_err(|_| Error::Parse {
         what: path.display().to_string(),
         line: 1,
@@ -84,18 +74,7 @@ fn set_clock_from_rtc(path: &Path) -> Result<()> {
         }
         std::thread::sleep(Duration::from_millis(2));
     };
-    let ts = libc::timespec {
-        tv_sec: now as _,
-        tv_nsec: 0,
-    };
-    // SAFETY: ts is a valid timespec.
-    if unsafe { libc::clock_settime(libc::CLOCK_REALTIME, &ts) } != 0 {
-        return Err(Error::sys(
-            "set the system clock",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(())
+    crate::sys::set_realtime_clock(now as i64).map_err(|e| Error::sys("set the system clock", e))
 }
 
 fn hwclock_to_system() -> Result<()> {
@@ -139,17 +118,24 @@ impl ClockSkew {
     }
 }
 
-impl Daemon for ClockSkew {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
-        mds::lookup(doc, "instance/virtualClock/driftToken").cloned()
+fn drift_token(doc: &JsonValue) -> Option<&JsonValue> {
+    json::lookup(doc, "instance/virtualClock/driftToken")
+}
+
+/// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
+impl ClockSkew {
+    /// The drift token.
+    pub fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
+        vec![drift_token(doc)]
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
-        let Some(token) = self.slice(doc) else {
+    /// Sets the clock from the RTC (the token changed).
+    pub fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+        let Some(token) = drift_token(doc) else {
             debug!("no drift token in metadata");
             return Ok(());
         };
-        info!("Clock drift token has changed: {}.", token_text(&token));
+        info!("Clock drift token has changed: {}.", token_text(token));
         // A failed sync is reported, not retried: the next token change tries again, as the
         // original did (retrying would only repeat the same hardware error).
         if let Err(e) = self.sync() {
@@ -174,11 +160,12 @@ mod tests {
     #[test]
     fn the_slice_is_the_drift_token() {
         let d = ClockSkew::new();
-        let doc = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":1}}"#)
+        let doc = json::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":1}}"#)
             .unwrap();
-        assert_eq!(d.slice(&doc), Some(JsonValue::String("123".into())));
-        let other = mds::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":2}}"#)
-            .unwrap();
+        assert_eq!(d.slice(&doc), [Some(&JsonValue::String("123".into()))]);
+        let other =
+            json::parse_json(r#"{"instance":{"virtualClock":{"driftToken":"123"},"id":2}}"#)
+                .unwrap();
         assert_eq!(
             d.slice(&doc),
             d.slice(&other),

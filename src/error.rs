@@ -3,7 +3,7 @@
 
 use std::fmt;
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// What went wrong. Messages are lower-case and name the operation and its object.
 #[derive(Debug)]
@@ -17,10 +17,7 @@ pub enum Error {
     /// A system call that has no path (a socket, a signal mask) failed.
     Sys { op: &'static str, source: io::Error },
     /// The metadata server could not be reached or gave an unusable answer.
-    Metadata {
-        kind: crate::mds::FailureKind,
-        detail: String,
-    },
+    Metadata { kind: FailureKind, detail: String },
     /// A configuration or data file could not be parsed.
     Parse {
         what: String,
@@ -37,8 +34,55 @@ pub enum Error {
     Msg(String),
 }
 
+/// Why a metadata request failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// No connection could be made.
+    Connect,
+    /// No complete answer within the client timeout.
+    Timeout,
+    /// The connection broke (reset, closed early).
+    Connection,
+    /// An HTTP error status (5xx, 429, 403, ...).
+    Status(u16),
+    /// A 200 whose body is not what was asked for (HTML, not JSON).
+    BadBody,
+    /// A body shorter than its `Content-Length`.
+    Truncated,
+    /// A reply without `Metadata-Flavor: Google`: not the metadata server.
+    NoFlavor,
+}
+
+impl FailureKind {
+    /// Words for a log line.
+    pub fn describe(self) -> String {
+        match self {
+            FailureKind::Connect => "is unreachable".into(),
+            FailureKind::Timeout => "did not answer in time".into(),
+            FailureKind::Connection => "connection failed".into(),
+            FailureKind::Status(code) => format!("answered HTTP {}", code),
+            FailureKind::BadBody => "sent an unusable body".into(),
+            FailureKind::Truncated => "sent a truncated reply".into(),
+            FailureKind::NoFlavor => "reply lacks Metadata-Flavor: Google".into(),
+        }
+    }
+}
+
 /// The crate-wide result.
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// Names the operation and path of a failed `std::io` call, turning its error into
+/// [`Error::Io`]: `file.sync_all().context("fsync", &path)?`.
+pub(crate) trait Context<T> {
+    /// The error as `failed to <op> <path>: <cause>`.
+    fn context<P: AsRef<Path>>(self, op: &'static str, path: P) -> Result<T>;
+}
+
+impl<T> Context<T> for std::result::Result<T, io::Error> {
+    fn context<P: AsRef<Path>>(self, op: &'static str, path: P) -> Result<T> {
+        self.map_err(|e| Error::io(op, path.as_ref(), e))
+    }
+}
 
 impl Error {
     /// An I/O error on `path` during `op` (for example "open", "rename").
@@ -55,8 +99,9 @@ impl Error {
         Error::Sys { op, source }
     }
 
+    #[cfg(test)]
     /// The underlying OS error number, when there is one.
-    pub fn raw_os_error(&self) -> Option<i32> {
+    pub(crate) fn raw_os_error(&self) -> Option<i32> {
         match self {
             Error::Io { source, .. } | Error::Sys { source, .. } => source.raw_os_error(),
             _ => None,

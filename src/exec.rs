@@ -4,13 +4,14 @@
 //! not keep us waiting once it has exited itself.
 
 use std::io::Read;
-use std::os::fd::AsRawFd;
+use std::os::fd::AsFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::error::{Error, Result};
+use crate::sys;
 
 /// How a program ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -30,7 +31,7 @@ impl Outcome {
     }
 
     /// The number a log line shows: the exit code, or 128 + signal as shells do.
-    pub fn return_code(&self) -> i32 {
+    pub fn shell_status(&self) -> i32 {
         self.code.or(self.signal.map(|s| 128 + s)).unwrap_or(-1)
     }
 }
@@ -54,7 +55,7 @@ impl Captured {
             program: program.to_string(),
             detail: format!(
                 "exited {}: {}",
-                self.outcome.return_code(),
+                self.outcome.shell_status(),
                 self.text().replace('\n', " ")
             ),
         })
@@ -129,9 +130,7 @@ fn run_inner(
     })?;
     // The Command owns the pipe's write ends; dropping it lets us see EOF.
     drop(cmd);
-    let fd = reader.as_raw_fd();
-    // SAFETY: fd is our pipe's read end; F_SETFL with O_NONBLOCK is always valid.
-    unsafe { libc::fcntl(fd, libc::F_SETFL, libc::O_NONBLOCK) };
+    let _ = sys::set_nonblocking(reader.as_fd());
     let deadline = timeout.map(|t| Instant::now() + t);
     let mut pending: Vec<u8> = Vec::new();
     let mut buf = vec![0u8; 16 * 1024];
@@ -140,13 +139,8 @@ fn run_inner(
     let mut eof = false;
     loop {
         if !eof {
-            let mut pfd = libc::pollfd {
-                fd,
-                events: libc::POLLIN,
-                revents: 0,
-            };
-            // SAFETY: one valid pollfd.
-            unsafe { libc::poll(&mut pfd, 1, if exited.is_some() { 0 } else { 100 }) };
+            let wait_ms = if exited.is_some() { 0 } else { 100 };
+            sys::poll_one(reader.as_fd(), libc::POLLIN, wait_ms);
             loop {
                 match reader.read(&mut buf) {
                     Ok(0) => {
@@ -177,8 +171,8 @@ fn run_inner(
         if exited.is_none() {
             if let Some(d) = deadline {
                 if Instant::now() >= d {
-                    // SAFETY: kill has no memory preconditions; the group is the child's own.
-                    unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
+                    // The whole group: the child was made its leader.
+                    let _ = sys::kill_group(child.id(), libc::SIGKILL);
                     let _ = child.kill();
                     exited = child.wait().ok();
                     timed_out = true;
@@ -287,7 +281,7 @@ mod tests {
         assert_eq!(out.outcome.code, Some(7));
         let out = run(sh("kill -TERM $$"), Duration::from_secs(10)).unwrap();
         assert_eq!(out.outcome.signal, Some(libc::SIGTERM));
-        assert_eq!(out.outcome.return_code(), 128 + libc::SIGTERM);
+        assert_eq!(out.outcome.shell_status(), 128 + libc::SIGTERM);
     }
 
     #[test]

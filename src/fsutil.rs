@@ -6,12 +6,13 @@
 use std::ffi::CString;
 use std::fs::File;
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::sys;
 
 fn cstr(bytes: &[u8], path: &Path) -> Result<CString> {
     CString::new(bytes).map_err(|_| {
@@ -21,14 +22,6 @@ fn cstr(bytes: &[u8], path: &Path) -> Result<CString> {
             io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"),
         )
     })
-}
-
-fn check(ret: libc::c_int) -> io::Result<libc::c_int> {
-    if ret < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(ret)
-    }
 }
 
 /// A held `flock`. The lock lasts as long as this value; the file is never removed.
@@ -41,7 +34,7 @@ pub struct LockGuard {
 pub fn create_parent(path: &Path) -> Result<()> {
     match path.parent() {
         Some(dir) if !dir.as_os_str().is_empty() && !dir.exists() => {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))
+            std::fs::create_dir_all(dir).context("create", dir)
         }
         _ => Ok(()),
     }
@@ -54,14 +47,9 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
     create_parent(path)?;
     let c = cstr(path.as_os_str().as_bytes(), path)?;
     let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    // SAFETY: c is a valid NUL-terminated path.
-    let fd = check(unsafe { libc::open(c.as_ptr(), flags, 0o600 as libc::c_uint) })
-        .map_err(|e| Error::io("open lock file", path, e))?;
-    // SAFETY: fd was just opened and is owned by nothing else.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-    let meta = fstat(file.as_raw_fd()).map_err(|e| Error::io("stat lock file", path, e))?;
-    // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
+    let file = File::from(sys::open(&c, flags, 0o600).context("open lock file", path)?);
+    let meta = sys::fstat(file.as_fd()).context("stat lock file", path)?;
+    let me = sys::geteuid();
     if meta.st_uid != me || meta.st_mode & libc::S_IFMT != libc::S_IFREG {
         return Err(Error::io(
             "trust lock file",
@@ -72,9 +60,8 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
             ),
         ));
     }
-    // SAFETY: fd is valid for the life of `file`.
-    match check(unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) }) {
-        Ok(_) => Ok(Some(LockGuard { _file: file })),
+    match sys::flock_exclusive_nonblocking(file.as_fd()) {
+        Ok(()) => Ok(Some(LockGuard { _file: file })),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
         Err(e) => Err(Error::io("lock", path, e)),
     }
@@ -94,13 +81,6 @@ pub fn lock_wait(path: &Path, timeout: Duration) -> Result<LockGuard> {
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-}
-
-fn fstat(fd: libc::c_int) -> io::Result<libc::stat> {
-    // SAFETY: an all-zero stat is a valid out-buffer; fd is a caller-owned descriptor.
-    let mut st: libc::stat = unsafe { std::mem::zeroed() };
-    check(unsafe { libc::fstat(fd, &mut st) })?;
-    Ok(st)
 }
 
 /// Replaces `path` with `data` atomically: readers see the old or the new content, never a
@@ -142,7 +122,6 @@ pub struct Dir {
 #[derive(Clone, Copy, Debug)]
 pub struct Stat {
     pub uid: u32,
-    pub gid: u32,
     pub mode: u32,
     pub nlink: u64,
     pub size: u64,
@@ -152,7 +131,6 @@ impl Stat {
     fn from(st: &libc::stat) -> Stat {
         Stat {
             uid: st.st_uid,
-            gid: st.st_gid,
             mode: st.st_mode,
             nlink: st.st_nlink,
             size: st.st_size as u64,
@@ -185,12 +163,8 @@ impl Dir {
     pub fn open_path(path: &Path) -> Result<Dir> {
         let c = cstr(path.as_os_str().as_bytes(), path)?;
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: c is a valid NUL-terminated path.
-        let fd = check(unsafe { libc::open(c.as_ptr(), flags) })
-            .map_err(|e| Error::io("open directory", path, e))?;
-        // SAFETY: fd is fresh and owned here.
         Ok(Dir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: sys::open(&c, flags, 0).context("open directory", path)?,
             path: path.to_path_buf(),
         })
     }
@@ -215,12 +189,9 @@ impl Dir {
     pub fn open_dir(&self, name: &Path) -> Result<Dir> {
         let c = self.name_cstr(name)?;
         let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-        // SAFETY: valid dirfd and NUL-terminated name.
-        let fd = check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) })
-            .map_err(|e| Error::io("open directory", self.child_path(name), e))?;
-        // SAFETY: fd is fresh and owned here.
         Ok(Dir {
-            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+            fd: sys::openat(self.fd.as_fd(), &c, flags, 0)
+                .context("open directory", self.child_path(name))?,
             path: self.child_path(name),
         })
     }
@@ -228,9 +199,8 @@ impl Dir {
     /// Creates a sub-directory with `mode`; an existing entry is left as it is.
     pub fn mkdir(&self, name: &Path, mode: u32) -> Result<()> {
         let c = self.name_cstr(name)?;
-        // SAFETY: valid dirfd and NUL-terminated name.
-        match check(unsafe { libc::mkdirat(self.fd.as_raw_fd(), c.as_ptr(), mode as _) }) {
-            Ok(_) => Ok(()),
+        match sys::mkdirat(self.fd.as_fd(), &c, mode) {
+            Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => Ok(()),
             Err(e) => Err(Error::io("create directory", self.child_path(name), e)),
         }
@@ -238,19 +208,16 @@ impl Dir {
 
     /// This directory's own status.
     pub fn stat(&self) -> Result<Stat> {
-        fstat(self.fd.as_raw_fd())
+        sys::fstat(self.fd.as_fd())
             .map(|st| Stat::from(&st))
-            .map_err(|e| Error::io("stat", &self.path, e))
+            .context("stat", &self.path)
     }
 
     /// An entry's status without following a symlink; `Ok(None)` when absent.
     pub fn stat_entry(&self, name: &Path) -> Result<Option<Stat>> {
         let c = self.name_cstr(name)?;
-        // SAFETY: zeroed stat is a valid out-buffer; dirfd and name are valid.
-        let mut st: libc::stat = unsafe { std::mem::zeroed() };
-        let flags = libc::AT_SYMLINK_NOFOLLOW;
-        match check(unsafe { libc::fstatat(self.fd.as_raw_fd(), c.as_ptr(), &mut st, flags) }) {
-            Ok(_) => Ok(Some(Stat::from(&st))),
+        match sys::fstatat_nofollow(self.fd.as_fd(), &c) {
+            Ok(st) => Ok(Some(Stat::from(&st))),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
             Err(e) => Err(Error::io("stat", self.child_path(name), e)),
         }
@@ -262,15 +229,13 @@ impl Dir {
         let c = self.name_cstr(name)?;
         let path = self.child_path(name);
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
-        // SAFETY: valid dirfd and NUL-terminated name.
-        let fd = match check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags) }) {
+        let fd = match sys::openat(self.fd.as_fd(), &c, flags, 0) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
             Err(e) => return Err(Error::io("open", path, e)),
         };
-        // SAFETY: fd is fresh and owned here.
-        let mut file = File::from(unsafe { OwnedFd::from_raw_fd(fd) });
-        let st = Stat::from(&fstat(fd).map_err(|e| Error::io("stat", &path, e))?);
+        let mut file = File::from(fd);
+        let st = Stat::from(&sys::fstat(file.as_fd()).context("stat", &path)?);
         if !st.is_file() {
             let e = io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
             return Err(Error::io("read", path, e));
@@ -282,7 +247,7 @@ impl Dir {
         let mut data = Vec::with_capacity(st.size as usize);
         Read::take(&mut file, max + 1)
             .read_to_end(&mut data)
-            .map_err(|e| Error::io("read", &path, e))?;
+            .context("read", &path)?;
         if data.len() as u64 > max {
             let e = io::Error::new(io::ErrorKind::InvalidData, "file too large");
             return Err(Error::io("read", path, e));
@@ -304,27 +269,19 @@ impl Dir {
         let path = self.child_path(name);
         let (tmp_name, mut file) = self.create_temp(name)?;
         let result = (|| {
-            let fd = file.as_raw_fd();
             if let Some((uid, gid)) = owner {
-                // SAFETY: fd is a valid descriptor we own.
-                check(unsafe { libc::fchown(fd, uid, gid) })
-                    .map_err(|e| Error::io("chown", &path, e))?;
+                sys::fchown(file.as_fd(), uid, gid).context("chown", &path)?;
             }
-            // SAFETY: as above.
-            check(unsafe { libc::fchmod(fd, mode as libc::mode_t) })
-                .map_err(|e| Error::io("chmod", &path, e))?;
-            file.write_all(data)
-                .map_err(|e| Error::io("write", &path, e))?;
-            file.sync_all().map_err(|e| Error::io("fsync", &path, e))?;
-            let dirfd = self.fd.as_raw_fd();
-            // SAFETY: both names are valid NUL-terminated strings relative to dirfd.
-            check(unsafe { libc::renameat(dirfd, tmp_name.as_ptr(), dirfd, target.as_ptr()) })
-                .map_err(|e| Error::io("rename into place", &path, e))?;
+            sys::fchmod(file.as_fd(), mode).context("chmod", &path)?;
+            file.write_all(data).context("write", &path)?;
+            file.sync_all().context("fsync", &path)?;
+            sys::renameat(self.fd.as_fd(), &tmp_name, &target)
+                .context("rename into place", &path)?;
             Ok(())
         })();
         if result.is_err() {
-            // SAFETY: valid dirfd and name; failure to clean up is harmless.
-            unsafe { libc::unlinkat(self.fd.as_raw_fd(), tmp_name.as_ptr(), 0) };
+            // Failing to clean up is harmless.
+            let _ = sys::unlinkat(self.fd.as_fd(), &tmp_name);
             return result;
         }
         self.sync()
@@ -365,10 +322,8 @@ impl Dir {
                 format!(".{:08x}.tmp", crate::timing::random_u64() as u32).as_bytes(),
             );
             let c = cstr(&tmp, &self.path)?;
-            // SAFETY: valid dirfd and NUL-terminated name.
-            match check(unsafe { libc::openat(self.fd.as_raw_fd(), c.as_ptr(), flags, 0o600) }) {
-                // SAFETY: fd is fresh and owned here.
-                Ok(fd) => return Ok((c, File::from(unsafe { OwnedFd::from_raw_fd(fd) }))),
+            match sys::openat(self.fd.as_fd(), &c, flags, 0o600) {
+                Ok(fd) => return Ok((c, File::from(fd))),
                 Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
                 Err(e) => return Err(Error::io("create temporary file in", &self.path, e)),
             }
@@ -380,9 +335,8 @@ impl Dir {
     /// Removes a file entry (not a directory); absent is fine.
     pub fn remove_file(&self, name: &Path) -> Result<()> {
         let c = self.name_cstr(name)?;
-        // SAFETY: valid dirfd and name.
-        match check(unsafe { libc::unlinkat(self.fd.as_raw_fd(), c.as_ptr(), 0) }) {
-            Ok(_) => Ok(()),
+        match sys::unlinkat(self.fd.as_fd(), &c) {
+            Ok(()) => Ok(()),
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(()),
             Err(e) => Err(Error::io("remove", self.child_path(name), e)),
         }
@@ -390,26 +344,17 @@ impl Dir {
 
     /// Sets this directory's owner by descriptor.
     pub fn chown(&self, uid: u32, gid: u32) -> Result<()> {
-        // SAFETY: valid descriptor.
-        check(unsafe { libc::fchown(self.fd.as_raw_fd(), uid, gid) })
-            .map(drop)
-            .map_err(|e| Error::io("chown", &self.path, e))
+        sys::fchown(self.fd.as_fd(), uid, gid).context("chown", &self.path)
     }
 
     /// Sets this directory's mode by descriptor.
     pub fn chmod(&self, mode: u32) -> Result<()> {
-        // SAFETY: valid descriptor.
-        check(unsafe { libc::fchmod(self.fd.as_raw_fd(), mode as libc::mode_t) })
-            .map(drop)
-            .map_err(|e| Error::io("chmod", &self.path, e))
+        sys::fchmod(self.fd.as_fd(), mode).context("chmod", &self.path)
     }
 
     /// Flushes the directory entry changes to disk.
     pub fn sync(&self) -> Result<()> {
-        // SAFETY: valid descriptor.
-        check(unsafe { libc::fsync(self.fd.as_raw_fd()) })
-            .map(drop)
-            .map_err(|e| Error::io("fsync", &self.path, e))
+        sys::fsync(self.fd.as_fd()).context("fsync", &self.path)
     }
 }
 

@@ -27,6 +27,7 @@
 //!   back the value we read.
 
 use std::borrow::Cow;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 
 /// The section whose options every other section inherits.
@@ -41,6 +42,10 @@ const MAX_INTERPOLATED_LEN: usize = 64 * 1024;
 
 /// References one interpolation may expand before the rest stay literal.
 const MAX_REFERENCE_EXPANSIONS: usize = 10_000;
+
+/// Warnings one parse reports one by one; past these it only counts them, and the last
+/// warning says how many more there were.
+pub const MAX_WARNINGS: usize = 20;
 
 /// Something the lenient reader stepped over; the caller logs it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,19 +74,76 @@ impl From<Warning> for crate::Error {
     }
 }
 
-/// One named section and its options (name, raw value) in file order.
+/// The options of one section (name, raw value) in file order, with an index by name so
+/// that reading a file, setting and looking up are linear in the number of options.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct Options {
+    entries: Vec<(String, String)>,
+    by_name: HashMap<String, usize>,
+}
+
+impl Options {
+    fn find(&self, key: &str) -> Option<usize> {
+        self.by_name.get(key).copied()
+    }
+
+    fn get(&self, key: &str) -> Option<&str> {
+        self.find(key).map(|i| self.entries[i].1.as_str())
+    }
+
+    fn has(&self, key: &str) -> bool {
+        self.by_name.contains_key(key)
+    }
+
+    /// Sets the value, keeping an existing option's place; returns its index.
+    fn set(&mut self, key: Cow<'_, str>, value: String) -> usize {
+        match self.find(&key) {
+            Some(i) => {
+                self.entries[i].1 = value;
+                i
+            }
+            None => {
+                let key = key.into_owned();
+                self.by_name.insert(key.clone(), self.entries.len());
+                self.entries.push((key, value));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    #[cfg(test)]
+    fn remove(&mut self, key: &str) -> bool {
+        let Some(at) = self.by_name.remove(key) else {
+            return false;
+        };
+        self.entries.remove(at);
+        for index in self.by_name.values_mut() {
+            if *index > at {
+                *index -= 1;
+            }
+        }
+        true
+    }
+
+    fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// One named section and its options.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 struct Section {
     name: String,
-    options: Vec<(String, String)>,
+    options: Options,
 }
 
 /// A parsed INI document: the `[DEFAULT]` options and the sections, in file order.
 /// Values are stored raw, as in the file (`%%` still doubled); see [`Ini::get_interpolated`].
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Ini {
-    defaults: Vec<(String, String)>,
+    defaults: Options,
     sections: Vec<Section>,
+    section_by_name: HashMap<String, usize>,
 }
 
 /// Where the reader is putting options.
@@ -151,7 +213,7 @@ fn split_option(line: &str) -> Option<(&str, &str)> {
 
 /// Reads `true`/`false` the way `getboolean` does: `1/yes/true/on` and `0/no/false/off`,
 /// in any case.
-pub fn parse_bool(value: &str) -> Option<bool> {
+pub(crate) fn parse_bool(value: &str) -> Option<bool> {
     const TRUE: [&str; 4] = ["1", "yes", "true", "on"];
     const FALSE: [&str; 4] = ["0", "no", "false", "off"];
     if TRUE.iter().any(|w| value.eq_ignore_ascii_case(w)) {
@@ -165,7 +227,7 @@ pub fn parse_bool(value: &str) -> Option<bool> {
 
 /// Turns a literal value into a raw one: every `%` doubled, so reading it back (here or in
 /// Python) gives exactly `literal`.
-pub fn escape_percent(literal: &str) -> Cow<'_, str> {
+pub(crate) fn escape_percent(literal: &str) -> Cow<'_, str> {
     if literal.contains('%') {
         Cow::Owned(literal.replace('%', "%%"))
     } else {
@@ -215,12 +277,20 @@ impl Ini {
     pub fn parse(text: &str, what: &str) -> (Ini, Vec<Warning>) {
         let mut ini = Ini::new();
         let mut warnings = Vec::new();
+        // (line of the first warning not listed, how many were not listed)
+        let mut unlisted: Option<(usize, usize)> = None;
         let mut warn = |line: usize, msg: String| {
-            warnings.push(Warning {
-                what: what.to_string(),
-                line,
-                msg,
-            });
+            if warnings.len() < MAX_WARNINGS {
+                warnings.push(Warning {
+                    what: what.to_string(),
+                    line,
+                    msg,
+                });
+            } else {
+                let (first, count) = unlisted.get_or_insert((line, 0));
+                *first = (*first).min(line);
+                *count += 1;
+            }
         };
         let text = match text.strip_prefix('\u{feff}') {
             Some(rest) => {
@@ -247,14 +317,14 @@ impl Ini {
             }
             if content.is_empty() {
                 if let (Some(t), Some(i)) = (target, open_option) {
-                    ini.entries_mut(t)[i].1.push('\n');
+                    ini.options_mut(t).entries[i].1.push('\n');
                 }
                 continue;
             }
             let indent = line.chars().take_while(|&c| is_py_space(c)).count();
             if let (Some(t), Some(i)) = (target, open_option) {
                 if indent > indent_level {
-                    let value = &mut ini.entries_mut(t)[i].1;
+                    let value = &mut ini.options_mut(t).entries[i].1;
                     value.push('\n');
                     value.push_str(content);
                     continue;
@@ -289,37 +359,37 @@ impl Ini {
                 }
                 Some((name, value)) => {
                     let key = option_key(name);
-                    match ini.entries_of(t).iter().position(|(k, _)| *k == *key) {
-                        Some(i) => {
-                            warn(
-                                number,
-                                format!(
-                                    "option {} appears again in section [{}]; \
-                                     the last value is used",
-                                    key,
-                                    ini.target_name(t)
-                                ),
-                            );
-                            ini.entries_mut(t)[i].1 = value.to_string();
-                            open_option = Some(i);
-                        }
-                        None => {
-                            let entries = ini.entries_mut(t);
-                            entries.push((key.into_owned(), value.to_string()));
-                            open_option = Some(entries.len() - 1);
-                        }
+                    if ini.options_mut(t).has(&key) {
+                        warn(
+                            number,
+                            format!(
+                                "option {} appears again in section [{}]; \
+                                 the last value is used",
+                                key,
+                                ini.target_name(t)
+                            ),
+                        );
                     }
+                    open_option = Some(ini.options_mut(t).set(key, value.to_string()));
                 }
             }
         }
         // Trailing blank lines of multi-line values (Python joins, then rstrips).
-        let all = ini
-            .defaults
-            .iter_mut()
-            .chain(ini.sections.iter_mut().flat_map(|s| s.options.iter_mut()));
+        let all = ini.defaults.entries.iter_mut().chain(
+            ini.sections
+                .iter_mut()
+                .flat_map(|s| s.options.entries.iter_mut()),
+        );
         for (_, value) in all {
             let kept = value.trim_end_matches(is_py_space).len();
             value.truncate(kept);
+        }
+        if let Some((line, count)) = unlisted {
+            warnings.push(Warning {
+                what: what.to_string(),
+                line,
+                msg: format!("{} more warnings like these are not shown", count),
+            });
         }
         (ini, warnings)
     }
@@ -343,14 +413,18 @@ impl Ini {
                 );
                 Target::Section(i)
             }
-            None => {
-                self.sections.push(Section {
-                    name: name.to_string(),
-                    options: Vec::new(),
-                });
-                Target::Section(self.sections.len() - 1)
-            }
+            None => Target::Section(self.push_section(name)),
         }
+    }
+
+    fn push_section(&mut self, name: &str) -> usize {
+        let index = self.sections.len();
+        self.section_by_name.insert(name.to_string(), index);
+        self.sections.push(Section {
+            name: name.to_string(),
+            options: Options::default(),
+        });
+        index
     }
 
     fn target_name(&self, target: Target) -> &str {
@@ -360,14 +434,7 @@ impl Ini {
         }
     }
 
-    fn entries_of(&self, target: Target) -> &[(String, String)] {
-        match target {
-            Target::Defaults => &self.defaults,
-            Target::Section(i) => &self.sections[i].options,
-        }
-    }
-
-    fn entries_mut(&mut self, target: Target) -> &mut Vec<(String, String)> {
+    fn options_mut(&mut self, target: Target) -> &mut Options {
         match target {
             Target::Defaults => &mut self.defaults,
             Target::Section(i) => &mut self.sections[i].options,
@@ -375,31 +442,29 @@ impl Ini {
     }
 
     fn section_index(&self, name: &str) -> Option<usize> {
-        self.sections.iter().position(|s| s.name == name)
+        self.section_by_name.get(name).copied()
     }
 
     /// The options stored under `section` itself (`DEFAULT` gives the defaults), or `None`
     /// for a section that does not exist.
-    fn own_entries(&self, section: &str) -> Option<&[(String, String)]> {
+    fn own_options(&self, section: &str) -> Option<&Options> {
         if section == DEFAULT_SECTION {
             Some(&self.defaults)
         } else {
             self.section_index(section)
-                .map(|i| self.sections[i].options.as_slice())
+                .map(|i| &self.sections[i].options)
         }
     }
 
+    fn own_entries(&self, section: &str) -> Option<&[(String, String)]> {
+        self.own_options(section).map(|o| o.entries.as_slice())
+    }
+
     /// Looks up an already lower-cased option name in `section`, then in the defaults.
-    fn lookup<'a>(&'a self, section: Option<&'a [(String, String)]>, key: &str) -> Option<&'a str> {
-        fn find<'e>(entries: &'e [(String, String)], key: &str) -> Option<&'e str> {
-            entries
-                .iter()
-                .find(|(k, _)| k == key)
-                .map(|(_, v)| v.as_str())
-        }
+    fn lookup<'a>(&'a self, section: Option<&'a Options>, key: &str) -> Option<&'a str> {
         section
-            .and_then(|s| find(s, key))
-            .or_else(|| find(&self.defaults, key))
+            .and_then(|s| s.get(key))
+            .or_else(|| self.defaults.get(key))
     }
 
     /// True when nothing at all is stored.
@@ -413,7 +478,7 @@ impl Ini {
     }
 
     /// True when the section exists (`DEFAULT` never counts, as in Python).
-    pub fn has_section(&self, section: &str) -> bool {
+    pub(crate) fn has_section(&self, section: &str) -> bool {
         self.section_index(section).is_some()
     }
 
@@ -435,7 +500,7 @@ impl Ini {
     }
 
     /// True when `option` can be read from `section`, directly or from `[DEFAULT]`.
-    pub fn has_option(&self, section: &str, option: &str) -> bool {
+    pub(crate) fn has_option(&self, section: &str, option: &str) -> bool {
         self.get(section, option).is_some()
     }
 
@@ -445,7 +510,7 @@ impl Ini {
         let own = if section == DEFAULT_SECTION {
             None
         } else {
-            Some(self.own_entries(section)?)
+            Some(self.own_options(section)?)
         };
         self.lookup(own, &option_key(option))
     }
@@ -461,7 +526,7 @@ impl Ini {
         let own = if section == DEFAULT_SECTION {
             None
         } else {
-            self.own_entries(section)
+            self.own_options(section)
         };
         let mut expansion = Expansion {
             out: String::with_capacity(raw.len()),
@@ -474,7 +539,7 @@ impl Ini {
     fn interpolate(
         &self,
         raw: &str,
-        own: Option<&[(String, String)]>,
+        own: Option<&Options>,
         depth: usize,
         expansion: &mut Expansion,
     ) {
@@ -521,14 +586,11 @@ impl Ini {
     }
 
     /// Adds an empty section unless it exists (or is `DEFAULT`). True when added.
-    pub fn add_section(&mut self, section: &str) -> bool {
+    pub(crate) fn add_section(&mut self, section: &str) -> bool {
         if section == DEFAULT_SECTION || self.has_section(section) {
             return false;
         }
-        self.sections.push(Section {
-            name: section.to_string(),
-            options: Vec::new(),
-        });
+        self.push_section(section);
         true
     }
 
@@ -545,18 +607,14 @@ impl Ini {
                 None => return,
             }
         };
-        let key = option_key(option);
-        let entries = self.entries_mut(target);
-        match entries.iter_mut().find(|(k, _)| *k == *key) {
-            Some(entry) => entry.1 = value.to_string(),
-            None => entries.push((key.into_owned(), value.to_string())),
-        }
+        self.options_mut(target)
+            .set(option_key(option), value.to_string());
     }
 
     /// [`Ini::set`] unless [`Ini::has_option`] (which counts `[DEFAULT]` for an existing
     /// section, as Python's `has_option` does); true when set. This is the
     /// `overwrite=False` of the Python guest environment's `SetOption`.
-    pub fn set_if_missing(&mut self, section: &str, option: &str, value: &str) -> bool {
+    pub(crate) fn set_if_missing(&mut self, section: &str, option: &str, value: &str) -> bool {
         if self.has_option(section, option) {
             return false;
         }
@@ -564,10 +622,11 @@ impl Ini {
         true
     }
 
+    #[cfg(test)]
     /// Removes an option stored in `section` itself; true when there was one.
-    pub fn remove_option(&mut self, section: &str, option: &str) -> bool {
+    pub(crate) fn remove_option(&mut self, section: &str, option: &str) -> bool {
         let key = option_key(option);
-        let entries = if section == DEFAULT_SECTION {
+        let options = if section == DEFAULT_SECTION {
             &mut self.defaults
         } else {
             match self.section_index(section) {
@@ -575,26 +634,34 @@ impl Ini {
                 None => return false,
             }
         };
-        let before = entries.len();
-        entries.retain(|(k, _)| *k != *key);
-        entries.len() != before
+        options.remove(&key)
     }
 
     /// True when a `%(name)s` in a value of `section` can be resolved: by the section or
-    /// `[DEFAULT]`, and for a `[DEFAULT]` value by any section it may be read from.
-    fn resolvable(&self, section: Option<&Section>, name: &str) -> bool {
+    /// `[DEFAULT]`, and for a `[DEFAULT]` value by any section it may be read from
+    /// (`section_keys`: every option name of every section).
+    fn resolvable(
+        &self,
+        section: Option<&Section>,
+        section_keys: &HashSet<&str>,
+        name: &str,
+    ) -> bool {
         let key = option_key(name);
-        let has = |entries: &[(String, String)]| entries.iter().any(|(k, _)| *k == *key);
-        has(&self.defaults)
+        self.defaults.has(&key)
             || match section {
-                Some(s) => has(&s.options),
-                None => self.sections.iter().any(|s| has(&s.options)),
+                Some(s) => s.options.has(&key),
+                None => section_keys.contains(&*key),
             }
     }
 
     /// The raw value to write so that Python reads back what we read: `%` that we read
     /// literally (lone, malformed, or an unresolvable reference) is doubled.
-    fn escape_for_write<'a>(&self, section: Option<&Section>, raw: &'a str) -> Cow<'a, str> {
+    fn escape_for_write<'a>(
+        &self,
+        section: Option<&Section>,
+        section_keys: &HashSet<&str>,
+        raw: &'a str,
+    ) -> Cow<'a, str> {
         if !raw.contains('%') {
             return Cow::Borrowed(raw);
         }
@@ -608,7 +675,7 @@ impl Ini {
                     out.push_str("%%");
                     rest = &rest[2..];
                 }
-                Percent::Reference(name, len) if self.resolvable(section, name) => {
+                Percent::Reference(name, len) if self.resolvable(section, section_keys, name) => {
                     out.push_str(&rest[..len]);
                     rest = &rest[len..];
                 }
@@ -632,11 +699,12 @@ impl Ini {
         f: &mut fmt::Formatter<'_>,
         name: &str,
         section: Option<&Section>,
-        entries: &[(String, String)],
+        section_keys: &HashSet<&str>,
     ) -> fmt::Result {
         writeln!(f, "[{}]", name)?;
-        for (key, raw) in entries {
-            let value = self.escape_for_write(section, raw);
+        let options = section.map_or(&self.defaults, |s| &s.options);
+        for (key, raw) in &options.entries {
+            let value = self.escape_for_write(section, section_keys, raw);
             writeln!(f, "{} = {}", key, value.replace('\n', "\n\t"))?;
         }
         f.write_str("\n")
@@ -648,11 +716,21 @@ impl Ini {
 /// line after each section), with the `%` escaping described in the module docs.
 impl fmt::Display for Ini {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Only a `[DEFAULT]` value's references may be resolved by any section.
+        let defaults_refer = self.defaults.entries.iter().any(|(_, v)| v.contains("%("));
+        let section_keys: HashSet<&str> = if defaults_refer {
+            self.sections
+                .iter()
+                .flat_map(|s| s.options.entries.iter().map(|(k, _)| k.as_str()))
+                .collect()
+        } else {
+            HashSet::new()
+        };
         if !self.defaults.is_empty() {
-            self.write_section(f, DEFAULT_SECTION, None, &self.defaults)?;
+            self.write_section(f, DEFAULT_SECTION, None, &section_keys)?;
         }
         for section in &self.sections {
-            self.write_section(f, &section.name, Some(section), &section.options)?;
+            self.write_section(f, &section.name, Some(section), &section_keys)?;
         }
         Ok(())
     }
@@ -861,6 +939,72 @@ mod tests {
         let ini = parse_clean(&text);
         let value = ini.get_interpolated("s", "v9").unwrap();
         assert!(value.len() < 2 * MAX_INTERPOLATED_LEN + text.len());
+    }
+
+    #[test]
+    fn warnings_stop_after_twenty_with_one_line_that_counts_the_rest() {
+        let mut text = String::from("[s]\n");
+        for i in 0..1000 {
+            text.push_str(&format!("junk line {}\n", i));
+        }
+        text.push_str("a = 1\n");
+        let (ini, warnings) = parse(&text);
+        assert_eq!(ini.get("s", "a"), Some("1"));
+        assert_eq!(warnings.len(), MAX_WARNINGS + 1);
+        assert_eq!(warnings[MAX_WARNINGS - 1].line, 21);
+        let last = &warnings[MAX_WARNINGS];
+        assert_eq!(
+            (last.line, last.msg.as_str()),
+            (22, "980 more warnings like these are not shown")
+        );
+        let (_, few) = parse("[s]\njunk\n");
+        assert_eq!(few.len(), 1);
+    }
+
+    /// A hostile file (or `google-instance-configs` from metadata) of 100,000 sections, or
+    /// one section of 100,000 options, is read, merged, looked up and written in linear
+    /// time (the quadratic reader took minutes). The deadline is a guard far above the
+    /// linear time (about 3 s in a debug build), not a measurement.
+    #[test]
+    fn huge_files_are_read_and_written_in_linear_time() {
+        let (done, finished) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sections = String::new();
+            let mut options = String::from("[one]\nbase = b\n");
+            for i in 0..100_000 {
+                sections.push_str(&format!("[s{}]\nk = {}\n", i, i));
+                options.push_str(&format!("k{} = %(base)s {}\n", i, i));
+            }
+            sections.push_str("[s7]\nk = again\n[DEFAULT]\nd = %(k)s\n");
+            let (mut a, warnings) = Ini::parse(&sections, "t");
+            assert_eq!(warnings.len(), 2, "{:?}", warnings); // [s7] again, and its k
+            assert_eq!(a.get("s99999", "k"), Some("99999"));
+            assert_eq!(a.get("s7", "k"), Some("again"));
+            let (b, _) = Ini::parse(&options, "t");
+            assert_eq!(
+                b.get_interpolated("one", "k99999").as_deref(),
+                Some("b 99999")
+            );
+            for (key, value) in b.entries("one") {
+                a.set("one", key, value);
+            }
+            assert!(a.remove_option("one", "k5"));
+            assert_eq!(a.get("one", "k6"), Some("%(base)s 6"));
+            let written = a.to_string();
+            let (c, warnings) = Ini::parse(&written, "t");
+            assert!(warnings.is_empty());
+            assert_eq!(c, a);
+            done.send(()).ok();
+        });
+        match finished.recv_timeout(std::time::Duration::from_secs(60)) {
+            Ok(()) => {}
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                panic!("the checks failed (see the panic above)")
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                panic!("100,000 sections or options were not read and written within 60 s")
+            }
+        }
     }
 
     #[test]

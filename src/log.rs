@@ -7,6 +7,7 @@
 //! console drops the line.
 
 use std::cell::Cell;
+use std::collections::BTreeSet;
 use std::fmt;
 use std::fs::File;
 use std::io::Write;
@@ -101,7 +102,9 @@ pub fn current_name() -> &'static str {
         .unwrap_or_else(|| PROCESS_NAME.lock().map(|n| *n).unwrap_or("gce-guest"))
 }
 
-/// Formats the line every sink shares: `name: LEVEL message`.
+/// Formats the line every sink shares: `name: LEVEL message`. The message is cut to
+/// [`MAX_MESSAGE`] bytes and passed through [`escape_controls`]: whatever a message quotes
+/// (metadata values, server replies, users' files, script output) stays on one line.
 pub fn format_line(name: &str, level: Level, msg: &str) -> String {
     let mut line = String::with_capacity(name.len() + msg.len() + 10);
     line.push_str(name);
@@ -112,8 +115,26 @@ pub fn format_line(name: &str, level: Level, msg: &str) -> String {
     while !msg.is_char_boundary(end) {
         end -= 1;
     }
-    line.push_str(&msg[..end]);
+    escape_controls(&msg[..end], &mut line);
     line
+}
+
+/// The one escaping of untrusted text in log lines: a control character (tab aside) is
+/// written as `\n`, `\r` or `\xNN`, so no value can end a log line early or forge the next
+/// one, on the console, in syslog or on stderr.
+pub fn escape_controls(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push('\t'),
+            c if c.is_control() => {
+                use std::fmt::Write as _;
+                let _ = write!(out, "\\x{:02x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
 }
 
 /// Writes one log record to every enabled sink. Use the macros instead.
@@ -159,14 +180,8 @@ const SYSLOG_WAIT_MS: i32 = 100;
 
 /// Waits up to `ms` for the socket to take another datagram.
 fn wait_writable(sock: &UnixDatagram, ms: i32) -> bool {
-    use std::os::fd::AsRawFd;
-    let mut pfd = libc::pollfd {
-        fd: sock.as_raw_fd(),
-        events: libc::POLLOUT,
-        revents: 0,
-    };
-    // SAFETY: one valid pollfd for the duration of the call.
-    unsafe { libc::poll(&mut pfd, 1, ms) == 1 }
+    use std::os::fd::AsFd;
+    crate::sys::poll_one(sock.as_fd(), libc::POLLOUT, ms)
 }
 
 /// Sends a datagram; reconnects once when the syslog daemon went away and came back. A full
@@ -220,6 +235,82 @@ fn write_console(line: &str) {
     }
 }
 
+/// Makes text from metadata or a file safe to put in a log line: control and non-ASCII
+/// characters become `?`, and it is cut to 64 characters.
+pub fn printable(text: &str) -> String {
+    const LIMIT: usize = 64;
+    let mut out: String = text
+        .chars()
+        .take(LIMIT)
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
+        .collect();
+    if text.chars().nth(LIMIT).is_some() {
+        out.push_str("...");
+    }
+    out
+}
+
+/// How many texts a [`LogOnce`] remembers; past that it starts over, so a text may be
+/// logged once more rather than memory growing without bound.
+const LOG_ONCE_LIMIT: usize = 1024;
+
+/// Remembers which texts were logged, so a line is logged once rather than on every
+/// update. Used in rounds ([`LogOnce::end_round`] after each update), a text logged in
+/// the previous round is not logged again while it keeps coming back, and is logged anew
+/// after it went away; without rounds, a text is logged once in all.
+#[derive(Debug, Default)]
+pub struct LogOnce {
+    /// What the previous round logged or kept.
+    previous: BTreeSet<String>,
+    /// What this round has met so far.
+    current: BTreeSet<String>,
+}
+
+impl LogOnce {
+    /// Whether `text` is to be logged now (not met in this round or the previous one);
+    /// it is remembered either way.
+    pub fn first_time(&mut self, text: &str) -> bool {
+        if self.previous.contains(text) || self.current.contains(text) {
+            if !self.current.contains(text) {
+                self.remember(text);
+            }
+            return false;
+        }
+        self.remember(text);
+        true
+    }
+
+    fn remember(&mut self, text: &str) {
+        if self.current.len() >= LOG_ONCE_LIMIT {
+            self.current.clear();
+        }
+        self.current.insert(text.to_string());
+    }
+
+    /// Ends a round: texts not met in it will be logged again when they come back.
+    pub fn end_round(&mut self) {
+        self.previous = std::mem::take(&mut self.current);
+    }
+
+    /// Whether `text` was met in this round or the previous one.
+    #[cfg(test)]
+    pub fn remembers(&self, text: &str) -> bool {
+        self.previous.contains(text) || self.current.contains(text)
+    }
+
+    /// How many texts are remembered (this round and the previous one).
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.previous.union(&self.current).count()
+    }
+}
+
 /// Logs at ERROR.
 #[macro_export]
 macro_rules! error {
@@ -249,6 +340,37 @@ mod tests {
     use super::*;
 
     #[test]
+    fn log_once_in_rounds_and_in_all() {
+        let mut once = LogOnce::default();
+        assert!(once.first_time("a"));
+        assert!(!once.first_time("a"), "twice in one round");
+        once.end_round();
+        assert!(!once.first_time("a"), "still there");
+        assert!(once.first_time("b"));
+        once.end_round();
+        once.end_round();
+        assert!(once.first_time("a"), "went away and came back");
+        let mut ever = LogOnce::default();
+        for i in 0..LOG_ONCE_LIMIT {
+            assert!(ever.first_time(&i.to_string()));
+        }
+        assert!(!ever.first_time("0"));
+        assert!(ever.first_time("new"), "full: starts over");
+        assert_eq!(ever.len(), 1, "bounded");
+    }
+
+    #[test]
+    fn printable_hides_control_characters_and_cuts_long_text() {
+        assert_eq!(printable("alice"), "alice");
+        assert_eq!(printable("a\x1b[31mb"), "a?[31mb");
+        assert_eq!(printable("a\nb\tc"), "a?b?c");
+        assert_eq!(printable("josé"), "jos?");
+        let long = "x".repeat(100);
+        assert_eq!(printable(&long), format!("{}...", "x".repeat(64)));
+        assert_eq!(printable(&"y".repeat(64)), "y".repeat(64));
+    }
+
+    #[test]
     fn line_has_the_python_shape() {
         assert_eq!(
             format_line(
@@ -267,6 +389,19 @@ mod tests {
         let line = format_line("n", Level::Error, &msg);
         assert!(line.len() <= MAX_MESSAGE + 10);
         assert!(line.ends_with('é'));
+    }
+
+    #[test]
+    fn untrusted_text_cannot_forge_a_line() {
+        let url = "http://x/s.sh\ngoogle-accounts: INFO Creating a new user account for eve.";
+        let line = format_line("startup-script", Level::Warning, &format!("Failed {}", url));
+        assert_eq!(
+            line,
+            "startup-script: WARNING Failed http://x/s.sh\\ngoogle-accounts: INFO Creating a new \
+             user account for eve."
+        );
+        let line = format_line("n", Level::Info, "a\rb\u{1b}[31mc\td\u{7f}\u{85}é\\n");
+        assert_eq!(line, "n: INFO a\\rb\\x1b[31mc\td\\x7f\\x85é\\n");
     }
 
     #[test]

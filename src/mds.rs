@@ -10,62 +10,31 @@
 //! without a new ETag.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
+pub use crate::error::FailureKind;
 use crate::error::{Error, Result};
+pub use crate::json::{lookup, lookup_str, parse_json};
 use crate::signals::{Signals, Wake};
 use crate::timing::{scaled, scaled_secs, Backoff};
 
 /// The metadata server's address: always the IP, never a DNS name.
-pub const DEFAULT_HOST: &str = "169.254.169.254";
+pub(crate) const DEFAULT_HOST: &str = "169.254.169.254";
 /// `host[:port]` overriding [`DEFAULT_HOST`] (the variable Google's client libraries read).
-pub const HOST_ENV: &str = "GCE_METADATA_HOST";
+pub(crate) const HOST_ENV: &str = "GCE_METADATA_HOST";
 /// Seconds the server may hold a watch before answering unchanged.
-pub const WATCH_TIMEOUT_SEC: u64 = 60;
+pub(crate) const WATCH_TIMEOUT_SEC: u64 = 60;
 /// Extra seconds the client waits beyond that before it calls the request hung.
-pub const WATCH_MARGIN_SEC: u64 = 10;
+pub(crate) const WATCH_MARGIN_SEC: u64 = 10;
 /// Client timeout of a plain request.
-pub const REQUEST_TIMEOUT_SEC: u64 = 10;
+pub(crate) const REQUEST_TIMEOUT_SEC: u64 = 10;
 /// Replies larger than this are refused (metadata is at most a few MB).
-const MAX_BODY: u64 = 32 << 20;
-/// JSON nested deeper than this is refused before parsing.
-const MAX_JSON_DEPTH: usize = 256;
-
-/// Why a request failed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureKind {
-    /// No connection could be made.
-    Connect,
-    /// No complete answer within the client timeout.
-    Timeout,
-    /// The connection broke (reset, closed early).
-    Connection,
-    /// An HTTP error status (5xx, 429, 403, ...).
-    Status(u16),
-    /// A 200 whose body is not what was asked for (HTML, not JSON).
-    BadBody,
-    /// A body shorter than its `Content-Length`.
-    Truncated,
-    /// A reply without `Metadata-Flavor: Google`: not the metadata server.
-    NoFlavor,
-}
-
-impl FailureKind {
-    /// Words for a log line.
-    pub fn describe(self) -> String {
-        match self {
-            FailureKind::Connect => "is unreachable".into(),
-            FailureKind::Timeout => "did not answer in time".into(),
-            FailureKind::Connection => "connection failed".into(),
-            FailureKind::Status(code) => format!("answered HTTP {}", code),
-            FailureKind::BadBody => "sent an unusable body".into(),
-            FailureKind::Truncated => "sent a truncated reply".into(),
-            FailureKind::NoFlavor => "reply lacks Metadata-Flavor: Google".into(),
-        }
-    }
-}
+const MAX_BODY: u64 = 4 << 20;
+/// The most header bytes a reply may have.
+const MAX_HEADERS: usize = 64 << 10;
 
 fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
     Error::Metadata {
@@ -76,7 +45,7 @@ fn failure(kind: FailureKind, detail: impl Into<String>) -> Error {
 
 /// One answer from the server.
 #[derive(Debug)]
-pub struct Reply {
+pub struct HttpReply {
     /// The HTTP status.
     pub status: u16,
     /// The `ETag` header, if any.
@@ -98,7 +67,7 @@ impl Default for Client {
 }
 
 /// Percent-encodes a query value.
-pub fn encode_query(value: &str) -> String {
+pub(crate) fn encode_query(value: &str) -> String {
     let mut out = String::with_capacity(value.len());
     for b in value.bytes() {
         if b.is_ascii_alphanumeric() || b"-_.~".contains(&b) {
@@ -134,6 +103,8 @@ fn classify(e: minreq::Error) -> Error {
                     FailureKind::Connect
                 }
                 TimedOut | WouldBlock => FailureKind::Timeout,
+                // The patched client's word for a reply cut short.
+                UnexpectedEof => FailureKind::Truncated,
                 _ => FailureKind::Connection,
             };
             failure(kind, io.to_string())
@@ -143,38 +114,9 @@ fn classify(e: minreq::Error) -> Error {
     }
 }
 
-/// Parses JSON after checking that it is not absurdly nested (the parser recurses).
-pub fn parse_json(text: &str) -> std::result::Result<JsonValue, String> {
-    let (mut depth, mut max, mut in_str, mut escaped) = (0usize, 0usize, false, false);
-    for b in text.bytes() {
-        if in_str {
-            match (escaped, b) {
-                (true, _) => escaped = false,
-                (false, b'\\') => escaped = true,
-                (false, b'"') => in_str = false,
-                _ => {}
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_str = true,
-            b'[' | b'{' => {
-                depth += 1;
-                max = max.max(depth);
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    if max > MAX_JSON_DEPTH {
-        return Err(format!("JSON nested {} deep", max));
-    }
-    text.parse::<JsonValue>().map_err(|e| e.to_string())
-}
-
 impl Client {
     /// A client for the default address, or `GCE_METADATA_HOST` when set.
-    pub fn from_env() -> Client {
+    pub(crate) fn from_env() -> Client {
         let host = std::env::var(HOST_ENV)
             .ok()
             .map(|h| h.trim().trim_end_matches('/').to_string())
@@ -197,17 +139,18 @@ impl Client {
     }
 
     /// Sends one request and checks the transport-level rules (flavor header, length,
-    /// size). Any status comes back as a [`Reply`]; callers decide what it means.
+    /// size). Any status comes back as a [`HttpReply`]; callers decide what it means.
     pub fn send(
         &self,
         method: minreq::Method,
         path_query: &str,
         body: Option<&[u8]>,
         timeout_secs: u64,
-    ) -> Result<Reply> {
+    ) -> Result<HttpReply> {
         let mut req = minreq::Request::new(method.clone(), self.url(path_query))
             .with_header("Metadata-Flavor", "Google")
             .with_timeout(timeout_secs.max(1))
+            .with_max_headers_size(MAX_HEADERS)
             .with_follow_redirects(false);
         if let Some(b) = body {
             req = req.with_body(b.to_vec());
@@ -251,7 +194,7 @@ impl Client {
                 ));
             }
         }
-        Ok(Reply {
+        Ok(HttpReply {
             status: resp.status_code,
             etag,
             body,
@@ -259,7 +202,7 @@ impl Client {
     }
 
     /// GET `path_query` expecting 200 (404 gives `Ok(None)`); any other status is an error.
-    pub fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<Reply>> {
+    pub(crate) fn get_raw(&self, path_query: &str, timeout_secs: u64) -> Result<Option<HttpReply>> {
         let reply = self.send(minreq::Method::Get, path_query, None, timeout_secs)?;
         match reply.status {
             200 => Ok(Some(reply)),
@@ -288,7 +231,11 @@ impl Client {
 
     /// Like [`Client::get_json`], retrying transient failures with backoff for up to
     /// `budget` (scaled). For one-shot applets.
-    pub fn get_json_retrying(&self, path: &str, budget: Duration) -> Result<Option<JsonValue>> {
+    pub(crate) fn get_json_retrying(
+        &self,
+        path: &str,
+        budget: Duration,
+    ) -> Result<Option<JsonValue>> {
         retrying(budget, || self.get_json(path))
     }
 
@@ -322,12 +269,12 @@ impl Client {
         let doc = json_body(&reply)?;
         Ok(Snapshot {
             etag: reply.etag,
-            doc,
+            doc: Arc::new(doc),
         })
     }
 }
 
-pub(crate) fn json_body(reply: &Reply) -> Result<JsonValue> {
+pub(crate) fn json_body(reply: &HttpReply) -> Result<JsonValue> {
     let text = std::str::from_utf8(&reply.body)
         .map_err(|_| failure(FailureKind::BadBody, "body is not UTF-8"))?;
     parse_json(text).map_err(|e| {
@@ -340,7 +287,7 @@ pub(crate) fn json_body(reply: &Reply) -> Result<JsonValue> {
 }
 
 /// Whether an error is worth retrying (everything but a definite answer).
-pub fn is_transient(e: &Error) -> bool {
+pub(crate) fn is_transient(e: &Error) -> bool {
     matches!(e, Error::Metadata { .. })
 }
 
@@ -372,12 +319,12 @@ pub struct Snapshot {
     /// Its ETag, when the server sent one.
     pub etag: Option<String>,
     /// The recursive JSON document.
-    pub doc: JsonValue,
+    pub doc: Arc<JsonValue>,
 }
 
 /// Logs a run of failures once: the first, each change of kind, and the recovery.
 #[derive(Debug, Default)]
-pub struct FailureLog {
+pub(crate) struct FailureLog {
     current: Option<FailureKind>,
     count: u64,
 }
@@ -397,7 +344,7 @@ impl FailureLog {
     }
 
     /// Records a success; logs the recovery after a run of failures.
-    pub fn succeeded(&mut self) {
+    pub(crate) fn succeeded(&mut self) {
         if self.count > 0 {
             info!(
                 "Metadata server is answering again after {} failed requests.",
@@ -421,7 +368,7 @@ pub struct Watcher {
     client: Client,
     path: String,
     etag: String,
-    last_doc: Option<JsonValue>,
+    last_doc: Option<Arc<JsonValue>>,
     failures: FailureLog,
     backoff: Backoff,
     slow_down: Backoff,
@@ -466,19 +413,20 @@ impl Watcher {
                         .etag
                         .as_deref()
                         .filter(|e| !e.is_empty() && *e != self.etag);
-                    let changed = match new_etag {
-                        Some(e) => {
-                            self.etag = e.to_string();
-                            true
-                        }
-                        None => self.last_doc.as_ref() != Some(&snap.doc),
-                    };
-                    // An answer without a new ETag that came back well before the server's
-                    // timeout means the server cannot long-poll for us: slow down.
+                    if let Some(e) = new_etag {
+                        self.etag = e.to_string();
+                    }
+                    // A change is a different document: a new ETag on the same content
+                    // is not one.
+                    let changed = self.last_doc.as_ref() != Some(&snap.doc);
+                    // The real server answers a watch only on a change or at its timeout.
                     let early = started.elapsed() < Duration::from_secs(timeout_sec) / 2;
-                    if new_etag.is_none() && early {
+                    if early && (new_etag.is_none() || !changed) {
+                        // Well before the timeout without a change (no new ETag, or a new
+                        // one on the same document): the server cannot long-poll for us.
+                        // Watch again after 1 s, backing off to 30 s while it goes on.
                         if !self.warned_no_etag {
-                            warn!("Metadata server answered a watch at once without a new ETag; polling with backoff.");
+                            warn!("Metadata server answered a watch at once without a change; polling with backoff.");
                             self.warned_no_etag = true;
                         }
                         if !changed && signals.sleep(self.slow_down.next_wait()) == Wake::Stop {
@@ -488,7 +436,7 @@ impl Watcher {
                         self.slow_down.reset();
                     }
                     if changed {
-                        self.last_doc = Some(snap.doc.clone());
+                        self.last_doc = Some(Arc::clone(&snap.doc));
                         return Some(snap);
                     }
                 }
@@ -499,25 +447,6 @@ impl Watcher {
     /// Failures since the last success.
     pub fn failures(&self) -> u64 {
         self.failures.failures()
-    }
-}
-
-/// Looks up a slash-separated path of object keys in a JSON document.
-pub fn lookup<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a JsonValue> {
-    path.split('/')
-        .filter(|p| !p.is_empty())
-        .try_fold(doc, |v, key| match v {
-            JsonValue::Object(map) => map.get(key),
-            JsonValue::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
-            _ => None,
-        })
-}
-
-/// A string at `path`, if there is one.
-pub fn lookup_str<'a>(doc: &'a JsonValue, path: &str) -> Option<&'a str> {
-    match lookup(doc, path) {
-        Some(JsonValue::String(s)) => Some(s),
-        _ => None,
     }
 }
 
@@ -542,26 +471,5 @@ mod tests {
     fn query_values_are_encoded() {
         assert_eq!(encode_query("abc-123"), "abc-123");
         assert_eq!(encode_query("a&b=c d"), "a%26b%3Dc%20d");
-    }
-
-    #[test]
-    fn deep_json_is_refused_before_parsing() {
-        let deep = "[".repeat(10_000) + &"]".repeat(10_000);
-        assert!(parse_json(&deep).is_err());
-        assert!(parse_json(r#"{"a":["[[[[", {"b":1}]}"#).is_ok());
-        assert!(parse_json("<html>").is_err());
-        assert!(parse_json(r#"{"a":1"#).is_err());
-    }
-
-    #[test]
-    fn lookup_walks_objects_and_arrays() {
-        let doc =
-            parse_json(r#"{"instance":{"networkInterfaces":[{"mac":"42:01"}],"id":7}}"#).unwrap();
-        assert_eq!(
-            lookup_str(&doc, "instance/networkInterfaces/0/mac"),
-            Some("42:01")
-        );
-        assert!(lookup(&doc, "instance/id").is_some());
-        assert!(lookup(&doc, "instance/nothing").is_none());
     }
 }

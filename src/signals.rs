@@ -5,6 +5,8 @@
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use crate::sys;
+
 /// What a sleeping worker woke up for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Wake {
@@ -29,15 +31,7 @@ pub struct Signals {
 static SIGNALS: OnceLock<Signals> = OnceLock::new();
 
 fn mask() -> libc::sigset_t {
-    // SAFETY: sigemptyset/sigaddset initialise and fill a plain sigset_t.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGHUP);
-        set
-    }
+    sys::sigset(&[libc::SIGTERM, libc::SIGINT, libc::SIGHUP])
 }
 
 /// The shared signal state; [`install`] must have run for signals to reach it.
@@ -51,17 +45,13 @@ pub fn get() -> &'static Signals {
 pub fn install() -> &'static Signals {
     let signals = get();
     let set = mask();
-    // SAFETY: set is initialised; a null old-set pointer is allowed.
-    unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    sys::block_signals(&set);
     let spawned = std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || loop {
-            let mut sig: libc::c_int = 0;
-            // SAFETY: set is a valid signal set, sig a valid out-pointer.
-            if unsafe { libc::sigwait(&set, &mut sig) } != 0 {
-                continue;
+            if let Ok(sig) = sys::sigwait(&set) {
+                signals.deliver(sig);
             }
-            signals.deliver(sig);
         });
     if let Err(e) = spawned {
         error!("cannot start the signal thread: {}", e);
@@ -96,12 +86,12 @@ impl Signals {
     }
 
     /// Whether a stop was requested.
-    pub fn stopping(&self) -> bool {
+    pub(crate) fn stopping(&self) -> bool {
         self.state.lock().map(|s| s.stop).unwrap_or(true)
     }
 
     /// How many SIGHUPs have arrived; a worker that saw a smaller number re-reads its config.
-    pub fn reloads(&self) -> u64 {
+    pub(crate) fn reloads(&self) -> u64 {
         self.state.lock().map(|s| s.reloads).unwrap_or(0)
     }
 
@@ -127,7 +117,7 @@ impl Signals {
     }
 
     /// Waits for the next SIGHUP after the `seen`-th one: `Some(count)`, or `None` on stop.
-    pub fn wait_reload(&self, seen: u64) -> Option<u64> {
+    pub(crate) fn wait_reload(&self, seen: u64) -> Option<u64> {
         let mut st = self.state.lock().ok()?;
         loop {
             if st.stop {
@@ -141,7 +131,8 @@ impl Signals {
     }
 
     /// Waits until a stop is requested.
-    pub fn wait_for_stop(&self) {
+    #[cfg(feature = "emulator")]
+    pub(crate) fn wait_for_stop(&self) {
         while self.sleep(Duration::from_secs(3600)) != Wake::Stop {}
     }
 }

@@ -2,17 +2,19 @@
 //! conversions the project needs (syslog stamps, expiry dates) without a date crate.
 //!
 //! `GCE_GUEST_TIME_SCALE` (a positive number, default 1) multiplies every timeout, backoff
-//! and retry interval, so outage tests run in seconds. It is for tests; users never set it.
+//! and retry interval, so outage tests run in seconds. It is read only in builds with the
+//! `test-hooks` feature (`make test`); the product binary always runs at scale 1.
 
-use std::sync::OnceLock;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// The environment variable holding the test time scale.
+#[cfg(feature = "test-hooks")]
 pub const TIME_SCALE_ENV: &str = "GCE_GUEST_TIME_SCALE";
 
 /// The time scale in force (1.0 unless the test environment says otherwise).
+#[cfg(feature = "test-hooks")]
 pub fn time_scale() -> f64 {
-    static SCALE: OnceLock<f64> = OnceLock::new();
+    static SCALE: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
     *SCALE.get_or_init(|| {
         std::env::var(TIME_SCALE_ENV)
             .ok()
@@ -22,13 +24,19 @@ pub fn time_scale() -> f64 {
     })
 }
 
+/// The time scale of a product build: real time.
+#[cfg(not(feature = "test-hooks"))]
+pub fn time_scale() -> f64 {
+    1.0
+}
+
 /// A duration under the time scale.
 pub fn scaled(d: Duration) -> Duration {
     d.mul_f64(time_scale())
 }
 
 /// Whole seconds under the time scale, at least one.
-pub fn scaled_secs(secs: u64) -> u64 {
+pub(crate) fn scaled_secs(secs: u64) -> u64 {
     ((secs as f64 * time_scale()).ceil() as u64).max(1)
 }
 
@@ -41,11 +49,9 @@ pub fn unix_now() -> i64 {
 }
 
 /// A random number from the kernel (for jitter); falls back to the clock's nanoseconds.
-pub fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];
-    // SAFETY: buf is valid for 8 bytes; GRND_NONBLOCK never blocks.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), 8, libc::GRND_NONBLOCK) };
-    if n == 8 {
+    if crate::sys::getrandom(&mut buf) {
         return u64::from_ne_bytes(buf);
     }
     SystemTime::now()
@@ -80,7 +86,7 @@ impl Backoff {
     }
 
     /// The next wait, already scaled, and advances the sequence.
-    pub fn next_wait(&mut self) -> Duration {
+    pub(crate) fn next_wait(&mut self) -> Duration {
         let base = self.next;
         self.next = (self.next * 2).min(self.cap);
         let half = base / 2;
@@ -120,7 +126,7 @@ pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
 }
 
 /// `Mmm dd hh:mm:ss` in UTC, the RFC 3164 time stamp.
-pub fn syslog_timestamp(unix: i64) -> String {
+pub(crate) fn syslog_timestamp(unix: i64) -> String {
     const MONTHS: [&str; 12] = [
         "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
     ];

@@ -15,21 +15,19 @@
 //!
 //! Commands are recorded by wrappers first in `PATH` (see `accounts_support`).
 //!
-//! Run: `cargo test --features emulator --test accounts` (as root). The other accounts
-//! tests: `accounts_login` (real SSH logins, busybox), `accounts_hostile`,
-//! `accounts_outage`, `accounts_long` (`make test-long`), `bench_accounts` (`make bench`).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts::` (as
+//! root). The other accounts tests: `accounts_login` (real SSH logins, busybox),
+//! `accounts_hostile`, `accounts_outage`, `accounts_long` (`make test-long`),
+//! `bench_accounts` (`make bench`).
 
 #![cfg(feature = "emulator")]
-
-mod accounts_support;
-mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::MetadataExt;
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::*;
+use crate::common::{self, Sandbox};
 
 fn names(range: std::ops::Range<u32>) -> Vec<String> {
     range.map(|i| format!("u{:03}", i)).collect()

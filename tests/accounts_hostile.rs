@@ -11,17 +11,14 @@
 //! - half a megabyte of `ssh-keys` (thousands of valid keys for many users plus garbage):
 //!   every valid key lands, the garbage is logged once per kind, the daemon stays up.
 //!
-//! Run: `cargo test --features emulator --test accounts_hostile` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_hostile::` (as root).
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::Duration;
 
-use accounts_support::*;
-use common::{Daemon, Sandbox};
+use crate::accounts_support::*;
+use crate::common::{self, Daemon, Sandbox};
 
 /// Paths that creating accounts with shadow-utils legitimately touches, besides the homes.
 const ACCOUNT_FILES: &[&str] = &[
@@ -413,4 +410,65 @@ fn half_a_megabyte_of_keys_and_garbage() {
     assert!(total < 400, "{} log lines for one update", total);
     assert_calls_only_name(&sb, &names);
     assert_running(&sb, &mut daemon);
+}
+
+/// A document just under the 4 MiB limit (almost all of it `ssh-keys`) is used, and the
+/// guest daemon, every thread on the one shared document, stays under 64 MiB; a document
+/// over the limit changes nothing and is logged once.
+#[test]
+fn a_four_mib_document_is_used_in_bounded_memory_and_a_larger_one_is_refused() {
+    const USERS: u64 = 8;
+    let key_line = |u: u64, k: u64| format!("mem{}:{}", u, fake_key(u * 100_000 + k, "m"));
+    let mut lines = Vec::new();
+    let mut size = 0usize;
+    let mut k = 0;
+    while size < (4 << 20) - (64 << 10) {
+        for u in 0..USERS {
+            let line = key_line(u, k);
+            size += line.len() + 1;
+            lines.push(line);
+        }
+        k += 1;
+    }
+    let per_user = k;
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(""))
+    ));
+    let daemon = sb.spawn_env(["google_guest_daemon"], &[("PATH", RECORD_PATH)]);
+    assert!(sb.wait_for_log(Duration::from_secs(10), "Starting daemons:"));
+    set_keys(&sb, &lines.join("\n"));
+    let last = fake_key((USERS - 1) * 100_000 + per_user - 1, "m");
+    wait_keys(
+        &sb,
+        &format!("mem{}", USERS - 1),
+        Duration::from_secs(120),
+        |keys| keys.contains(&last),
+    );
+    let peak = peak_rss_kib(daemon.pid());
+    println!(
+        "{} keys, {} KiB of ssh-keys: peak RSS {} KiB",
+        lines.len(),
+        size >> 10,
+        peak
+    );
+    assert!(peak < 64 * 1024, "peak RSS {} KiB", peak);
+
+    // Over the limit: refused, logged once however often it is answered, nothing changes.
+    let before = keys_of(&sb, "mem0");
+    lines.extend((0..20_000).map(|j| key_line(0, 1_000_000 + j)));
+    set_keys(&sb, &lines.join("\n"));
+    assert!(
+        sb.wait_for_log(Duration::from_secs(20), "reply too large"),
+        "{:#?}",
+        sb.log_lines().iter().rev().take(20).collect::<Vec<_>>()
+    );
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(keys_of(&sb, "mem0"), before);
+    assert_eq!(
+        count_log(&sb, "reply too large"),
+        1,
+        "{:#?}",
+        sb.log_lines()
+    );
+    assert!(peak_rss_kib(daemon.pid()) < 64 * 1024);
 }

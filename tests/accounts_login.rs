@@ -7,18 +7,15 @@
 //! the account it makes has no usable password yet accepts key logins, and a removed key
 //! stops working there too.
 //!
-//! Run: `cargo test --features emulator --test accounts_login` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_login::` (as root).
 
 #![cfg(feature = "emulator")]
-
-mod accounts_support;
-mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::time::Duration;
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::{self, *};
+use crate::common::{self, Sandbox};
 
 const SSHD_PORT: u16 = 2222;
 const DROPBEAR_PORT: u16 = 2223;

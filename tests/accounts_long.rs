@@ -7,17 +7,15 @@
 //! within the backoff cap (30 s) plus a margin.
 //!
 //! `#[ignore]`d; it runs only with `GCE_GUEST_LONG=1` (which `make test-long` sets):
-//! `GCE_GUEST_LONG=1 cargo test --features emulator --test accounts_long -- --ignored`.
+//! `GCE_GUEST_LONG=1 cargo test --features emulator,test-hooks --test integration --
+//! --ignored accounts_long::`.
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::*;
+use crate::common::Sandbox;
 
 #[test]
 #[ignore = "minutes of real time; run by make test-long (GCE_GUEST_LONG=1)"]

@@ -9,17 +9,14 @@
 //!
 //! The minutes-long real-time variant is `tests/accounts_long.rs` (`make test-long`).
 //!
-//! Run: `cargo test --features emulator --test accounts_outage` (as root).
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_outage::` (as root).
 
 #![cfg(feature = "emulator")]
 
-mod accounts_support;
-mod common;
-
 use std::time::{Duration, Instant};
 
-use accounts_support::*;
-use common::Sandbox;
+use crate::accounts_support::*;
+use crate::common::Sandbox;
 
 /// Runs one outage: `start` makes the server misbehave (after the current long-poll was
 /// answered), the keys change behind it (unless `stop` serves the change itself), `during`

@@ -1,8 +1,13 @@
 //! The multicall front door, run as a user would: `gce-guest APPLET`, links named like
 //! applets, `--list`, `--install`, `--help`, `--version`, unknown names.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::common::{self, Scratch};
 
 fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_gce-guest"))
@@ -16,11 +21,17 @@ fn run(program: &Path, args: &[&str]) -> Output {
         .expect("run gce-guest")
 }
 
-fn scratch(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("gce-guest-cli-{}-{}", name, std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// Copies the binary to `to`, to run it there. `cp` writes the copy: this process never
+/// holds it open for writing, since a child another test thread forks meanwhile would hold
+/// that descriptor too until it execs, and running the copy would then fail with `ETXTBSY`
+/// ("Text file busy").
+fn copy_binary(to: &Path) {
+    let status = Command::new("cp")
+        .arg(bin())
+        .arg(to)
+        .status()
+        .expect("run cp");
+    assert!(status.success(), "cp to {} failed", to.display());
 }
 
 fn stdout(o: &Output) -> String {
@@ -47,6 +58,7 @@ fn list_names_every_applet_sorted() {
         "google_metadata_get",
         "google_metadata_script_runner",
         "google_network_daemon",
+        "google_nvme_id",
         "google_optimize_local_ssd",
         "google_set_multiqueue",
     ] {
@@ -75,7 +87,7 @@ fn version_names_the_commit() {
 
 #[test]
 fn every_applet_answers_help_through_the_multiplexer_and_a_link() {
-    let dir = scratch("help");
+    let dir = Scratch::new("cli-help");
     for name in applet_names() {
         let out = run(&bin(), &[&name, "--help"]);
         assert!(out.status.success(), "{} --help failed", name);
@@ -90,7 +102,6 @@ fn every_applet_answers_help_through_the_multiplexer_and_a_link() {
         assert!(out.status.success(), "link {} --help failed", name);
         assert!(stdout(&out).contains(&format!("Usage: {}", name)));
     }
-    std::fs::remove_dir_all(dir).unwrap();
 }
 
 #[test]
@@ -98,26 +109,17 @@ fn unknown_names_exit_127() {
     let out = run(&bin(), &["google_nonexistent"]);
     assert_eq!(out.status.code(), Some(127));
     assert!(String::from_utf8_lossy(&out.stderr).contains("applet not found"));
-    let dir = scratch("unknown");
+    let dir = Scratch::new("cli-unknown");
     let link = dir.join("something_else");
     std::os::unix::fs::symlink(bin(), &link).unwrap();
     assert_eq!(run(&link, &[]).status.code(), Some(127));
-    std::fs::remove_dir_all(dir).unwrap();
-}
-
-#[test]
-fn applets_not_yet_landed_say_so_and_exit_3() {
-    // Applets whose issues have not landed stay registered; this list shrinks as they land.
-    let out = run(&bin(), &["google_optimize_local_ssd"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not part of this build yet"));
 }
 
 #[test]
 fn install_makes_links_idempotently_and_leaves_foreign_files_alone() {
-    let dir = scratch("install");
+    let dir = Scratch::new("cli-install");
     let exe = dir.join("gce-guest");
-    std::fs::copy(bin(), &exe).unwrap();
+    copy_binary(&exe);
     std::fs::write(dir.join("google_accounts_daemon"), b"#!/usr/bin/python\n").unwrap();
     let first = run(&exe, &["--install", "-s", dir.to_str().unwrap()]);
     assert_eq!(first.status.code(), Some(1), "a foreign file is reported");
@@ -149,15 +151,106 @@ fn install_makes_links_idempotently_and_leaves_foreign_files_alone() {
     assert!(forced.status.success());
     assert!(std::fs::read_link(dir.join("google_accounts_daemon")).is_ok());
     // Hard links by default, as busybox does.
-    let hard = scratch("install-hard");
+    let hard = Scratch::new("cli-install-hard");
     let out = run(&exe, &["--install", hard.to_str().unwrap()]);
     assert!(out.status.success());
     use std::os::unix::fs::MetadataExt;
     let a = std::fs::metadata(hard.join("google_metadata_get")).unwrap();
     let b = std::fs::metadata(&exe).unwrap();
     assert_eq!((a.dev(), a.ino()), (b.dev(), b.ino()));
-    std::fs::remove_dir_all(dir).unwrap();
-    std::fs::remove_dir_all(hard).unwrap();
+}
+
+/// The race behind an `ETXTBSY` of the install test above: a binary copied and run at once
+/// while other threads of the test process fork children that wait before they exec (and
+/// until then hold every descriptor the process had open when it forked). The copy, made as
+/// `copy_binary` makes it, runs every time.
+#[test]
+fn a_copied_binary_runs_while_other_threads_fork() {
+    let dir = Scratch::new("cli-copy");
+    let stop = Arc::new(AtomicBool::new(false));
+    let forkers: Vec<_> = (0..4)
+        .map(|_| {
+            let stop = Arc::clone(&stop);
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut child = Command::new("true");
+                    // SAFETY: the hook only calls usleep, which is async-signal-safe.
+                    unsafe {
+                        child.pre_exec(|| {
+                            libc::usleep(50_000);
+                            Ok(())
+                        });
+                    }
+                    let _ = child.status();
+                }
+            })
+        })
+        .collect();
+    let mut failures = Vec::new();
+    for i in 0..10 {
+        let exe = dir.join(format!("gce-guest-{}", i));
+        copy_binary(&exe);
+        if let Err(e) = Command::new(&exe).arg("--version").output() {
+            failures.push(format!("{}: {}", exe.display(), e));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for forker in forkers {
+        forker.join().expect("a forking thread");
+    }
+    assert!(
+        failures.is_empty(),
+        "copies that did not run: {:?}",
+        failures
+    );
+}
+
+/// The four test-only switches exist only in builds with the `test-hooks` feature: the test
+/// build has their names, the product binary (the release build `make test` names in
+/// `GCE_GUEST_PRODUCT_BINARY`) has none of them.
+#[test]
+fn the_product_binary_has_no_test_hooks() {
+    const HOOKS: [&str; 5] = [
+        "GCE_GUEST_TEST_PANIC",
+        "GCE_GUEST_TEST_DISK_EXPAND_KILL",
+        "GCE_GUEST_STORAGE_ENDPOINT",
+        "GCE_GUEST_HTTPS_VIA",
+        "GCE_GUEST_TIME_SCALE",
+    ];
+    let test_build = names_in(&bin(), &HOOKS);
+    assert_eq!(
+        test_build.len(),
+        HOOKS.len(),
+        "the test build has only {:?}",
+        test_build
+    );
+    let Some(product) = std::env::var_os("GCE_GUEST_PRODUCT_BINARY") else {
+        common::skip_or_fail(
+            "GCE_GUEST_PRODUCT_BINARY names no release binary (make test sets it)",
+        );
+        return;
+    };
+    let product = PathBuf::from(product);
+    let found = names_in(&product, &HOOKS);
+    assert!(found.is_empty(), "{} has {:?}", product.display(), found);
+}
+
+/// Which of `names` occur anywhere in a file's bytes (string constants are stored one after
+/// another, without separators).
+fn names_in<'a>(file: &Path, names: &[&'a str]) -> std::collections::BTreeSet<&'a str> {
+    let bytes = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {}", file.display(), e));
+    let mut found = std::collections::BTreeSet::new();
+    let mut at = 0;
+    while let Some(offset) = bytes[at..].iter().position(|b| *b == b'G') {
+        let start = at + offset;
+        at = start + 1;
+        found.extend(
+            names
+                .iter()
+                .filter(|n| bytes[start..].starts_with(n.as_bytes())),
+        );
+    }
+    found
 }
 
 #[test]
@@ -179,7 +272,7 @@ fn bad_usage_exits_2() {
 #[test]
 #[cfg(target_env = "musl")]
 fn the_binary_gathers_its_hot_code_and_packs_its_relocations() {
-    let out = Command::new("readelf")
+    let out = Command::new(common::tool("readelf"))
         .args(["-SW"])
         .arg(bin())
         .output()

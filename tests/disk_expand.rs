@@ -5,11 +5,10 @@
 //! a private mount namespace (its own /run, /dev/console and /dev/log on /dev/null); every
 //! loop and device-mapper device is detached by a guard, whatever happens.
 //!
-//! Needs root, util-linux (losetup, partx, sfdisk), gdisk, xfsprogs, e2fsprogs and dmsetup;
-//! skipped without them, failed under `CI=true`.
-//! Run: `cargo test --features emulator --test disk_expand`.
-
-mod common;
+//! Needs root and the programs of [`TOOLS`] (util-linux, mount, fdisk, gdisk, xfsprogs,
+//! e2fsprogs and dmsetup, as `tools/prereqs.sh` lists them); skipped without them, failed
+//! under `CI=true`.
+//! Run: `cargo test --features emulator,test-hooks --test integration disk_expand::`.
 
 use std::collections::hash_map::DefaultHasher;
 use std::fs::{self, File};
@@ -21,12 +20,16 @@ use std::process::{Command, Output};
 use std::sync::Mutex;
 use std::time::Instant;
 
+use crate::common::{self, Scratch};
+
 const MIB: u64 = 1 << 20;
 const GIB: u64 = 1 << 30;
 const KILL_ENV: &str = "GCE_GUEST_TEST_DISK_EXPAND_KILL";
-const TOOLS: [&str; 14] = [
+const TOOLS: [&str; 16] = [
     "blkid",
     "losetup",
+    "mount",
+    "umount",
     "partx",
     "sfdisk",
     "sgdisk",
@@ -56,10 +59,12 @@ fn available() -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("disk expansion tests need root".into());
     }
+    let path = format!(
+        "{}:/sbin:/usr/sbin",
+        std::env::var("PATH").unwrap_or_default()
+    );
     for tool in TOOLS {
-        if find_in_path(tool).is_none() {
-            return Err(format!("{} is not installed", tool));
-        }
+        common::find_tool(tool, path.as_ref())?;
     }
     if !Path::new("/dev/loop-control").exists() {
         return Err("no loop devices here".into());
@@ -105,28 +110,6 @@ fn text(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
-}
-
-/// A scratch directory under the temporary directory, removed on drop.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("gce-disk-{}-{}", name, std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        Scratch(dir)
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 /// A sparse image of `size` bytes with the table `sfdisk` makes from `script`.
@@ -376,7 +359,7 @@ fn gpt_expected_end(disk_bytes: u64, ss: u64) -> u64 {
 fn gpt_image_file_grows_and_sfdisk_and_sgdisk_agree() {
     need_root!();
     let dir = Scratch::new("gpt-file");
-    let img = dir.path("disk.img");
+    let img = dir.join("disk.img");
     image(
         &img,
         GIB,
@@ -462,7 +445,7 @@ fn gpt_image_file_grows_and_sfdisk_and_sgdisk_agree() {
 fn gpt_image_file_with_4096_byte_sectors_grows_with_sector_size() {
     need_root!();
     let dir = Scratch::new("gpt-file-4k");
-    let img = dir.path("disk.img");
+    let img = dir.join("disk.img");
     File::create(&img).unwrap().set_len(GIB).unwrap();
     {
         // sfdisk takes the sector size from the disk: partition through a 4096-byte loop.
@@ -496,7 +479,7 @@ fn gpt_image_file_with_4096_byte_sectors_grows_with_sector_size() {
 fn mbr_image_file_grows_a_primary_and_the_last_logical() {
     need_root!();
     let dir = Scratch::new("mbr-file");
-    let img = dir.path("disk.img");
+    let img = dir.join("disk.img");
     let p = img.to_str().unwrap().to_string();
     image(&img, GIB, "label: dos\n,100M\n,\n");
     grow_file(&img, 3 * GIB);
@@ -535,7 +518,7 @@ fn mbr_image_file_grows_a_primary_and_the_last_logical() {
 fn doubtful_disks_are_left_byte_for_byte_alone() {
     need_root!();
     let dir = Scratch::new("refuse");
-    let img = dir.path("disk.img");
+    let img = dir.join("disk.img");
     let p = img.to_str().unwrap().to_string();
     let cases: [(&str, u32, &str); 4] = [
         ("label: gpt\n,100M\n,500M\n", 1, "is not the last"),
@@ -573,7 +556,7 @@ fn loop_disk(dir: &Scratch, ss: u32, mkfs: &[&str]) -> (PathBuf, Loop) {
 
 /// Like [`loop_disk`] with the label type given (`gpt` or `dos`).
 fn loop_disk_labelled(dir: &Scratch, ss: u32, label: &str, mkfs: &[&str]) -> (PathBuf, Loop) {
-    let img = dir.path("disk.img");
+    let img = dir.join("disk.img");
     File::create(&img).unwrap().set_len(GIB).unwrap();
     let l = Loop::attach(&img, ss);
     partition(&l.dev, &format!("label: {}\n,100M\n,\n", label));
@@ -595,7 +578,7 @@ fn xfs_grows_online(ss: u32, label: &str) {
     need_root!();
     let dir = Scratch::new(&format!("xfs-{}-{}", ss, label));
     let (_img, l) = loop_disk_labelled(&dir, ss, label, &["mkfs.xfs", "-q", "-f"]);
-    let mnt = dir.path("mnt");
+    let mnt = dir.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let m = mnt.display().to_string();
     let script = format!(
@@ -689,7 +672,7 @@ fn ext4_grows_offline_and_online_or_says_why_not() {
     // Online: a second disk, mounted.
     let dir2 = Scratch::new("ext4-online");
     let (_img2, l2) = loop_disk(&dir2, 512, &["mkfs.ext4", "-q", "-F"]);
-    let mnt = dir2.path("mnt");
+    let mnt = dir2.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let m = mnt.display().to_string();
     let script = format!(
@@ -732,7 +715,7 @@ fn a_kill_between_the_table_and_the_file_system_is_finished_by_the_next_run() {
     let dir = Scratch::new("kill");
     let (_img, l) = loop_disk(&dir, 512, &["mkfs.xfs", "-q", "-f"]);
     let old_kernel_size = l.part_bytes(2);
-    let mnt = dir.path("mnt");
+    let mnt = dir.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let m = mnt.display().to_string();
     let run = format!(
@@ -782,7 +765,7 @@ fn stacked_and_loop_roots_are_not_expanded_and_a_second_run_says_so() {
     need_root!();
     let dir = Scratch::new("stacked");
     let (img, l) = loop_disk(&dir, 512, &["mkfs.ext4", "-q", "-F"]);
-    let mnt = dir.path("mnt");
+    let mnt = dir.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let table_before = dump(&l.dev);
     let ends = |p: &Path| {
@@ -838,8 +821,8 @@ fn root_on_the_kernel_command_line_is_found_without_udev() {
     let uuid = ok("blkid", &["-s", "UUID", "-o", "value", &l.part(2)]);
     let partuuid = ok("blkid", &["-s", "PARTUUID", "-o", "value", &l.part(2)]);
     let (uuid, partuuid) = (uuid.trim(), partuuid.trim().to_uppercase());
-    let cmdline = dir.path("cmdline");
-    let m = dir.path("initramfs");
+    let cmdline = dir.join("cmdline");
+    let m = dir.join("initramfs");
     fs::create_dir_all(&m).unwrap();
     let specs = [
         format!("UUID={}", uuid),
@@ -916,7 +899,7 @@ fn bench_grow_1_to_16_gib() {
         let (mut part_s, mut fs_s) = (Vec::new(), Vec::new());
         for round in 0..3 {
             let dir = Scratch::new(&format!("bench-{}-{}", ours, round));
-            let img = dir.path("disk.img");
+            let img = dir.join("disk.img");
             image(&img, GIB, "label: gpt\n,100M\n,\n");
             let l = Loop::attach(&img, 512);
             ok("partx", &["-a", &l.dev]);

@@ -1,16 +1,16 @@
 //! Integration tests of the metadata-server emulator itself: raw HTTP over real sockets to
 //! an in-process [`Emulator`], and the `google_metadata_emulator` applet as a process.
-//! Run with `cargo test --features emulator --test emulator`.
+//! Run with `cargo test --features emulator,test-hooks --test integration emulator::`.
 
 #![cfg(feature = "emulator")]
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::common::Scratch;
 use gce_guest::emulator::{sample_document, Emulator, Fault, FaultMode};
 use tinyjson::JsonValue;
 
@@ -134,14 +134,6 @@ fn json(text: &str) -> JsonValue {
 
 fn lookup<'a>(doc: &'a JsonValue, path: &str) -> &'a JsonValue {
     gce_guest::mds::lookup(doc, path).unwrap_or_else(|| panic!("{} not in document", path))
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let dir =
-        std::env::temp_dir().join(format!("gce-emulator-test-{}-{}", std::process::id(), name));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 #[test]
@@ -983,7 +975,7 @@ fn the_admin_api_replaces_and_patches_the_document() {
 
 #[test]
 fn the_admin_api_and_metadata_are_served_on_a_unix_socket() {
-    let dir = temp_dir("unix");
+    let dir = Scratch::new("emulator-unix");
     let sock = dir.join("admin.sock");
     let emu = start();
     emu.serve_unix(&sock).unwrap();
@@ -1018,7 +1010,6 @@ fn the_admin_api_and_metadata_are_served_on_a_unix_socket() {
     );
     drop(emu);
     assert!(!sock.exists(), "the socket is removed on stop");
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
@@ -1123,7 +1114,7 @@ impl Drop for Child {
 
 #[test]
 fn the_applet_serves_as_a_process() {
-    let dir = temp_dir("applet");
+    let dir = Scratch::new("emulator-applet");
     let ready = dir.join("ready");
     let sock = dir.join("admin.sock");
     let mut child = Child(
@@ -1177,12 +1168,11 @@ fn the_applet_serves_as_a_process() {
         out
     );
     assert!(!sock.exists());
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn the_applet_serves_a_document_from_a_file() {
-    let dir = temp_dir("applet-file");
+    let dir = Scratch::new("emulator-applet-file");
     let ready = dir.join("ready");
     let doc = dir.join("doc.json");
     std::fs::write(
@@ -1237,13 +1227,13 @@ fn the_applet_serves_a_document_from_a_file() {
         .unwrap();
     assert!(help.status.success());
     assert!(String::from_utf8_lossy(&help.stdout).contains("--ready-file"));
-    let _ = std::fs::remove_dir_all(dir);
 }
 
 #[test]
 fn the_crates_own_client_understands_the_emulator() {
     use gce_guest::mds::{Client, FailureKind};
     use gce_guest::Error;
+    crate::common::scale_time_in_process();
     let emu = start();
     let client = Client::with_host(&emu.addr().to_string());
     assert_eq!(
@@ -1253,7 +1243,7 @@ fn the_crates_own_client_understands_the_emulator() {
     assert_eq!(client.get_text("instance/nothing").unwrap(), None);
     assert_eq!(client.get_json("").unwrap(), Some(sample_document()));
     let snap = client.watch_once("", "0", 5).unwrap();
-    assert_eq!(snap.doc, sample_document());
+    assert_eq!(*snap.doc, sample_document());
     let etag = snap.etag.unwrap();
     let started = Instant::now();
     let again = client.watch_once("", &etag, 1).unwrap();

@@ -6,11 +6,9 @@
 
 #![cfg(feature = "emulator")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Sandbox, SandboxBuilder};
+use crate::common::{Sandbox, SandboxBuilder};
 
 const KEY: &str =
     "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPKkHbgJqZMI6HcgENtI7INWKdoHxd07XKGDtf8SC16Q alice@laptop";

@@ -13,6 +13,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use crate::common::Scratch;
 use gce_guest::ini::{Ini, DEFAULT_SECTION};
 use tinyjson::JsonValue;
 
@@ -342,17 +343,6 @@ fn python_available() -> bool {
     ok
 }
 
-fn scratch_dir(tag: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "gce-guest-ini-golden-{}-{}",
-        tag,
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// Runs the Python dump over `texts` (written to files in `dir`) and returns one JSON
 /// object per text.
 fn python_dump(dir: &Path, texts: &[String]) -> Vec<JsonValue> {
@@ -631,7 +621,7 @@ fn parsing_and_writing_agree_with_python() {
     if !python_available() {
         return;
     }
-    let dir = scratch_dir("read");
+    let dir = Scratch::new("ini-golden-read");
     let inputs: Vec<String> = CASES.iter().map(|c| c.input.to_string()).collect();
     let docs = python_dump(&dir, &inputs);
     let mut diffs = Vec::new();
@@ -662,7 +652,6 @@ fn parsing_and_writing_agree_with_python() {
             }
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
     report(diffs);
 }
 
@@ -671,7 +660,7 @@ fn python_reads_our_output_as_we_read_the_input() {
     if !python_available() {
         return;
     }
-    let dir = scratch_dir("round-trip");
+    let dir = Scratch::new("ini-golden-round-trip");
     let cases: Vec<&Case> = CASES.iter().filter(|c| c.round_trip).collect();
     let parsed: Vec<Ini> = cases
         .iter()
@@ -694,6 +683,5 @@ fn python_reads_our_output_as_we_read_the_input() {
             diffs.push(format!("{}: writing is not stable", case.name));
         }
     }
-    std::fs::remove_dir_all(&dir).unwrap();
     report(diffs);
 }

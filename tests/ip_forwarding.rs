@@ -1,22 +1,22 @@
-//! IP forwarding for real (SPEC §5): the netlink code against the kernel in a private
-//! network namespace, and the daemon (`google_ip_forwarding_daemon`, `google_network_daemon`,
-//! the thread of `google_guest_daemon`) in the test sandbox with veth pairs the test makes:
+//! IP forwarding for real (local routes for forwarded IPs, alias ranges and target-instance
+//! IPs): the netlink code against the kernel in a private network namespace, and the daemon
+//! (`google_ip_forwarding_daemon`, `google_network_daemon`, the thread of
+//! `google_guest_daemon`) in the test sandbox with veth pairs the test makes:
 //! metadata changes add and remove routes and `ip route show table local proto 66` agrees,
 //! routes of other protocols survive, a TCP connection from a second namespace reaches a
 //! listener on a forwarded IP until the IP leaves metadata, bad input removes nothing,
 //! secondary NICs and DHCPv6 use the image's DHCP client, and `strace` sees no `ip` run.
 //!
 //! The tests may run `ip`; the daemon never does. Benchmarks are `#[ignore]`d tests named
-//! `bench_*` (run with `--ignored bench --nocapture`, best in release mode).
+//! `bench_*` (`make bench` runs them: `--ignored ip_forwarding::bench_ --nocapture`, in
+//! release mode).
 
 #![cfg(feature = "emulator")]
-
-mod common;
 
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::Sandbox;
+use crate::common::{self, Sandbox};
 use gce_guest::netlink::route::{add_local, delete_local, list_local, Change, LocalRoute};
 use gce_guest::netlink::wire::{AF_INET, AF_INET6};
 use gce_guest::netlink::Netlink;
@@ -39,12 +39,15 @@ fn in_private_netns(inner: &str) {
         return;
     }
     let exe = std::env::current_exe().expect("the test binary's path");
+    // The harness names a test by its module path without the crate's name.
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let name = format!("{}::{}", module, inner);
     let out = Command::new("unshare")
         .args(["--net", "--mount", "--propagation", "private", "--"])
         .arg(exe)
         .args([
             "--exact",
-            inner,
+            &name,
             "--ignored",
             "--nocapture",
             "--test-threads=1",
@@ -275,7 +278,7 @@ fn median_ms(mut samples: Vec<Duration>) -> f64 {
 }
 
 #[test]
-#[ignore = "benchmark: cargo test --release --features emulator --test ip_forwarding -- --ignored bench --nocapture"]
+#[ignore = "benchmark: make bench (--test integration -- --ignored ip_forwarding::bench_)"]
 fn bench_reconcile_10000_forwarded_ips() {
     in_private_netns("netns_bench_reconcile");
 }
@@ -670,6 +673,169 @@ fn bad_input_is_logged_once_and_removes_nothing() {
 }
 
 #[test]
+fn routes_that_would_take_the_machines_own_traffic_are_refused_and_removed() {
+    let sb = sandbox_or_skip!(Sandbox::builder().metadata(&metadata(&nic0(&["10.128.0.100"]))));
+    add_veth(&sb);
+    // Left by an earlier agent that took them from metadata: 0.0.0.0/1 + 128.0.0.0/1 make
+    // every address local. Ours by protocol, so they must go even while the NIC's entry
+    // has refused values (removals held back).
+    sb.sh("set -e
+         ip route add to local 0.0.0.0/1 dev vg0 proto 66 table local
+         ip route add to local 128.0.0.0/1 dev vg0 proto 66 table local")
+        .assert_success();
+    let _daemon = sb.spawn(["google_ip_forwarding_daemon"]);
+    wait_routes(&sb, &[local("10.128.0.100")]);
+
+    let hostile = [
+        (
+            "forwardedIps",
+            "169.254.169.254",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "127.0.0.5",
+            "loopback addresses are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "224.0.0.1",
+            "multicast addresses are never made local routes",
+        ),
+        (
+            "forwardedIps",
+            "255.255.255.255",
+            "the broadcast address is never made a local route",
+        ),
+        (
+            "forwardedIps",
+            "0.0.0.0",
+            "the unspecified address is never made a local route",
+        ),
+        (
+            "ipAliases",
+            "0.0.0.0/1",
+            "a range wider than /8 (IPv4) or /16 (IPv6) is never made local",
+        ),
+        (
+            "ipAliases",
+            "128.0.0.0/1",
+            "a range wider than /8 (IPv4) or /16 (IPv6) is never made local",
+        ),
+        (
+            "ipAliases",
+            "169.254.0.0/16",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIpv6s",
+            "fe80::1",
+            "link-local addresses (the metadata server's) are never made local routes",
+        ),
+        (
+            "forwardedIpv6s",
+            "::1",
+            "loopback addresses are never made local routes",
+        ),
+    ];
+    let list = |field: &str| {
+        let values: Vec<String> = hostile
+            .iter()
+            .filter(|(f, _, _)| *f == field)
+            .map(|(_, v, _)| format!("\"{}\"", v))
+            .collect();
+        values.join(",")
+    };
+    sb.emulator().patch(&format!(
+        r#"{{"instance":{{"networkInterfaces":[{{"mac":"{}","forwardedIps":["10.128.0.100","10.128.0.101",{}],
+             "ipAliases":[{}],"forwardedIpv6s":[{}]}}]}}}}"#,
+        MAC0,
+        list("forwardedIps"),
+        list("ipAliases"),
+        list("forwardedIpv6s")
+    ));
+    wait_routes(&sb, &[local("10.128.0.100"), local("10.128.0.101")]);
+    for (field, value, reason) in hostile {
+        let line = format!(
+            "google-ip-forwarding: WARNING Could not parse IP address: \"{}\" in {} of network interface 0 ({}).",
+            value, field, reason
+        );
+        assert!(
+            sb.wait_for_log(Duration::from_secs(5), &line),
+            "{}\n{:#?}",
+            line,
+            sb.log_lines()
+        );
+    }
+    assert_eq!(owned_routes(&sb, "-6"), Vec::<String>::new());
+    // The metadata server is still reached through lo, not through vg0.
+    let via = sb.sh("ip route get 169.254.169.254");
+    via.assert_success();
+    assert!(
+        via.stdout_text().contains("dev lo"),
+        "{}",
+        via.stdout_text()
+    );
+}
+
+/// With IPv6 off in the namespace (and the image's `dhclient -6` failing, as it does
+/// there), IPv4 forwarded and alias routes are still installed and kept up to date, and
+/// the IPv6 route failure is logged once.
+#[test]
+fn ipv4_routes_are_kept_when_ipv6_is_off() {
+    let interfaces = |v4: &str| {
+        format!(
+            r#"[{{"mac":"{}","forwardedIps":["{}"],"forwardedIpv6s":["2001:db8::9"],"ipAliases":["10.200.0.0/28"],"dhcpv6Refresh":"32400"}}]"#,
+            MAC0, v4
+        )
+    };
+    let failing_dhclient = format!(
+        "{}echo 'RTNETLINK answers: Permission denied' >&2\nexit 2\n",
+        stub("dhclient")
+    );
+    let sb = sandbox_or_skip!(Sandbox::builder()
+        .metadata(&metadata(&interfaces("10.128.0.100")))
+        .file("/run/stub/dhclient", failing_dhclient, 0o755));
+    sb.sh("set -e
+         sysctl -qw net.ipv6.conf.all.disable_ipv6=1
+         sysctl -qw net.ipv6.conf.default.disable_ipv6=1
+         sysctl -qw net.ipv6.conf.lo.disable_ipv6=1")
+        .assert_success();
+    add_veth(&sb);
+    let _daemon = sb.spawn_env(["google_ip_forwarding_daemon"], &[("PATH", STUB_PATH)]);
+    wait_routes(
+        &sb,
+        &[
+            local("10.128.0.100"),
+            "local 10.200.0.0/28 dev vg0 scope host".to_string(),
+        ],
+    );
+    assert!(
+        sb.wait_until(Duration::from_secs(5), || !dhcp_calls(&sb).is_empty()),
+        "{:#?}",
+        sb.log_lines()
+    );
+    sb.emulator().patch(&format!(
+        r#"{{"instance":{{"networkInterfaces":{}}}}}"#,
+        interfaces("10.128.0.101")
+    ));
+    wait_routes(
+        &sb,
+        &[
+            local("10.128.0.101"),
+            "local 10.200.0.0/28 dev vg0 scope host".to_string(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let route_failures: Vec<String> = sb
+        .log_lines()
+        .into_iter()
+        .filter(|l| l.contains("Could not add 2001:db8::9"))
+        .collect();
+    assert_eq!(route_failures.len(), 1, "{:#?}", sb.log_lines());
+}
+
+#[test]
 fn ten_thousand_forwarded_ips_then_one_change() {
     let ips: Vec<String> = (0..10_000u32)
         .map(|i| format!("10.{}.{}.{}", 60 + i / 62500, i / 250 % 250, i % 250 + 1))
@@ -869,7 +1035,7 @@ fn the_guest_daemon_runs_it_as_a_thread_and_the_switch_turns_routes_off() {
 /// End to end: metadata change (emulator PATCH) to the route present in the kernel (as
 /// `ip -ts monitor route` inside the sandbox sees it), median of 50.
 #[test]
-#[ignore = "benchmark: cargo test --release --features emulator --test ip_forwarding -- --ignored bench --nocapture"]
+#[ignore = "benchmark: make bench (--test integration -- --ignored ip_forwarding::bench_)"]
 fn bench_metadata_change_to_route_in_kernel() {
     let sb = sandbox_or_skip!(Sandbox::builder().metadata(&metadata(&nic0(&["10.128.0.1"]))));
     add_veth(&sb);

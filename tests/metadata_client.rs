@@ -7,7 +7,6 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::Once;
 use std::time::{Duration, Instant};
 
 use gce_guest::emulator::{Emulator, Fault, FaultMode};
@@ -20,8 +19,7 @@ use tinyjson::JsonValue;
 const TIME_SCALE: &str = "0.05";
 
 fn setup() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| std::env::set_var(gce_guest::timing::TIME_SCALE_ENV, TIME_SCALE));
+    crate::common::scale_time_in_process();
 }
 
 fn doc(text: &str) -> JsonValue {
@@ -289,6 +287,7 @@ fn answers_without_a_new_etag_do_not_make_a_busy_loop() {
     for (name, mode) in [
         ("200 without an ETag", FaultMode::NoEtag),
         ("200 with an unchanged ETag", FaultMode::FixedEtag),
+        ("200 with a new ETag, same document", FaultMode::FreshEtag),
     ] {
         let (emu, client) = emulator();
         let signals: &'static Signals = Box::leak(Box::new(Signals::new()));
@@ -421,4 +420,188 @@ fn metadata_get_wait_returns_the_next_value() {
     emu.patch_document(&doc(r#"{"instance":{"virtualClock":{"driftToken":"99"}}}"#))
         .unwrap();
     assert_eq!(child.join().unwrap(), b"99");
+}
+
+// Hostile servers: every reply below is refused, retried until the deadline, and never
+// printed; no process grows past 64 MiB whatever the server sends.
+
+/// What a hostile server sends after its reply head.
+#[derive(Clone, Copy)]
+enum Tail {
+    Nothing,
+    /// `Y: z` header lines until the client goes away.
+    EndlessHeaders,
+    /// Body bytes until the client goes away.
+    EndlessBody,
+}
+
+/// Serves `head` then `tail` to every connection on 127.0.0.1 (at most 200 connections,
+/// 256 MiB each, so a failing test ends); returns its `host:port`.
+fn hostile_server(head: Vec<u8>, tail: Tail) -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().take(200) {
+            let Ok(mut conn) = conn else { continue };
+            let head = head.clone();
+            std::thread::spawn(move || {
+                let mut request = Vec::new();
+                let mut byte = [0u8; 1];
+                while !request.ends_with(b"\r\n\r\n") && conn.read(&mut byte).unwrap_or(0) == 1 {
+                    request.push(byte[0]);
+                }
+                let _ = conn.write_all(&head);
+                let filler: &[u8] = match tail {
+                    Tail::Nothing => return,
+                    Tail::EndlessHeaders => b"Y: zzzzzzzzzzzzzzzzzzzzzzzzzzzzzz\r\n",
+                    Tail::EndlessBody => &[b'x'; 4096],
+                };
+                let mut sent = 0usize;
+                while sent < 256 << 20 && conn.write_all(filler).is_ok() {
+                    sent += filler.len();
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Runs `google_metadata_get ARGS` against `addr`; gives its output and its peak RSS in KiB,
+/// read from VmHWM while it runs (the high-water mark of its own image: `wait4`'s maxrss
+/// would count the test process it was forked from).
+fn get_measured(addr: &str, args: &[&str]) -> (std::process::Output, i64) {
+    use std::io::Read;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_gce-guest"))
+        .arg("google_metadata_get")
+        .args(args)
+        .env("GCE_METADATA_HOST", addr)
+        .env(gce_guest::timing::TIME_SCALE_ENV, TIME_SCALE)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let reader = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            pipe.read_to_end(&mut buf).ok();
+            buf
+        })
+    };
+    let out_reader = reader(Box::new(child.stdout.take().unwrap()));
+    let err_reader = reader(Box::new(child.stderr.take().unwrap()));
+    let status_path = format!("/proc/{}/status", child.id());
+    let mut peak_kib = 0i64;
+    let status = loop {
+        // Once it runs gce-guest (after exec), VmHWM counts only the program's own memory.
+        let hwm = std::fs::read_to_string(&status_path)
+            .ok()
+            .filter(|s| s.lines().any(|l| l == "Name:\tgce-guest"))
+            .and_then(|s| {
+                s.lines()
+                    .find_map(|l| l.strip_prefix("VmHWM:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<i64>().ok())
+            });
+        peak_kib = peak_kib.max(hwm.unwrap_or(0));
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    let output = std::process::Output {
+        status,
+        stdout: out_reader.join().unwrap(),
+        stderr: err_reader.join().unwrap(),
+    };
+    (output, peak_kib)
+}
+
+const RSS_LIMIT_KIB: i64 = 64 * 1024;
+
+fn assert_refused(name: &str, head: &[u8], tail: Tail) {
+    let addr = hostile_server(head.to_vec(), tail);
+    let (out, rss_kib) = get_measured(&addr, &["--timeout", "1", "instance/attributes/x"]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    println!(
+        "{}: exit {:?}, peak RSS {} KiB",
+        name,
+        out.status.code(),
+        rss_kib
+    );
+    assert_eq!(out.status.code(), Some(2), "{}: {}", name, stderr);
+    assert!(
+        out.stdout.is_empty(),
+        "{}: printed {:?}",
+        name,
+        String::from_utf8_lossy(&out.stdout)
+    );
+    assert!(!stderr.contains("panicked"), "{}: {}", name, stderr);
+    assert!(
+        rss_kib < RSS_LIMIT_KIB,
+        "{}: peak RSS {} KiB",
+        name,
+        rss_kib
+    );
+}
+
+const FLAVOR_HEAD: &str = "HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\n";
+
+#[test]
+fn a_header_line_that_wraps_the_header_budget_is_refused_in_bounded_memory() {
+    // The client's header budget is 64 KiB; `Metadata-Flavor: Google\r\n` takes 25 bytes
+    // of it. A line of the 65,510 bytes left but one, ended by a bare LF, was counted as
+    // 65,512: before the patch the budget wrapped around and headers came until memory
+    // ran out (release builds) or the client panicked (debug builds).
+    // The same at minreq's own default budget of 8 KiB, in case the limit is ever dropped.
+    for budget in [64 << 10, 8 << 10] {
+        let mut head = b"HTTP/1.1 200 OK\r\nMetadata-Flavor: Google\r\nX: ".to_vec();
+        head.extend(std::iter::repeat_n(b'a', budget - 25 - 1 - 3));
+        head.push(b'\n');
+        assert_refused("header budget", &head, Tail::EndlessHeaders);
+    }
+}
+
+#[test]
+fn endless_headers_and_endless_bodies_are_refused_in_bounded_memory() {
+    assert_refused(
+        "endless headers",
+        FLAVOR_HEAD.as_bytes(),
+        Tail::EndlessHeaders,
+    );
+    let chunkless = format!("{}\r\n", FLAVOR_HEAD); // no length: read until close
+    assert_refused("endless body", chunkless.as_bytes(), Tail::EndlessBody);
+    let huge = format!("{}Content-Length: 99999999999\r\n\r\n", FLAVOR_HEAD);
+    assert_refused("declared huge body", huge.as_bytes(), Tail::EndlessBody);
+    let chunk = format!(
+        "{}Transfer-Encoding: chunked\r\n\r\n7fffffff\r\n",
+        FLAVOR_HEAD
+    );
+    assert_refused("endless chunk", chunk.as_bytes(), Tail::EndlessBody);
+}
+
+#[test]
+fn bodies_cut_short_are_never_printed() {
+    let short = format!(
+        "{}Content-Length: 100\r\n\r\nrm -rf /some/dir/",
+        FLAVOR_HEAD
+    );
+    assert_refused("short Content-Length", short.as_bytes(), Tail::Nothing);
+    let between = format!(
+        "{}Transfer-Encoding: chunked\r\n\r\n11\r\nrm -rf /some/dir/\r\n",
+        FLAVOR_HEAD
+    );
+    assert_refused(
+        "chunked, cut between chunks",
+        between.as_bytes(),
+        Tail::Nothing,
+    );
+    let inside = format!(
+        "{}Transfer-Encoding: chunked\r\n\r\n20\r\nrm -rf /some/dir/",
+        FLAVOR_HEAD
+    );
+    assert_refused(
+        "chunked, cut inside a chunk",
+        inside.as_bytes(),
+        Tail::Nothing,
+    );
 }

@@ -4,7 +4,7 @@
 
 #![cfg(feature = "emulator")]
 
-mod common;
+use crate::common;
 
 #[test]
 fn an_applet_runs_chrooted_with_the_kernel_file_systems_mounted() {

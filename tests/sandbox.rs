@@ -3,16 +3,14 @@
 //! emulator at its default address, that logs, faults and admin changes come through, and
 //! that nothing is left behind.
 //!
-//! Run: `cargo test --features emulator --test sandbox`.
-
-mod common;
+//! Run: `cargo test --features emulator,test-hooks --test integration sandbox::`.
 
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{ChangeKind, EntryType, Sandbox};
+use crate::common::{self, ChangeKind, EntryType, Sandbox};
 
 /// A small document with values no other test or sample uses.
 const METADATA: &str = r#"{

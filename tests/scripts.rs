@@ -1,5 +1,5 @@
 //! `google_metadata_script_runner`, run for real in the sandbox against the metadata
-//! emulator (issue #6): which scripts run and in what order, how they run and how their
+//! emulator: which scripts run and in what order, how they run and how their
 //! output is logged, the run directory, the configuration switches, bounded waits, and the
 //! URL logic against a local HTTP(S) server started inside the sandbox (a small Python
 //! program, [`SERVER`]) with `GCE_GUEST_STORAGE_ENDPOINT` pointing the Cloud Storage
@@ -12,11 +12,9 @@
 
 #![cfg(feature = "emulator")]
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Output, Sandbox, SandboxBuilder};
+use crate::common::{Daemon, Output, Sandbox, SandboxBuilder};
 
 const RUNNER: &str = "google_metadata_script_runner";
 const CONFIG: &str = "/etc/default/instance_configs.cfg";
@@ -32,7 +30,9 @@ const CERT: &str = "/run/tls/cert.pem";
 /// `/status/N/...` answers N; `/deny-token/...` answers 403 to a request with an
 /// Authorization header; `/flaky/N/...` answers 503 to the first N requests of that path;
 /// `/sleep/S/...` waits S seconds first; `/trickle/...` sends a byte every 0.1 s forever;
-/// `/redirect/HOST/...` answers 302 to `http://HOST:<port>/` plus the rest of the path.
+/// `/redirect/HOST/...` answers 302 to `http://HOST:<port>/` plus the rest of the path;
+/// `/cut/N/...` announces the whole file's `Content-Length` but sends only its first N bytes,
+/// and `/cut-chunked/N/...` sends them as one chunk, then closes without the last chunk.
 const SERVER: &str = r##"
 import http.server, os, ssl, sys, threading, time
 root, port, log_path, ready = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -88,6 +88,20 @@ class Handler(http.server.BaseHTTPRequestHandler):
                 body = f.read()
         except OSError:
             return self.reply(404, b"not found\n")
+        if parts[0] in ("cut", "cut-chunked"):
+            part = body[:int(parts[1])]
+            self.send_response(200)
+            if parts[0] == "cut":
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(part)
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(part), part))
+            self.wfile.flush()
+            self.close_connection = True
+            return
         self.reply(200, body)
 
 server = http.server.ThreadingHTTPServer(("0.0.0.0", port), Handler)
@@ -284,6 +298,7 @@ fn start_server(sb: &Sandbox, port: u16, tls: bool) -> Daemon {
 
 /// Makes a self-signed certificate for 127.0.0.1 inside (openssl).
 fn make_cert(sb: &Sandbox) {
+    crate::common::tool("openssl");
     sb.sh(
         "mkdir -p /run/tls && cd /run/tls && openssl req -x509 -newkey ec \
          -pkeyopt ec_paramgen_curve:prime256v1 -nodes -keyout key.pem -out cert.pem -days 2 \
@@ -1280,4 +1295,160 @@ fn without_built_in_tls_curl_then_gnu_wget_with_the_trust_the_system_gives() {
     assert!(warned[3].contains("neither curl nor wget"), "{:?}", warned);
     assert_eq!(warned.len(), 4);
     assert_eq!(server_requests(&sb).len(), before);
+}
+
+/// A script whose download is cut short is never run: `rm -rf /run/victim/cache-to-clear`
+/// cut after `rm -rf /run/victim/` would delete the whole directory. Through the built-in
+/// client (Content-Length and chunked), curl and GNU wget: three tries, one warning, and
+/// the directory is still there.
+#[test]
+fn a_script_cut_short_is_never_run() {
+    const SCRIPT: &str = "rm -rf /run/victim/cache-to-clear\n";
+    let cut = SCRIPT.find("cache").unwrap();
+    let b = with_files(sandbox(&[], &[]), &[("obj.sh", SCRIPT)])
+        .file("/run/victim/keep", "precious", 0o644)
+        .file("/run/wgetrc", format!("ca_certificate = {}\n", CERT), 0o644)
+        .file(
+            "/run/bin-curl/curl",
+            "#!/bin/sh\nexec /usr/bin/curl \"$@\"\n",
+            0o755,
+        )
+        .file(
+            "/run/bin-wget/wget",
+            "#!/bin/sh\nexec /usr/bin/wget \"$@\"\n",
+            0o755,
+        );
+    let sb = sandbox_or_skip!(b);
+    make_cert(&sb);
+    let _server = start_server(&sb, PORT, false);
+    let _tls_server = start_server(&sb, TLS_PORT, true);
+    let external = ("GCE_GUEST_HTTPS_VIA", "external");
+    let tls_url = |mode: &str| format!("https://127.0.0.1:{}/{}/{}/obj.sh", TLS_PORT, mode, cut);
+    let ways: Vec<(String, Vec<(&str, &str)>)> = vec![
+        (local(&format!("/cut/{}/obj.sh", cut)), vec![]),
+        (local(&format!("/cut-chunked/{}/obj.sh", cut)), vec![]),
+        (
+            tls_url("cut"),
+            vec![
+                external,
+                ("PATH", "/run/bin-curl"),
+                ("CURL_CA_BUNDLE", CERT),
+            ],
+        ),
+        (
+            tls_url("cut-chunked"),
+            vec![
+                external,
+                ("PATH", "/run/bin-curl"),
+                ("CURL_CA_BUNDLE", CERT),
+            ],
+        ),
+        (
+            tls_url("cut"),
+            vec![
+                external,
+                ("PATH", "/run/bin-wget"),
+                ("WGETRC", "/run/wgetrc"),
+            ],
+        ),
+        (
+            tls_url("cut-chunked"),
+            vec![
+                external,
+                ("PATH", "/run/bin-wget"),
+                ("WGETRC", "/run/wgetrc"),
+            ],
+        ),
+    ];
+    for (n, (url, env)) in ways.iter().enumerate() {
+        sb.emulator()
+            .set_metadata(&doc(&[("startup-script-url", url.as_str())], &[]));
+        run_type(&sb, "startup", env);
+        assert_eq!(
+            sb.read_string("/run/victim/keep").as_deref(),
+            Some("precious"),
+            "{} {:?}: the cut script ran\n{}",
+            url,
+            env,
+            show(&sb)
+        );
+        assert_eq!(
+            server_requests(&sb).len(),
+            3 * (n + 1),
+            "{}\n{}",
+            url,
+            show(&sb)
+        );
+        let warned = warnings(&sb, "startup-script");
+        assert_eq!(warned.len(), n + 1, "{}\n{:?}", url, warned);
+        assert!(warned[n].contains("3 tries"), "{}: {:?}", url, warned);
+    }
+    assert!(
+        output_of(&sb, "startup-script-url").is_empty(),
+        "{}",
+        show(&sb)
+    );
+}
+
+/// A run directory mounted `noexec` (common hardening: the original runner and the Go one
+/// fail there with "Permission denied"): the runner reads the `#!` line itself and runs
+/// the interpreter on the file, or the default shell on it, so both scripts run.
+#[test]
+fn scripts_run_from_a_noexec_run_dir() {
+    let sb = sandbox_or_skip!(sandbox(
+        &[
+            ("startup-script-url", &local("/obj.sh")),
+            ("startup-script", "echo \"inline in $(dirname \"$0\")\""),
+        ],
+        &[]
+    ));
+    sb.sh("set -e; mkdir -p /run/www /run/noexec; mount -t tmpfs -o noexec,nosuid,nodev tmpfs /run/noexec")
+        .assert_success();
+    sb.write("/run/www/obj.sh", "#!/bin/sh -e\necho \"url under $0\"\n");
+    sb.write("/run/srv.py", SERVER);
+    let _server = start_server(&sb, PORT, false);
+    sb.write(CONFIG, "[MetadataScripts]\nrun_dir = /run/noexec\n");
+    startup(&sb);
+    let url_out = output_of(&sb, "startup-script-url");
+    assert_eq!(url_out.len(), 2, "{}", show(&sb));
+    assert!(
+        url_out[0].starts_with("url under /run/noexec/"),
+        "{}",
+        show(&sb)
+    );
+    assert_eq!(url_out[1], "Return code 0.");
+    let inline = output_of(&sb, "startup-script");
+    assert_eq!(inline.len(), 2, "{}", show(&sb));
+    assert!(
+        inline[0].starts_with("inline in /run/noexec/"),
+        "{}",
+        show(&sb)
+    );
+    assert_eq!(inline[1], "Return code 0.");
+}
+
+/// A value from metadata cannot forge a log line: a newline in `startup-script-url` is
+/// logged escaped, on the one line that quotes it.
+#[test]
+fn a_newline_in_a_url_cannot_forge_a_log_line() {
+    const FORGED: &str = "google-accounts: INFO Creating a new user account for eve.";
+    let url = format!("http://127.0.0.1:9/x.sh\n{}", FORGED);
+    let sb = sandbox_or_skip!(sandbox(&[("startup-script-url", url.as_str())], &[]));
+    startup(&sb);
+    let lines = sb.log_lines();
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.starts_with(FORGED) || l.contains(&format!("\n{}", FORGED))),
+        "{:#?}",
+        lines
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("startup-script: WARNING")
+                && l.contains(&format!("x.sh\\n{}", FORGED))),
+        "{:#?}",
+        lines
+    );
 }

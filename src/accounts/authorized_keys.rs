@@ -9,7 +9,7 @@
 //! last line without one gets it), and a `\r` before a `\n` is left alone.
 
 /// The line that marks the next line as a key this daemon wrote.
-pub const MARKER: &str = "# Added by Google";
+pub(crate) const MARKER: &str = "# Added by Google";
 
 /// The lines of `content` (without their `\n`); text after the last `\n` is a line too.
 fn split_lines(content: &[u8]) -> Vec<&[u8]> {
@@ -21,7 +21,7 @@ fn split_lines(content: &[u8]) -> Vec<&[u8]> {
 }
 
 /// Whether a line is our marker.
-pub fn is_marker(line: &[u8]) -> bool {
+pub(crate) fn is_marker(line: &[u8]) -> bool {
     line.starts_with(MARKER.as_bytes())
 }
 
@@ -51,8 +51,9 @@ pub fn foreign_lines(content: &[u8]) -> Vec<&[u8]> {
         .collect()
 }
 
+#[cfg(test)]
 /// The key lines we wrote earlier (the line after each marker that is not a marker itself).
-pub fn our_keys(content: &[u8]) -> Vec<&[u8]> {
+pub(crate) fn our_keys(content: &[u8]) -> Vec<&[u8]> {
     let lines = split_lines(content);
     lines
         .windows(2)
@@ -80,14 +81,14 @@ pub fn merge(content: &[u8], keys: &[String]) -> Vec<u8> {
 }
 
 /// The content with only our lines taken out (deprovisioning: the user's own keys stay).
-pub fn remove_ours(content: &[u8]) -> Vec<u8> {
+pub(crate) fn remove_ours(content: &[u8]) -> Vec<u8> {
     merge(content, &[])
 }
 
 /// What to write so the file holds exactly `keys` as ours: `None` when nothing needs
 /// writing (the content would not change, or there is no file and no key to put in one).
 /// `existing` is the current content, `None` when the file does not exist.
-pub fn rewrite(existing: Option<&[u8]>, keys: &[String]) -> Option<Vec<u8>> {
+pub(crate) fn rewrite(existing: Option<&[u8]>, keys: &[String]) -> Option<Vec<u8>> {
     match existing {
         None if keys.is_empty() => None,
         None => Some(merge(b"", keys)),

@@ -3,27 +3,20 @@
 //! Failed users are retried by the runner's backoff; everything else is left alone.
 
 use std::collections::BTreeSet;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tinyjson::JsonValue;
 
+use super::commands::Commands;
 use super::desired::DesiredAccounts;
 use super::plan::{plan, AppliedKeys, PlanConfig, SystemView};
-use super::system::{ensure_sudoers, Applier, Commands, SystemState};
+use super::system::{ensure_sudoers, Applier, SystemState};
 use super::NoteLog;
-use crate::config::Config;
-use crate::daemon::{Daemon, Spec};
 use crate::error::{Error, Result};
-use crate::mds::{self, Snapshot};
-
-/// The daemon's entry in the guest daemon.
-pub static SPEC: Spec = Spec {
-    name: "accounts",
-    logger: "google-accounts",
-    lock: "google_accounts.lock",
-    enabled: |c| c.get_bool("Daemons", "accounts_daemon"),
-    make: |c| Box::new(AccountsDaemon::new(c)),
-};
+use crate::json::{self, Slice};
+use crate::mds::Snapshot;
+use crate::settings::AccountsSettings;
 
 /// The attributes the accounts daemon reads; a change anywhere else does not wake it.
 const INSTANCE_KEYS: [&str; 4] = [
@@ -54,11 +47,11 @@ pub struct AccountsDaemon {
 }
 
 impl AccountsDaemon {
-    /// A daemon configured from `config`.
-    pub fn new(config: &Config) -> AccountsDaemon {
+    /// A daemon configured by `settings`.
+    pub fn new(settings: &AccountsSettings) -> AccountsDaemon {
         AccountsDaemon {
-            commands: Commands::from_config(config),
-            deprovision_remove: config.get_bool("Accounts", "deprovision_remove"),
+            commands: Commands::from_settings(settings),
+            deprovision_remove: settings.deprovision_remove,
             applied: AppliedKeys::new(),
             notes: NoteLog::default(),
             applier: Applier::default(),
@@ -147,46 +140,43 @@ impl AccountsDaemon {
     }
 }
 
-impl Daemon for AccountsDaemon {
-    fn slice(&self, doc: &JsonValue) -> Option<JsonValue> {
-        let pick = |scope: &str, keys: &[&str]| -> JsonValue {
-            let mut map = std::collections::HashMap::new();
-            for key in keys {
-                if let Some(v) = mds::lookup(doc, &format!("{}/attributes/{}", scope, key)) {
-                    map.insert(key.to_string(), v.clone());
-                }
-            }
-            JsonValue::Object(map)
+/// The daemon's side of the runner's calls (see `crate::daemon::Daemon`).
+impl AccountsDaemon {
+    /// The attributes it reads; a change anywhere else does not wake it.
+    pub fn slice<'d>(&self, doc: &'d JsonValue) -> Slice<'d> {
+        let pick = |scope: &'static str, keys: &'static [&'static str]| {
+            keys.iter()
+                .map(move |key| json::lookup(doc, &format!("{}/attributes/{}", scope, key)))
         };
-        let mut slice = std::collections::HashMap::new();
-        slice.insert("instance".to_string(), pick("instance", &INSTANCE_KEYS));
-        slice.insert("project".to_string(), pick("project", &PROJECT_KEYS));
-        // Present only so that a document without `instance` is still a change to act on
-        // (and be refused by the planner) rather than silently equal to an empty one.
-        slice.insert(
-            "hasInstance".to_string(),
-            JsonValue::Boolean(mds::lookup(doc, "instance").is_some()),
-        );
-        Some(JsonValue::Object(slice))
+        let mut slice: Slice<'d> = pick("instance", &INSTANCE_KEYS)
+            .chain(pick("project", &PROJECT_KEYS))
+            .collect();
+        // So that a document without `instance` is still a change to act on (and be
+        // refused by the planner) rather than silently equal to an empty one.
+        slice.push(json::lookup(doc, "instance").map(|_| &json::PRESENT));
+        slice
     }
 
-    fn apply(&mut self, doc: &JsonValue) -> Result<()> {
+    /// Brings users and keys in line with `doc` (kept shared for the expiry timer).
+    pub fn apply(&mut self, doc: &Arc<JsonValue>) -> Result<()> {
         let snapshot = Snapshot {
             etag: None,
-            doc: doc.clone(),
+            doc: Arc::clone(doc),
         };
         let result = self.round(&snapshot);
         self.last = Some(snapshot);
         result
     }
 
-    fn next_wake(&self) -> Option<Instant> {
+    /// When the next key expires.
+    pub fn next_wake(&self) -> Option<Instant> {
         let at = self.next_expiry? as f64;
         let wait = (at - now_f64()).max(0.0);
         Some(Instant::now() + Duration::from_secs_f64(wait))
     }
 
-    fn wake(&mut self) -> Result<()> {
+    /// Removes the keys that have expired.
+    pub fn wake(&mut self) -> Result<()> {
         let Some(snapshot) = self.last.clone() else {
             self.next_expiry = None;
             return Ok(());
@@ -195,8 +185,9 @@ impl Daemon for AccountsDaemon {
         self.round(&snapshot)
     }
 
-    fn reload(&mut self, config: &Config) {
-        self.commands = Commands::from_config(config);
-        self.deprovision_remove = config.get_bool("Accounts", "deprovision_remove");
+    /// Takes new settings (SIGHUP).
+    pub fn reload(&mut self, settings: &AccountsSettings) {
+        self.commands = Commands::from_settings(settings);
+        self.deprovision_remove = settings.deprovision_remove;
     }
 }

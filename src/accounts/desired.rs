@@ -5,7 +5,7 @@
 //! can never turn into "no users wanted" and deprovision everyone: the daemon keeps its
 //! previous state until a good document arrives.
 //!
-//! Key sources (Python 2.8, SPEC §3): instance `sshKeys`, instance `ssh-keys`, then project
+//! Key sources (as Python 2.8 read them): instance `sshKeys`, instance `ssh-keys`, then project
 //! `ssh-keys` and project `sshKeys` unless instance `block-project-ssh-keys` is `true` (any
 //! case, surrounding white space ignored) or instance `sshKeys` holds anything but white
 //! space. `enable-oslogin`: the instance value when it is not blank, else the project
@@ -74,6 +74,7 @@ impl DesiredAccounts {
     }
 
     /// The keys wanted for `user`, if that user is wanted.
+    #[cfg(test)]
     pub fn keys(&self, user: &str) -> Option<&[String]> {
         self.users.get(user).map(Vec::as_slice)
     }
@@ -134,7 +135,7 @@ fn attributes<'a>(
     name: &'static str,
     notes: &mut Vec<Note>,
 ) -> Attributes<'a> {
-    match section.and_then(|s| crate::mds::lookup(s, "attributes")) {
+    match section.and_then(|s| crate::json::lookup(s, "attributes")) {
         Some(JsonValue::Object(map)) => Attributes(Some(map)),
         _ => {
             notes.push(Note::MissingAttributes { section: name });
@@ -153,7 +154,7 @@ fn from_document(doc: &JsonValue, now: i64) -> Result<(DesiredAccounts, Vec<Note
     };
     let mut notes = Vec::new();
     let instance_attrs = attributes(Some(instance), "Instance", &mut notes);
-    let project_attrs = attributes(crate::mds::lookup(doc, "project"), "Project", &mut notes);
+    let project_attrs = attributes(crate::json::lookup(doc, "project"), "Project", &mut notes);
 
     let oslogin = oslogin_enabled(instance_attrs, project_attrs);
     let mut users: BTreeMap<Username, Vec<String>> = BTreeMap::new();
@@ -205,7 +206,9 @@ mod tests {
     fn snapshot(json: &str) -> Snapshot {
         Snapshot {
             etag: None,
-            doc: crate::mds::parse_json(json).expect("test JSON parses"),
+            doc: crate::json::parse_json(json)
+                .expect("test JSON parses")
+                .into(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! comment), and the `google-ssh {"expireOn": ...}` expiry in the comment. Pure functions;
 //! what is skipped comes back as [`Note`]s for the daemon to log once.
 //!
-//! Line rules (SPEC §3): a metadata value is split at `\n` only, and each line is trimmed of
+//! Line rules: a metadata value is split at `\n` only, and each line is trimmed of
 //! surrounding ASCII white space, which also takes the `\r` of a value pasted with Windows
 //! line ends (a `\r` inside a line is a control character and refuses the key). Blank lines
 //! are ignored silently. A line with any non-ASCII character is dropped. The user is what
@@ -13,15 +13,16 @@ use std::fmt;
 
 use tinyjson::JsonValue;
 
-use super::username::{printable, Username};
+use super::username::Username;
 use super::Note;
+use crate::log::printable;
 
 /// A key part longer than this is refused (the largest real keys and certificates are a
 /// few kilobytes; this keeps a huge metadata value out of `authorized_keys`).
-pub const MAX_KEY_LEN: usize = 16 * 1024;
+pub(crate) const MAX_KEY_LEN: usize = 16 * 1024;
 
 /// The key types accepted in the type position, as OpenSSH names them.
-pub const KEY_TYPES: &[&str] = &[
+pub(crate) const KEY_TYPES: &[&str] = &[
     "ssh-rsa",
     "ssh-dss",
     "ssh-ed25519",
@@ -92,7 +93,7 @@ impl fmt::Display for SkipReason {
 /// A key part that passed the plausibility check, cut into its fields (all borrowed from
 /// the checked text).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PublicKey<'a> {
+pub(crate) struct PublicKey<'a> {
     /// The authorized_keys options before the type, if any (`from="..",no-pty`).
     pub options: Option<&'a str>,
     /// The key type word (`ssh-ed25519`).
@@ -105,7 +106,7 @@ pub struct PublicKey<'a> {
 
 /// A key's expiry, from its `google-ssh` comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Expiry {
+pub(crate) enum Expiry {
     /// No `google-ssh` comment, or one without `expireOn`.
     Never,
     /// Valid up to and including this second (unix time); expired once the clock is past it.
@@ -117,7 +118,7 @@ pub enum Expiry {
 
 impl Expiry {
     /// Whether the key is expired at `now` (strictly after `expireOn`, as Python compared).
-    pub fn is_expired(self, now: i64) -> bool {
+    pub(crate) fn is_expired(self, now: i64) -> bool {
         matches!(self, Expiry::At(t) if now > t)
     }
 }
@@ -134,7 +135,7 @@ pub struct WantedKey {
 }
 
 /// Whether `word` is a key type we accept.
-pub fn is_key_type(word: &str) -> bool {
+pub(crate) fn is_key_type(word: &str) -> bool {
     KEY_TYPES.contains(&word)
 }
 
@@ -208,7 +209,7 @@ fn is_blank(b: u8) -> bool {
 /// Checks that `text` (one trimmed key part) looks like an `authorized_keys` key line:
 /// optional options, a known key type, base64 data that decodes and starts with that same
 /// type name, and an optional comment.
-pub fn check_public_key(text: &str) -> Result<PublicKey<'_>, SkipReason> {
+pub(crate) fn check_public_key(text: &str) -> Result<PublicKey<'_>, SkipReason> {
     if text.is_empty() {
         return Err(SkipReason::Empty);
     }
@@ -339,7 +340,7 @@ fn base64_value(c: u8) -> Option<u32> {
 }
 
 /// Decodes standard base64; padding is optional but, when present, must be right.
-pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
+pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
     let bytes = text.as_bytes();
     let body = bytes
         .strip_suffix(b"==")
@@ -366,12 +367,12 @@ pub fn decode_base64(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The expiry a key comment declares: `google-ssh {"userName":"..","expireOn":".."}`.
-pub fn key_expiry(comment: &str) -> Expiry {
+pub(crate) fn key_expiry(comment: &str) -> Expiry {
     let (word, json) = split_word(comment);
     if word != "google-ssh" {
         return Expiry::Never;
     }
-    let Ok(JsonValue::Object(fields)) = crate::mds::parse_json(json.trim()) else {
+    let Ok(JsonValue::Object(fields)) = crate::json::parse_json(json.trim()) else {
         return Expiry::Unreadable;
     };
     match fields.get("expireOn") {
@@ -386,7 +387,7 @@ pub fn key_expiry(comment: &str) -> Expiry {
 /// Parses an `expireOn` time to unix seconds (fractions cut off): the original's
 /// `%Y-%m-%dT%H:%M:%S+0000`, and RFC 3339 (`T` or `t`, optional fractional seconds, `Z`/`z`
 /// or a `±hh:mm` offset). A `±hhmm` offset is accepted with any value, as the Go agent does.
-pub fn parse_expire_on(text: &str) -> Option<i64> {
+pub(crate) fn parse_expire_on(text: &str) -> Option<i64> {
     let b = text.as_bytes();
     if b.len() < 20 {
         return None;
@@ -469,7 +470,7 @@ fn days_in_month(year: i64, month: i64) -> i64 {
 #[cfg(test)]
 pub(crate) mod fixtures {
     /// Standard base64 with padding.
-    pub fn encode_base64(data: &[u8]) -> String {
+    pub(crate) fn encode_base64(data: &[u8]) -> String {
         const ALPHABET: &[u8; 64] =
             b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
         let mut out = String::new();

@@ -11,7 +11,8 @@
 
 use std::collections::BTreeSet;
 
-use super::username::{printable, Username};
+use super::username::Username;
+use crate::log::printable;
 
 /// The managed-users ledger.
 pub const USERS_LEDGER: &str = "/var/lib/google/google_users";

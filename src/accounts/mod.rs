@@ -5,12 +5,14 @@
 //!
 //! - [`username`]: the account-name rule and the [`Username`] type that proves it was applied.
 //! - [`keys`]: `user:key` lines, the public-key plausibility check, `expireOn`.
-//! - [`desired`]: metadata document -> [`DesiredAccounts`] (key sources, OS Login).
+//! - [`desired`]: metadata document -> [`desired::DesiredAccounts`] (key sources, OS Login).
 //! - [`authorized_keys`]: merging our `# Added by Google` lines into a user's file.
 //! - [`ledger`]: `/var/lib/google/google_users` and `google_users_created`.
 //! - [`passwd`]: local accounts (`/etc/passwd`) and `UID_MIN` (`/etc/login.defs`).
 //! - [`plan`](mod@plan): the actions that take the system from what it is to what is wanted.
-//! - [`system`]: the applying half — commands, sudoers, `authorized_keys` and ledger writes.
+//! - [`commands`]: the user and group command templates and running them.
+//! - [`ssh_dir`]: `~/.ssh` and `authorized_keys` opened without following links.
+//! - [`system`]: the applying half — sudoers, `authorized_keys` and ledger writes.
 //! - [`daemon`]: the daemon loop — plan and apply on each change and at each key expiry.
 //!
 //! What is skipped on the way (refused names, implausible keys, expired keys) comes back
@@ -18,27 +20,27 @@
 //! instead of on every metadata change.
 
 pub mod authorized_keys;
-pub mod daemon;
-pub mod desired;
+pub(crate) mod commands;
+pub(crate) mod daemon;
+pub(crate) mod desired;
 pub mod keys;
-pub mod ledger;
-pub mod passwd;
-pub mod plan;
-pub mod system;
-pub mod username;
+pub(crate) mod ledger;
+pub(crate) mod passwd;
+pub(crate) mod plan;
+pub(crate) mod ssh_dir;
+pub(crate) mod system;
+pub(crate) mod username;
 
-use std::collections::BTreeSet;
 use std::fmt;
 
-use crate::log::Level;
+use crate::log::{Level, LogOnce};
 
-pub use desired::DesiredAccounts;
-pub use keys::SkipReason;
-pub use plan::{plan, Action, AppliedKeys, PlanConfig, SystemView};
-pub use username::{NameRefusal, Username};
+pub(crate) use keys::SkipReason;
+pub(crate) use username::NameRefusal;
+pub use username::Username;
 
 /// Something the planning step skipped or noticed, worded for one log line. User names in
-/// it are already made printable ([`username::printable`]); no note ever holds a whole key.
+/// it are already made printable ([`crate::log::printable`]); no note ever holds a whole key.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
     /// A metadata user name that is not a safe account name; its keys are not used.
@@ -102,24 +104,19 @@ impl fmt::Display for Note {
 /// Logs each distinct note once while it keeps coming back: a note present in the previous
 /// report is not logged again; one that went away and returns is.
 #[derive(Debug, Default)]
-pub struct NoteLog {
-    shown: BTreeSet<String>,
+pub(crate) struct NoteLog {
+    once: LogOnce,
 }
 
 impl NoteLog {
     /// The notes of this report that were not in the previous one (each distinct text once),
     /// and remembers this report.
     pub fn fresh<'a>(&mut self, notes: &'a [Note]) -> Vec<&'a Note> {
-        let mut current = BTreeSet::new();
-        let mut fresh = Vec::new();
-        for note in notes {
-            let text = note.to_string();
-            if !self.shown.contains(&text) && !current.contains(&text) {
-                fresh.push(note);
-            }
-            current.insert(text);
-        }
-        self.shown = current;
+        let fresh = notes
+            .iter()
+            .filter(|note| self.once.first_time(&note.to_string()))
+            .collect();
+        self.once.end_round();
         fresh
     }
 

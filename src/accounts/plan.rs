@@ -620,7 +620,7 @@ mod tests {
         );
         let snap = Snapshot {
             etag: None,
-            doc: crate::mds::parse_json(&json).unwrap(),
+            doc: crate::json::parse_json(&json).unwrap().into(),
         };
         let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
 

@@ -1,24 +1,21 @@
 //! The accounts daemon's applying half: runs the plan's actions against the real system —
-//! the six configurable user and group commands (never through a shell; busybox
-//! equivalents when the image has no shadow-utils), the `google-sudoers` group and sudoers
-//! file, `authorized_keys` written fd-relative and without following links, and the two
-//! ledgers written atomically.
+//! the user and group commands ([`super::commands`]), the `google-sudoers` group and
+//! sudoers file, `authorized_keys` written fd-relative in a `~/.ssh` opened without
+//! following links ([`super::ssh_dir`]), and the two ledgers written atomically.
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::Path;
 
 use super::authorized_keys::{remove_ours, rewrite};
+use super::commands::{run_template, Commands};
 use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
-use super::passwd::{
-    parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH,
-};
+use super::passwd::{parse_passwd, parse_uid_min, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH};
 use super::plan::{ledger_after_failures, Action};
+use super::ssh_dir::{describe_refusal, open_ssh_dir, read_authorized_keys, KeysRefused};
 use super::username::Username;
-use crate::config::Config;
-use crate::error::{Error, Result};
-use crate::exec;
-use crate::fsutil::{self, Dir};
+use crate::error::{Context, Error, Result};
+use crate::fsutil;
+use crate::log::LogOnce;
 
 /// The group whose members may use sudo without a password.
 pub const SUDOERS_GROUP: &str = "google-sudoers";
@@ -26,129 +23,6 @@ pub const SUDOERS_GROUP: &str = "google-sudoers";
 pub const SUDOERS_FILE: &str = "/etc/sudoers.d/google_sudoers";
 const SUDOERS_LINE: &str = "%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL\n";
 const GROUP_PATH: &str = "/etc/group";
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
-const MAX_AUTHORIZED_KEYS: u64 = 4 << 20;
-
-/// The shadow-utils defaults of Python 2.8 (`[Accounts]` options).
-const SHADOW: [(&str, &str); 6] = [
-    ("useradd_cmd", "useradd -m -s /bin/bash -p * {user}"),
-    ("userdel_cmd", "userdel -r {user}"),
-    ("usermod_cmd", "usermod -G {groups} {user}"),
-    ("groupadd_cmd", "groupadd {group}"),
-    ("gpasswd_add_cmd", "gpasswd -a {user} {group}"),
-    ("gpasswd_remove_cmd", "gpasswd -d {user} {group}"),
-];
-
-/// Their busybox equivalents. Busybox has no usermod: groups are joined one by one with
-/// `gpasswd_add_cmd`. `adduser -D` leaves the password locked (`!`), which OpenSSH refuses
-/// even for key logins, so `unlock_cmd` (fed `<user>:*` on stdin) makes it "no password".
-const BUSYBOX: [(&str, &str); 7] = [
-    ("useradd_cmd", "adduser -D -s /bin/sh {user}"),
-    ("userdel_cmd", "deluser --remove-home {user}"),
-    ("usermod_cmd", ""),
-    ("groupadd_cmd", "addgroup {group}"),
-    ("gpasswd_add_cmd", "addgroup {user} {group}"),
-    ("gpasswd_remove_cmd", "delgroup {user} {group}"),
-    ("unlock_cmd", "chpasswd -e"),
-];
-
-/// The command templates in force.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Commands {
-    pub useradd: String,
-    pub userdel: String,
-    pub usermod: String,
-    pub groupadd: String,
-    pub gpasswd_add: String,
-    pub gpasswd_remove: String,
-    /// Run after `useradd` with `<user>:*` on stdin (empty: no such step).
-    pub unlock: String,
-    /// `[Accounts] groups`, before filtering to the groups that exist.
-    pub groups: Vec<String>,
-}
-
-fn first_word(template: &str) -> &str {
-    template.split(' ').find(|w| !w.is_empty()).unwrap_or("")
-}
-
-impl Commands {
-    /// The templates from the configuration. A template left at its shadow-utils default
-    /// switches to the busybox equivalent when the image lacks that program but has the
-    /// busybox applet; `/bin/bash` in the default becomes `/bin/sh` where bash is missing.
-    pub fn from_config(config: &Config) -> Commands {
-        Commands::resolve(
-            config,
-            |p| exec::find_program(p).is_some(),
-            Path::new("/bin/bash").exists(),
-        )
-    }
-
-    fn resolve(config: &Config, have: impl Fn(&str) -> bool, have_bash: bool) -> Commands {
-        let busybox_userland = !have("useradd") && have("adduser");
-        let pick = |option: &str| -> String {
-            let configured = config.get_str("Accounts", option);
-            let shadow_default = SHADOW.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
-            let busybox = BUSYBOX.iter().find(|(o, _)| *o == option).map(|(_, t)| *t);
-            let is_default =
-                configured.trim().is_empty() || Some(configured.as_str()) == shadow_default;
-            let mut chosen = if is_default && busybox_userland {
-                busybox.unwrap_or_default().to_string()
-            } else if configured.trim().is_empty() {
-                shadow_default.unwrap_or_default().to_string()
-            } else {
-                configured
-            };
-            if have_bash && busybox_userland && option == "useradd_cmd" && is_default {
-                chosen = chosen.replace("/bin/sh", "/bin/bash");
-            }
-            if !have_bash && is_default {
-                chosen = chosen.replace("/bin/bash", "/bin/sh");
-            }
-            chosen
-        };
-        let unlock_configured = config.get_str("Accounts", "unlock_cmd");
-        let unlock = if !unlock_configured.trim().is_empty() {
-            unlock_configured
-        } else if busybox_userland {
-            BUSYBOX[6].1.to_string()
-        } else {
-            String::new()
-        };
-        Commands {
-            useradd: pick("useradd_cmd"),
-            userdel: pick("userdel_cmd"),
-            usermod: pick("usermod_cmd"),
-            groupadd: pick("groupadd_cmd"),
-            gpasswd_add: pick("gpasswd_add_cmd"),
-            gpasswd_remove: pick("gpasswd_remove_cmd"),
-            unlock,
-            groups: config
-                .get_str("Accounts", "groups")
-                .split(',')
-                .map(str::trim)
-                .filter(|g| !g.is_empty())
-                .map(str::to_string)
-                .collect(),
-        }
-    }
-}
-
-/// Runs one command template with `vars`; a non-zero exit is an error carrying its output.
-fn run_template(template: &str, vars: &[(&str, &str)], input: Option<&[u8]>) -> Result<()> {
-    let argv = exec::expand_template(template, vars);
-    let program = first_word(template).to_string();
-    let Some(cmd) = exec::command_from_argv(&argv) else {
-        return Err(Error::Command {
-            program,
-            detail: "is an empty template".into(),
-        });
-    };
-    let out = match input {
-        Some(bytes) => exec::run_with_input(cmd, bytes, COMMAND_TIMEOUT)?,
-        None => exec::run(cmd, COMMAND_TIMEOUT)?,
-    };
-    out.checked(&program).map(drop)
-}
 
 /// A line of `/etc/group`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -188,7 +62,7 @@ fn in_sudoers_group(user: &str) -> Result<bool> {
 }
 
 fn read_required(path: &str) -> Result<Vec<u8>> {
-    std::fs::read(path).map_err(|e| Error::io("read", path, e))
+    std::fs::read(path).context("read", path)
 }
 
 /// What the system holds, read fresh before each plan. Every read must succeed.
@@ -246,7 +120,7 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
     if std::fs::symlink_metadata(file).is_err() {
         let dir = file.parent().unwrap_or(Path::new("/etc/sudoers.d"));
         if !dir.exists() {
-            std::fs::create_dir_all(dir).map_err(|e| Error::io("create", dir, e))?;
+            std::fs::create_dir_all(dir).context("create", dir)?;
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o750));
         }
@@ -256,121 +130,10 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
     Ok(())
 }
 
-/// Why a user's `authorized_keys` was left alone on purpose.
-#[derive(Debug)]
-enum KeysRefused {
-    Symlink(&'static str),
-    NotOwned(&'static str, u32),
-    NotAFile,
-    HardLinked,
-}
-
-fn describe_refusal(user: &str, why: &KeysRefused) -> String {
-    match why {
-        KeysRefused::Symlink(what) => format!(
-            "Not updating authorized keys for user {}. {} is a symlink.",
-            user, what
-        ),
-        KeysRefused::NotOwned(what, uid) => {
-            format!(
-                "Not updating authorized keys for user {}. {} belongs to uid {}.",
-                user, what, uid
-            )
-        }
-        KeysRefused::NotAFile => format!(
-            "Not updating authorized keys for user {}. It is not a regular file.",
-            user
-        ),
-        KeysRefused::HardLinked => {
-            format!(
-                "Not updating authorized keys for user {}. The file has other hard links.",
-                user
-            )
-        }
-    }
-}
-
-/// Opens (creating if needed) `~/.ssh` of `user`, refusing anything the user could use to
-/// redirect a root write.
-fn open_ssh_dir(
-    user: &LocalUser,
-    create: bool,
-) -> Result<std::result::Result<Option<Dir>, KeysRefused>> {
-    let home = match std::fs::symlink_metadata(&user.home) {
-        Ok(m) if m.file_type().is_symlink() => {
-            return Ok(Err(KeysRefused::Symlink("The home directory")))
-        }
-        Ok(_) => Dir::open_path(&user.home)?,
-        Err(_) if !create => return Ok(Ok(None)),
-        Err(_) => {
-            let parent = user.home.parent().unwrap_or(Path::new("/"));
-            let name = user.home.file_name().map(PathBuf::from).unwrap_or_default();
-            let parent = Dir::open_path(parent)?;
-            parent.mkdir(&name, 0o755)?;
-            let home = parent.open_dir(&name)?;
-            home.chown(user.uid, user.gid)?;
-            home
-        }
-    };
-    let home_stat = home.stat()?;
-    if home_stat.uid != user.uid && home_stat.uid != 0 {
-        return Ok(Err(KeysRefused::NotOwned(
-            "The home directory",
-            home_stat.uid,
-        )));
-    }
-    let ssh_name = Path::new(".ssh");
-    match home.stat_entry(ssh_name)? {
-        Some(st) if st.is_symlink() => return Ok(Err(KeysRefused::Symlink("~/.ssh"))),
-        Some(st) if st.is_dir() && st.uid != user.uid => {
-            return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)))
-        }
-        Some(st) if !st.is_dir() => return Ok(Err(KeysRefused::NotAFile)),
-        Some(_) => {}
-        None if !create => return Ok(Ok(None)),
-        None => {
-            home.mkdir(ssh_name, 0o700)?;
-            let ssh = home.open_dir(ssh_name)?;
-            ssh.chown(user.uid, user.gid)?;
-            ssh.chmod(0o700)?;
-            return Ok(Ok(Some(ssh)));
-        }
-    }
-    let ssh = home.open_dir(ssh_name)?;
-    let st = ssh.stat()?;
-    if st.uid != user.uid {
-        return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)));
-    }
-    if st.perms() & 0o077 != 0 {
-        ssh.chmod(0o700)?;
-    }
-    Ok(Ok(Some(ssh)))
-}
-
-/// Reads the current `authorized_keys`, refusing links and foreign files.
-fn read_authorized_keys(
-    ssh: &Dir,
-    user: &LocalUser,
-) -> Result<std::result::Result<Option<Vec<u8>>, KeysRefused>> {
-    let name = Path::new("authorized_keys");
-    match ssh.stat_entry(name)? {
-        None => Ok(Ok(None)),
-        Some(st) if st.is_symlink() => Ok(Err(KeysRefused::Symlink("authorized_keys"))),
-        Some(st) if !st.is_file() => Ok(Err(KeysRefused::NotAFile)),
-        Some(st) if st.nlink > 1 => Ok(Err(KeysRefused::HardLinked)),
-        Some(st) if st.uid != user.uid && st.uid != 0 => {
-            Ok(Err(KeysRefused::NotOwned("authorized_keys", st.uid)))
-        }
-        Some(_) => Ok(Ok(ssh
-            .read_file(name, MAX_AUTHORIZED_KEYS)?
-            .map(|(bytes, _)| bytes))),
-    }
-}
-
 /// Carries out plans; remembers which refusals were already logged.
 #[derive(Default)]
 pub struct Applier {
-    refusals_logged: BTreeSet<String>,
+    refusals_logged: LogOnce,
 }
 
 impl Applier {
@@ -497,7 +260,7 @@ impl Applier {
     /// Logs, once per distinct refusal, why a user's keys were left alone on purpose.
     fn refused(&mut self, user: &str, why: KeysRefused) {
         let line = describe_refusal(user, &why);
-        if self.refusals_logged.insert(line.clone()) {
+        if self.refusals_logged.first_time(&line) {
             warn!("{}", line);
         }
     }
@@ -599,51 +362,6 @@ impl Applier {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn config(text: &str) -> Config {
-        Config::parse(text, "test")
-    }
-
-    #[test]
-    fn shadow_defaults_stay_where_useradd_exists() {
-        let c = Commands::resolve(&config(""), |p| p != "adduser", true);
-        assert_eq!(c.useradd, "useradd -m -s /bin/bash -p * {user}");
-        assert_eq!(c.usermod, "usermod -G {groups} {user}");
-        assert!(c.unlock.is_empty());
-        assert_eq!(
-            c.groups,
-            ["adm", "dip", "docker", "lxd", "plugdev", "video"]
-        );
-    }
-
-    #[test]
-    fn a_busybox_userland_switches_the_defaults_by_itself() {
-        let c = Commands::resolve(&config(""), |p| p == "adduser" || p == "addgroup", false);
-        assert_eq!(c.useradd, "adduser -D -s /bin/sh {user}");
-        assert_eq!(c.gpasswd_add, "addgroup {user} {group}");
-        assert_eq!(c.gpasswd_remove, "delgroup {user} {group}");
-        assert_eq!(c.unlock, "chpasswd -e");
-        assert!(c.usermod.is_empty());
-        let with_bash = Commands::resolve(&config(""), |p| p == "adduser", true);
-        assert_eq!(with_bash.useradd, "adduser -D -s /bin/bash {user}");
-    }
-
-    #[test]
-    fn configured_commands_are_kept_even_on_busybox() {
-        let c = Commands::resolve(
-            &config("[Accounts]\nuseradd_cmd = myadd {user}\n"),
-            |p| p == "adduser",
-            false,
-        );
-        assert_eq!(c.useradd, "myadd {user}");
-        assert_eq!(c.groupadd, "addgroup {group}");
-    }
-
-    #[test]
-    fn no_bash_means_sh_in_the_default_useradd() {
-        let c = Commands::resolve(&config(""), |_| true, false);
-        assert_eq!(c.useradd, "useradd -m -s /bin/sh -p * {user}");
-    }
 
     #[test]
     fn group_file_lines_are_parsed() {

@@ -11,7 +11,7 @@ use std::borrow::Borrow;
 use std::fmt;
 
 /// Longest accepted name (the `{0,31}` of the Python regex, plus the first character).
-pub const MAX_LEN: usize = 32;
+pub(crate) const MAX_LEN: usize = 32;
 
 /// A name that is safe to hand to `useradd`, to use as a path component and to write to
 /// the ledger. Ordered and compared as its text.
@@ -101,27 +101,6 @@ impl Borrow<str> for Username {
     fn borrow(&self) -> &str {
         &self.0
     }
-}
-
-/// Makes text from metadata or a file safe to put in a log line: control and non-ASCII
-/// characters become `?`, and it is cut to 64 characters.
-pub fn printable(text: &str) -> String {
-    const LIMIT: usize = 64;
-    let mut out: String = text
-        .chars()
-        .take(LIMIT)
-        .map(|c| {
-            if c.is_ascii_graphic() || c == ' ' {
-                c
-            } else {
-                '?'
-            }
-        })
-        .collect();
-    if text.chars().nth(LIMIT).is_some() {
-        out.push_str("...");
-    }
-    out
 }
 
 #[cfg(test)]
@@ -221,16 +200,5 @@ mod tests {
         map.insert(Username::parse("alice").unwrap(), 1);
         assert_eq!(map.get("alice"), Some(&1));
         assert_eq!(map.get("bob"), None);
-    }
-
-    #[test]
-    fn printable_hides_control_characters_and_cuts_long_text() {
-        assert_eq!(printable("alice"), "alice");
-        assert_eq!(printable("a\x1b[31mb"), "a?[31mb");
-        assert_eq!(printable("a\nb\tc"), "a?b?c");
-        assert_eq!(printable("josé"), "jos?");
-        let long = "x".repeat(100);
-        assert_eq!(printable(&long), format!("{}...", "x".repeat(64)));
-        assert_eq!(printable(&"y".repeat(64)), "y".repeat(64));
     }
 }

@@ -3,11 +3,20 @@
 
 use std::path::PathBuf;
 
-use super::Invocation;
-use crate::config::Config;
+use super::{Applet, Invocation, Output};
 use crate::disk::{self, Request, Status, Target};
+use crate::settings::Settings;
 
-pub(super) const USAGE: &str = "[--dry-run] [--partition-only] [--offline-fs] [--min-mib N]
+pub(crate) static APPLET: Applet = Applet {
+    name: "google_disk_expand",
+    run: main,
+    logger: "disk-expand",
+    output: Output::System,
+    summary: "grow the root partition and file system to fill the disk",
+    usage: USAGE,
+};
+
+const USAGE: &str = "[--dry-run] [--partition-only] [--offline-fs] [--min-mib N]
                           [--device DISK --partition N [--sector-size BYTES]]
 
 Without --device: the partition of the root file system (or of root= on the kernel
@@ -28,7 +37,7 @@ not touched. Automatic runs do their work once per boot (markers in
 Exit status: 0 grown or nothing to do (also: root left alone on purpose), 1 an error or,
 with --device, a disk left alone on purpose, 2 bad usage.";
 
-pub(super) fn main(inv: &Invocation) -> i32 {
+fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optflag("n", "dry-run", "")
         .optflag("", "partition-only", "")
@@ -61,12 +70,10 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         Some(Ok(s)) if [512, 1024, 2048, 4096].contains(&s) => Some(s),
         Some(_) => return inv.usage_error("--sector-size is 512, 1024, 2048 or 4096"),
     };
-    let config = Config::load();
-    crate::log::set_console(config.get_bool("Logging", "console"));
-    let mut settings = disk::settings(&config);
+    let mut settings = Settings::load().setup;
     match number("min-mib") {
         None => {}
-        Some(Ok(mib)) => settings.min_bytes = u64::from(mib) << 20,
+        Some(Ok(mib)) => settings.disk_expand_min_mib = u64::from(mib),
         Some(Err(_)) => return inv.usage_error("--min-mib takes whole MiB"),
     }
     let explicit = matches!(target, Target::Explicit { .. });

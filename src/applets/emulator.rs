@@ -4,10 +4,19 @@
 use std::io::Write;
 use std::path::Path;
 
-use super::Invocation;
+use super::{Applet, Invocation, Output};
 use crate::emulator::{self, Emulator};
 
-pub(super) const USAGE: &str =
+pub(crate) static APPLET: Applet = Applet {
+    name: "google_metadata_emulator",
+    run: main,
+    logger: "metadata-emulator",
+    output: Output::Terminal,
+    summary: "a GCE metadata server emulator for tests and demos",
+    usage: USAGE,
+};
+
+const USAGE: &str =
     "[--listen ADDR:PORT]... [--metadata FILE] [--admin-socket PATH] [--ready-file PATH]
 
 Serves a GCE metadata document over HTTP, with the admin API under /emulator/
@@ -23,7 +32,7 @@ each listener on stdout, then runs until SIGTERM or SIGINT.
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 
-pub(super) fn main(inv: &Invocation) -> i32 {
+fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optmulti("l", "listen", "", "ADDR:PORT")
         .optopt("m", "metadata", "", "FILE")
@@ -68,7 +77,7 @@ pub(super) fn main(inv: &Invocation) -> i32 {
 fn load_document(path: &Path) -> Result<tinyjson::JsonValue, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("cannot read {}: {}", path.display(), e))?;
-    match crate::mds::parse_json(&text) {
+    match crate::json::parse_json(&text) {
         Ok(doc @ tinyjson::JsonValue::Object(_)) => Ok(doc),
         Ok(_) => Err(format!(
             "{}: the document must be a JSON object",

@@ -5,11 +5,20 @@
 use std::io::Write;
 use std::time::Duration;
 
-use super::Invocation;
+use super::{Applet, Invocation, Output};
 use crate::mds::{self, Client};
 use crate::timing::scaled_secs;
 
-pub(super) const USAGE: &str = "KEY [--recursive] [--json] [--wait] [--timeout SECONDS]
+pub(crate) static APPLET: Applet = Applet {
+    name: "google_metadata_get",
+    run: main,
+    logger: "google-metadata-get",
+    output: Output::Terminal,
+    summary: "print a metadata value (exit 1 absent, 2 unreachable)",
+    usage: USAGE,
+};
+
+const USAGE: &str = "KEY [--recursive] [--json] [--wait] [--timeout SECONDS]
 
 KEY is a path under computeMetadata/v1/, for example instance/id or
 instance/attributes/startup-script. Exit status: 0 printed, 1 not defined,
@@ -19,7 +28,7 @@ instance/attributes/startup-script. Exit status: 0 printed, 1 not defined,
   -w, --wait       wait until the value changes, then print the new value
   -t, --timeout S  give up on an unreachable server after S seconds (default 10)";
 
-pub(super) fn main(inv: &Invocation) -> i32 {
+fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optflag("r", "recursive", "")
         .optflag("j", "json", "")
@@ -95,7 +104,7 @@ fn fetch_reply(
     path_query: &str,
     budget: u64,
     request_secs: u64,
-) -> crate::Result<Option<mds::Reply>> {
+) -> crate::Result<Option<mds::HttpReply>> {
     mds::retrying(Duration::from_secs(budget), || {
         client.get_raw(path_query, request_secs)
     })

@@ -6,18 +6,23 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-mod daemons;
+mod accounts_daemon;
+mod clock_skew_daemon;
 mod disk_expand;
 #[cfg(feature = "emulator")]
 mod emulator;
+mod guest_daemon;
 mod install;
+mod ip_forwarding_daemon;
 mod metadata_get;
+mod not_landed;
+mod nvme_id;
 mod root;
 mod script_runner;
 
 /// Where an applet's log lines go by default.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Output {
+pub(crate) enum Output {
     /// A daemon or boot step: syslog and the serial console (stderr too under `--debug`).
     System,
     /// A command a person or script runs: stderr.
@@ -25,7 +30,7 @@ pub enum Output {
 }
 
 /// One program of the multicall binary.
-pub struct Applet {
+pub(crate) struct Applet {
     /// The executable name (what the symlink is called).
     pub name: &'static str,
     /// Its entry point; returns the exit status.
@@ -42,13 +47,11 @@ pub struct Applet {
 
 /// What an applet is started with, after the shared options are taken out.
 #[derive(Debug)]
-pub struct Invocation {
+pub(crate) struct Invocation {
     /// The applet's name as found in the table.
     pub name: &'static str,
     /// The remaining arguments.
     pub args: Vec<String>,
-    /// `-d` / `--debug` was given.
-    pub debug: bool,
 }
 
 impl Invocation {
@@ -76,14 +79,14 @@ impl Invocation {
 }
 
 /// Exit status of an applet whose issue has not landed in this build.
-pub const EXIT_NOT_LANDED: i32 = 3;
+pub(crate) const EXIT_NOT_LANDED: i32 = 3;
 /// Exit status for an unknown applet (the shell's "command not found").
-pub const EXIT_UNKNOWN: i32 = 127;
+pub(crate) const EXIT_UNKNOWN: i32 = 127;
 /// Exit status for bad usage.
-pub const EXIT_USAGE: i32 = 2;
+pub(crate) const EXIT_USAGE: i32 = 2;
 
 /// The name the dispatcher answers to as a multiplexer.
-pub const MULTIPLEXER: &str = "gce-guest";
+pub(crate) const MULTIPLEXER: &str = "gce-guest";
 
 const COMMON_USAGE: &str = "\
 Common options:
@@ -92,131 +95,41 @@ Common options:
       --help       show this help
       --version    show the version";
 
-/// Every applet, sorted by name (a unit test keeps it so).
-pub static APPLETS: &[Applet] = &[
-    Applet {
-        name: "google_accounts_daemon",
-        run: daemons::accounts_daemon,
-        logger: "google-accounts",
-        output: Output::System,
-        summary: "manage users and SSH keys from metadata",
-        usage: "[-d]",
-    },
-    Applet {
-        name: "google_clock_skew_daemon",
-        run: daemons::clock_skew_daemon,
-        logger: "google-clock-skew",
-        output: Output::System,
-        summary: "set the clock from the hardware clock when the drift token changes",
-        usage: "[-d]",
-    },
-    Applet {
-        name: "google_disk_expand",
-        run: disk_expand::main,
-        logger: "disk-expand",
-        output: Output::System,
-        summary: "grow the root partition and file system to fill the disk",
-        usage: disk_expand::USAGE,
-    },
-    Applet {
-        name: "google_guest_daemon",
-        run: daemons::guest_daemon,
-        logger: "google-guest-daemon",
-        output: Output::System,
-        summary: "all enabled daemons in one process on one metadata watch",
-        usage: "[-d]",
-    },
-    Applet {
-        name: "google_instance_setup",
-        run: not_landed,
-        logger: "instance-setup",
-        output: Output::System,
-        summary: "boot-time setup: config, host keys, boto, local SSD, multiqueue, hostname",
-        usage: "[-d]",
-    },
-    Applet {
-        name: "google_ip_forwarding_daemon",
-        run: daemons::network_daemon,
-        logger: "google-ip-forwarding",
-        output: Output::System,
-        summary: "keep local routes for forwarded and alias IPs",
-        usage: "[-d]",
-    },
+/// Every applet, sorted by name (a unit test keeps it so). Each is declared in its own
+/// module.
+pub(crate) static APPLETS: &[&Applet] = &[
+    &accounts_daemon::APPLET,
+    &clock_skew_daemon::APPLET,
+    &disk_expand::APPLET,
+    &guest_daemon::APPLET,
+    &not_landed::INSTANCE_SETUP,
+    &ip_forwarding_daemon::APPLET,
     #[cfg(feature = "emulator")]
-    Applet {
-        name: "google_metadata_emulator",
-        run: emulator::main,
-        logger: "metadata-emulator",
-        output: Output::Terminal,
-        summary: "a GCE metadata server emulator for tests and demos",
-        usage: emulator::USAGE,
-    },
-    Applet {
-        name: "google_metadata_get",
-        run: metadata_get::main,
-        logger: "google-metadata-get",
-        output: Output::Terminal,
-        summary: "print a metadata value (exit 1 absent, 2 unreachable)",
-        usage: metadata_get::USAGE,
-    },
-    Applet {
-        name: "google_metadata_script_runner",
-        run: script_runner::main,
-        logger: "startup-script",
-        output: Output::System,
-        summary: "run startup or shutdown scripts from metadata",
-        usage: script_runner::USAGE,
-    },
-    Applet {
-        name: "google_network_daemon",
-        run: daemons::network_daemon,
-        logger: "google-networking",
-        output: Output::System,
-        summary: "alias of google_ip_forwarding_daemon (the 2.8 name)",
-        usage: "[-d]",
-    },
-    Applet {
-        name: "google_optimize_local_ssd",
-        run: not_landed,
-        logger: "optimize-local-ssd",
-        output: Output::System,
-        summary: "tune local SSD queues and IRQ affinity",
-        usage: "",
-    },
-    Applet {
-        name: "google_set_multiqueue",
-        run: not_landed,
-        logger: "set-multiqueue",
-        output: Output::System,
-        summary: "spread virtio-net and NVMe interrupts and XPS over the CPUs",
-        usage: "",
-    },
+    &emulator::APPLET,
+    &metadata_get::APPLET,
+    &script_runner::APPLET,
+    &ip_forwarding_daemon::NETWORK_DAEMON_APPLET,
+    &nvme_id::APPLET,
+    &not_landed::OPTIMIZE_LOCAL_SSD,
+    &not_landed::SET_MULTIQUEUE,
 ];
 
 /// Finds an applet by exact name.
-pub fn find(name: &str) -> Option<&'static Applet> {
+pub(crate) fn find(name: &str) -> Option<&'static Applet> {
     APPLETS
         .binary_search_by(|a| a.name.cmp(name))
         .ok()
-        .map(|i| &APPLETS[i])
+        .map(|i| APPLETS[i])
 }
 
 /// The version line: crate version and the git commit it was built from.
-pub fn version_line() -> String {
+pub(crate) fn version_line() -> String {
     format!(
         "{} {} ({})",
         MULTIPLEXER,
         env!("CARGO_PKG_VERSION"),
         env!("GCE_GUEST_COMMIT")
     )
-}
-
-fn not_landed(inv: &Invocation) -> i32 {
-    eprintln!(
-        "{}: not part of this build yet (its issue has not landed)",
-        inv.name
-    );
-    EXIT_NOT_LANDED
 }
 
 fn basename(arg: &OsString) -> String {
@@ -278,7 +191,7 @@ fn multiplexer_options(args: &mut Vec<String>) -> Option<i32> {
             Some(0)
         }
         Some("--list") => {
-            for a in APPLETS {
+            for a in APPLETS.iter() {
                 println!("{}", a.name);
             }
             Some(0)
@@ -303,7 +216,7 @@ fn print_multiplexer_help() {
         MULTIPLEXER
     );
     println!("Applets:");
-    for a in APPLETS {
+    for a in APPLETS.iter() {
         println!("  {:<32} {}", a.name, a.summary);
     }
 }
@@ -362,7 +275,6 @@ fn run_applet(applet: &'static Applet, args: Vec<String>) -> i32 {
     (applet.run)(&Invocation {
         name: applet.name,
         args: rest,
-        debug,
     })
 }
 
@@ -384,7 +296,7 @@ mod tests {
 
     #[test]
     fn every_applet_is_found_by_name() {
-        for a in APPLETS {
+        for a in APPLETS.iter() {
             assert_eq!(find(a.name).map(|f| f.name), Some(a.name));
         }
         assert!(find("google_nothing").is_none());

@@ -6,7 +6,8 @@ use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::sys;
 
 fn c_path(p: &Path) -> Result<CString> {
     CString::new(p.as_os_str().as_bytes())
@@ -38,35 +39,12 @@ pub(super) fn enter(dir: &Path) -> Result<()> {
         if is_mounted(&inner) {
             continue;
         }
-        std::fs::create_dir_all(&inner).map_err(|e| Error::io("create", &inner, e))?;
+        std::fs::create_dir_all(&inner).context("create", &inner)?;
         let src = c_path(&Path::new("/").join(fs))?;
         let dst = c_path(&inner)?;
-        // SAFETY: both paths are valid C strings; the null fstype/data are allowed for MS_BIND.
-        let rc = unsafe {
-            libc::mount(
-                src.as_ptr(),
-                dst.as_ptr(),
-                std::ptr::null(),
-                libc::MS_BIND | libc::MS_REC,
-                std::ptr::null(),
-            )
-        };
-        if rc != 0 {
-            return Err(Error::io(
-                "bind-mount into",
-                &inner,
-                std::io::Error::last_os_error(),
-            ));
-        }
+        sys::bind_mount_recursive(&src, &dst).context("bind-mount into", &inner)?;
     }
     let c = c_path(dir)?;
-    // SAFETY: c is a valid C string.
-    if unsafe { libc::chroot(c.as_ptr()) } != 0 {
-        return Err(Error::io(
-            "chroot into",
-            dir,
-            std::io::Error::last_os_error(),
-        ));
-    }
-    std::env::set_current_dir("/").map_err(|e| Error::io("enter", "/", e))
+    sys::chroot(&c).context("chroot into", dir)?;
+    std::env::set_current_dir("/").context("enter", "/")
 }

@@ -1,13 +1,24 @@
 //! `google_metadata_script_runner --script-type startup|shutdown` (or the Go runner's
 //! positional `startup|shutdown`): runs the metadata scripts, always exits 0.
 
-use super::Invocation;
-use crate::config::Config;
+use std::time::Duration;
+
+use super::{Applet, Invocation, Output};
 use crate::scripts::{self, ScriptType};
+use crate::settings::Settings;
 
-pub(super) const USAGE: &str = "--script-type startup|shutdown  (or: startup|shutdown)";
+pub(crate) static APPLET: Applet = Applet {
+    name: "google_metadata_script_runner",
+    run: main,
+    logger: "startup-script",
+    output: Output::System,
+    summary: "run startup or shutdown scripts from metadata",
+    usage: USAGE,
+};
 
-pub(super) fn main(inv: &Invocation) -> i32 {
+const USAGE: &str = "--script-type startup|shutdown  (or: startup|shutdown)";
+
+fn main(inv: &Invocation) -> i32 {
     let mut opts = getopts::Options::new();
     opts.optopt("", "script-type", "", "startup|shutdown");
     let m = match inv.parse(&opts) {
@@ -24,12 +35,16 @@ pub(super) fn main(inv: &Invocation) -> i32 {
         return inv.usage_error("say which scripts to run: --script-type startup|shutdown");
     };
     crate::log::set_thread_name(kind.logger());
-    let config = Config::load();
-    crate::log::set_console(config.get_bool("Logging", "console"));
-    if !config.get_bool("MetadataScripts", kind.name()) {
+    let settings = Settings::load();
+    let enabled = match kind {
+        ScriptType::Startup => settings.scripts.startup,
+        ScriptType::Shutdown => settings.scripts.shutdown,
+    };
+    if !enabled {
         info!("{} scripts are disabled in the configuration.", kind.name());
         return 0;
     }
-    scripts::run(kind, &config);
+    let network_wait = Duration::from_secs(settings.setup.network_wait_s);
+    scripts::run(kind, &settings.scripts, network_wait);
     0
 }

@@ -5,26 +5,19 @@
 //! `BLKPG_RESIZE_PARTITION` (or `BLKRRPART` when nothing on the disk is mounted), and the
 //! mount table.
 
-use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::fs::{File, OpenOptions};
 use std::io;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt, OpenOptionsExt};
-use std::os::unix::io::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use super::table::{Geometry, ReadAt, SectorWrite};
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::sys;
 
 const SYS_BLOCK: &str = "/sys/class/block";
 const SYS_DEV_BLOCK: &str = "/sys/dev/block";
-
-// ioctl numbers (linux/fs.h, linux/blkpg.h).
-const BLKSSZGET: libc::c_ulong = 0x1268;
-const BLKGETSIZE64: libc::c_ulong = 0x8008_1272;
-const BLKRRPART: libc::c_ulong = 0x125f;
-const BLKPG: libc::c_ulong = 0x1269;
-const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
 
 /// Major and minor number of a device.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,9 +35,9 @@ impl DevNum {
         }
     }
 
-    fn to_raw(self) -> libc::dev_t {
+    fn to_raw(self) -> u64 {
         let (ma, mi) = (u64::from(self.major), u64::from(self.minor));
-        ((ma & 0xfff) << 8 | (ma & !0xfff) << 32 | (mi & 0xff) | (mi & !0xff) << 12) as libc::dev_t
+        (ma & 0xfff) << 8 | (ma & !0xfff) << 32 | (mi & 0xff) | (mi & !0xff) << 12
     }
 
     /// Parses `MAJ:MIN`.
@@ -84,7 +77,7 @@ impl BlockDev {
     /// The device with these numbers, through `/sys/dev/block/MAJ:MIN`.
     pub fn from_dev(dev: DevNum) -> Result<BlockDev> {
         let link = Path::new(SYS_DEV_BLOCK).join(dev.to_string());
-        let sys = std::fs::canonicalize(&link).map_err(|e| Error::io("resolve", &link, e))?;
+        let sys = std::fs::canonicalize(&link).context("resolve", &link)?;
         BlockDev::at(sys)
     }
 
@@ -174,15 +167,7 @@ impl BlockDev {
         let _ = std::fs::remove_file(&made);
         let c = std::ffi::CString::new(made.as_os_str().as_encoded_bytes())
             .map_err(|_| Error::Msg("bad node path".into()))?;
-        // SAFETY: c is a valid NUL-terminated path; mknod has no other preconditions.
-        let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFBLK | 0o600, self.dev.to_raw()) };
-        if rc != 0 {
-            return Err(Error::io(
-                "make a device node",
-                &made,
-                io::Error::last_os_error(),
-            ));
-        }
+        sys::mknod_block(&c, 0o600, self.dev.to_raw()).context("make a device node", &made)?;
         Ok(made)
     }
 
@@ -199,36 +184,29 @@ impl BlockDev {
     }
 }
 
-/// A buffer aligned for `O_DIRECT`.
+/// A zeroed buffer whose bytes start at a multiple of [`ALIGN`], for `O_DIRECT`: a
+/// vector [`ALIGN`] bytes longer than needed, used from its first aligned byte.
 struct Aligned {
-    ptr: *mut u8,
-    layout: Layout,
+    bytes: Vec<u8>,
+    at: usize,
+    len: usize,
 }
 
 const ALIGN: usize = 4096;
 
 impl Aligned {
     fn new(len: usize) -> Result<Aligned> {
-        let layout = Layout::from_size_align(len.max(ALIGN), ALIGN)
-            .map_err(|_| Error::Msg("bad buffer size".into()))?;
-        // SAFETY: the layout has a non-zero size.
-        let ptr = unsafe { alloc_zeroed(layout) };
-        if ptr.is_null() {
-            return Err(Error::Msg("out of memory".into()));
+        let len = len.max(ALIGN);
+        let bytes = vec![0u8; len + ALIGN];
+        let at = bytes.as_ptr().align_offset(ALIGN);
+        if at >= ALIGN {
+            return Err(Error::Msg("cannot align an O_DIRECT buffer".into()));
         }
-        Ok(Aligned { ptr, layout })
+        Ok(Aligned { bytes, at, len })
     }
 
     fn as_mut(&mut self) -> &mut [u8] {
-        // SAFETY: ptr points to layout.size() initialised (zeroed) bytes we own exclusively.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.layout.size()) }
-    }
-}
-
-impl Drop for Aligned {
-    fn drop(&mut self) {
-        // SAFETY: ptr was allocated with this layout and is freed once.
-        unsafe { dealloc(self.ptr, self.layout) }
+        &mut self.bytes[self.at..self.at + self.len]
     }
 }
 
@@ -240,26 +218,6 @@ pub struct Disk {
     pub block: Option<BlockDev>,
     pub geometry: Geometry,
     direct: bool,
-}
-
-fn ioctl_u64(file: &File, request: libc::c_ulong) -> io::Result<u64> {
-    let mut value: u64 = 0;
-    // SAFETY: the request writes one u64 (BLKGETSIZE64) into value, which outlives the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as _, &mut value) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
-}
-
-fn ioctl_int(file: &File, request: libc::c_ulong) -> io::Result<i32> {
-    let mut value: libc::c_int = 0;
-    // SAFETY: the request writes one int (BLKSSZGET) into value, which outlives the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as _, &mut value) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(value)
 }
 
 impl Disk {
@@ -275,7 +233,7 @@ impl Disk {
     }
 
     fn open_with(path: &Path, sector_size: Option<u32>, writable: bool) -> Result<Disk> {
-        let meta = std::fs::metadata(path).map_err(|e| Error::io("stat", path, e))?;
+        let meta = std::fs::metadata(path).context("stat", path)?;
         if meta.file_type().is_block_device() {
             let block = BlockDev::from_dev(DevNum::from_raw(meta.rdev()))?;
             if block.partition_number().is_some() {
@@ -284,23 +242,18 @@ impl Disk {
                     path.display()
                 )));
             }
-            let file = OpenOptions::new()
-                .read(true)
-                .write(writable)
-                .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
-                .open(path)
-                .map_err(|e| Error::io("open", path, e))?;
-            let size_bytes = ioctl_u64(&file, BLKGETSIZE64)
-                .map_err(|e| Error::io("get the size of", path, e))?;
-            let sector_size = ioctl_int(&file, BLKSSZGET)
-                .map_err(|e| Error::io("get the sector size of", path, e))?;
+            let file = sys::open_direct(path, writable).context("open", path)?;
+            let size_bytes =
+                sys::block_device_bytes(file.as_fd()).context("get the size of", path)?;
+            let sector_size =
+                sys::logical_sector_size(file.as_fd()).context("get the sector size of", path)?;
             Ok(Disk {
                 path: path.to_path_buf(),
                 file,
                 block: Some(block),
                 geometry: Geometry {
                     size_bytes,
-                    sector_size: sector_size as u32,
+                    sector_size,
                 },
                 direct: true,
             })
@@ -310,7 +263,7 @@ impl Disk {
                 .write(writable)
                 .custom_flags(libc::O_CLOEXEC)
                 .open(path)
-                .map_err(|e| Error::io("open", path, e))?;
+                .context("open", path)?;
             Ok(Disk {
                 path: path.to_path_buf(),
                 file,
@@ -334,12 +287,10 @@ impl Disk {
     pub fn lock(&self, timeout: Duration) -> Result<()> {
         let deadline = Instant::now() + timeout;
         loop {
-            // SAFETY: the descriptor is valid for the life of self.file.
-            let rc = unsafe { libc::flock(self.file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
-            if rc == 0 {
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
+            let e = match sys::flock_exclusive_nonblocking(self.file.as_fd()) {
+                Ok(()) => return Ok(()),
+                Err(e) => e,
+            };
             if e.raw_os_error() != Some(libc::EWOULDBLOCK) {
                 return Err(Error::io("lock", &self.path, e));
             }
@@ -375,58 +326,19 @@ impl Disk {
         };
         result
             .and_then(|_| self.file.sync_all())
-            .map_err(|e| Error::io("write the partition table to", &self.path, e))
+            .context("write the partition table to", &self.path)
     }
 
     /// Tells the kernel partition `number` now spans `length` bytes from `start`
     /// (`BLKPG_RESIZE_PARTITION`, which works while the partition is mounted).
     pub fn resize_partition(&self, number: u32, start: u64, length: u64) -> io::Result<()> {
-        #[repr(C)]
-        struct BlkpgPartition {
-            start: libc::c_longlong,
-            length: libc::c_longlong,
-            pno: libc::c_int,
-            devname: [libc::c_char; 64],
-            volname: [libc::c_char; 64],
-        }
-        #[repr(C)]
-        struct BlkpgIoctlArg {
-            op: libc::c_int,
-            flags: libc::c_int,
-            datalen: libc::c_int,
-            data: *mut libc::c_void,
-        }
-        let mut part = BlkpgPartition {
-            start: start as libc::c_longlong,
-            length: length as libc::c_longlong,
-            pno: number as libc::c_int,
-            devname: [0; 64],
-            volname: [0; 64],
-        };
-        let mut arg = BlkpgIoctlArg {
-            op: BLKPG_RESIZE_PARTITION,
-            flags: 0,
-            datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
-            data: (&mut part as *mut BlkpgPartition).cast(),
-        };
-        // SAFETY: arg and the partition it points to are valid, correctly laid out
-        // (linux/blkpg.h) and outlive the call.
-        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKPG as _, &mut arg) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        sys::blkpg_resize_partition(self.file.as_fd(), number, start, length)
     }
 
     /// Asks the kernel to re-read the whole table (`BLKRRPART`); fails while any partition
     /// of the disk is in use.
     pub fn reread(&self) -> io::Result<()> {
-        // SAFETY: BLKRRPART takes no argument.
-        let rc = unsafe { libc::ioctl(self.file.as_raw_fd(), BLKRRPART as _, 0) };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        Ok(())
+        sys::reread_partition_table(self.file.as_fd())
     }
 }
 
@@ -508,10 +420,9 @@ pub fn mounts() -> Vec<Mount> {
 
 /// Reads the first `len` bytes of a partition (for its file-system superblock).
 pub fn read_start(node: &Path, len: usize) -> Result<Vec<u8>> {
-    let file = File::open(node).map_err(|e| Error::io("open", node, e))?;
+    let file = File::open(node).context("open", node)?;
     let mut buf = vec![0; len];
-    file.read_exact_at(&mut buf, 0)
-        .map_err(|e| Error::io("read", node, e))?;
+    file.read_exact_at(&mut buf, 0).context("read", node)?;
     Ok(buf)
 }
 

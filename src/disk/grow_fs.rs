@@ -6,23 +6,20 @@
 
 use std::fs::File;
 use std::io;
-use std::os::unix::io::AsRawFd;
+use std::os::fd::AsFd;
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
 use crate::exec;
+use crate::sys;
 
 const EXT_SUPERBLOCK: usize = 1024;
 const EXT_MAGIC: u16 = 0xEF53;
 const EXT_INCOMPAT_64BIT: u32 = 0x80;
 /// Bytes to read from the start of a partition to identify its file system.
 pub const PROBE_BYTES: usize = 4096;
-
-const EXT4_IOC_RESIZE_FS: libc::c_ulong = 0x4008_6610;
-const XFS_IOC_FSGEOMETRY_V1: libc::c_ulong = 0x8070_5864;
-const XFS_IOC_FSGROWFSDATA: libc::c_ulong = 0x4010_586e;
 
 /// How long an external fallback tool may run.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(600);
@@ -128,21 +125,11 @@ pub struct FsTarget<'a> {
     pub offline: bool,
 }
 
-fn ioctl_ptr<T>(file: &File, request: libc::c_ulong, arg: &mut T) -> io::Result<()> {
-    // SAFETY: callers pass the argument type the request expects (see the constants); it
-    // outlives the call.
-    let rc = unsafe { libc::ioctl(file.as_raw_fd(), request as _, arg as *mut T) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
 fn run_tool(program: &str, args: &[&str], ok_codes: &[i32]) -> Result<()> {
     let mut cmd = Command::new(program);
     cmd.args(args);
     let out = exec::run(cmd, TOOL_TIMEOUT)?;
-    if ok_codes.contains(&out.outcome.return_code()) {
+    if ok_codes.contains(&out.outcome.shell_status()) {
         Ok(())
     } else {
         Err(Error::Command {
@@ -201,12 +188,12 @@ fn grow_ext_online(
     dir: &Path,
     node: &str,
 ) -> Result<FsOutcome> {
-    let mut want = partition_bytes / info.block_size;
+    let want = partition_bytes / info.block_size;
     if want <= info.blocks {
         return Ok(FsOutcome::AlreadyFull);
     }
-    let file = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    match ioctl_ptr(&file, EXT4_IOC_RESIZE_FS, &mut want) {
+    let file = File::open(dir).context("open", dir)?;
+    match sys::ext4_resize_fs(file.as_fd(), want) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
             run_tool("resize2fs", &[node], &[0])?;
@@ -227,18 +214,18 @@ fn grow_ext_online(
 }
 
 fn grow_xfs_online(partition_bytes: u64, dir: &Path) -> Result<FsOutcome> {
-    let file = File::open(dir).map_err(|e| Error::io("open", dir, e))?;
-    let mut geometry = [0u8; 112];
-    if let Err(e) = ioctl_ptr(&file, XFS_IOC_FSGEOMETRY_V1, &mut geometry) {
-        if e.raw_os_error() == Some(libc::ENOTTY) {
+    let file = File::open(dir).context("open", dir)?;
+    let geometry = match sys::xfs_geometry_v1(file.as_fd()) {
+        Ok(geometry) => geometry,
+        Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
             run_tool("xfs_growfs", &["-d", &dir.to_string_lossy()], &[0])?;
             return Ok(FsOutcome::Grown {
                 from: 0,
                 to: partition_bytes,
             });
         }
-        return Err(Error::io("read the xfs geometry of", dir, e));
-    }
+        Err(e) => return Err(Error::io("read the xfs geometry of", dir, e)),
+    };
     let le32 = |at: usize| {
         u32::from_ne_bytes([
             geometry[at],
@@ -262,16 +249,7 @@ fn grow_xfs_online(partition_bytes: u64, dir: &Path) -> Result<FsOutcome> {
     if want <= blocks {
         return Ok(FsOutcome::AlreadyFull);
     }
-    #[repr(C)]
-    struct GrowData {
-        newblocks: u64,
-        imaxpct: u32,
-    }
-    let mut arg = GrowData {
-        newblocks: want,
-        imaxpct,
-    };
-    match ioctl_ptr(&file, XFS_IOC_FSGROWFSDATA, &mut arg) {
+    match sys::xfs_grow_data(file.as_fd(), want, imaxpct) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::ENOTTY) => {
             run_tool("xfs_growfs", &["-d", &dir.to_string_lossy()], &[0])?;

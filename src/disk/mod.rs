@@ -8,41 +8,25 @@
 //! `partition` once the partition step is settled, `done` once the file system is too; a
 //! second run in the same boot says so and does nothing.
 
-pub mod crc32;
-pub mod device;
-pub mod gpt;
-pub mod grow_fs;
-pub mod mbr;
+pub(crate) mod crc32;
+pub(crate) mod device;
+pub(crate) mod gpt;
+pub(crate) mod grow_fs;
+pub(crate) mod mbr;
 pub mod table;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::config::Config;
-use crate::error::{Error, Result};
+use crate::error::{Context, Error, Result};
+use crate::settings::SetupSettings;
 use device::{BlockDev, DevNum, Disk};
 use grow_fs::FsOutcome;
 use table::{Decision, ReadAt, MIB};
 
-/// The options `[InstanceSetup]` holds for this feature.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Settings {
-    /// Grow only when at least this many bytes would be gained.
-    pub min_bytes: u64,
-}
-
-/// Reads this feature's options from the configuration (the one place that does).
-pub fn settings(config: &Config) -> Settings {
-    Settings {
-        min_bytes: config
-            .get_u64("InstanceSetup", "disk_expand_min_mib")
-            .saturating_mul(MIB),
-    }
-}
-
 /// Which partition to grow.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Target {
+pub(crate) enum Target {
     /// The root file system's partition (or the kernel command line's `root=`).
     Root,
     /// A disk (block device or image file) and a partition number.
@@ -51,7 +35,7 @@ pub enum Target {
 
 /// One run's request.
 #[derive(Clone, Debug)]
-pub struct Request {
+pub(crate) struct Request {
     pub target: Target,
     /// Print the plan, change nothing.
     pub dry_run: bool,
@@ -64,15 +48,17 @@ pub struct Request {
 }
 
 /// Where automatic runs leave their per-boot markers.
-pub const MARKER_DIR: &str = "/run/google_disk_expand";
+pub(crate) const MARKER_DIR: &str = "/run/google_disk_expand";
 const LOCK_TIMEOUT: Duration = Duration::from_secs(30);
-/// Test hook (the only place it is read): `after-table` makes the process SIGKILL itself
-/// right after the table is written, before the kernel is told and the file system grown.
+/// Test hook (the only place it is read; only in builds with the `test-hooks` feature):
+/// `after-table` makes the process SIGKILL itself right after the table is written, before
+/// the kernel is told and the file system grown.
+#[cfg(feature = "test-hooks")]
 const TEST_KILL_ENV: &str = "GCE_GUEST_TEST_DISK_EXPAND_KILL";
 
 /// What was done, for the exit status.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Status {
+pub(crate) enum Status {
     /// Done, or nothing to do.
     Done,
     /// Left alone on purpose (stacked root, partition not last, doubtful table): logged.
@@ -97,7 +83,7 @@ struct Located {
 }
 
 /// Runs one request.
-pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
+pub(crate) fn run(req: &Request, settings: &SetupSettings) -> Result<Status> {
     let automatic = req.target == Target::Root;
     if automatic
         && !req.dry_run
@@ -158,7 +144,12 @@ pub fn run(req: &Request, settings: &Settings) -> Result<Status> {
 }
 
 /// Plans and applies the partition step; `false` when the disk is left alone on purpose.
-fn partition_step(disk: &Disk, number: u32, req: &Request, settings: &Settings) -> Result<bool> {
+fn partition_step(
+    disk: &Disk,
+    number: u32,
+    req: &Request,
+    settings: &SetupSettings,
+) -> Result<bool> {
     if !req.dry_run {
         disk.lock(LOCK_TIMEOUT)?;
     }
@@ -166,7 +157,7 @@ fn partition_step(disk: &Disk, number: u32, req: &Request, settings: &Settings) 
         disk as &dyn ReadAt,
         disk.geometry,
         number,
-        settings.min_bytes,
+        settings.disk_expand_min_mib.saturating_mul(MIB),
     ) {
         Ok(d) => d,
         Err(why) => {
@@ -216,14 +207,15 @@ fn partition_step(disk: &Disk, number: u32, req: &Request, settings: &Settings) 
     Ok(true)
 }
 
+#[cfg(feature = "test-hooks")]
 fn test_hook_after_table() {
     if std::env::var(TEST_KILL_ENV).as_deref() == Ok("after-table") {
-        // SAFETY: kill on our own pid has no memory-safety preconditions.
-        unsafe {
-            libc::kill(libc::getpid(), libc::SIGKILL);
-        }
+        crate::sys::kill_self(libc::SIGKILL);
     }
 }
+
+#[cfg(not(feature = "test-hooks"))]
+fn test_hook_after_table() {}
 
 /// Makes the kernel's idea of the partition match the table (also after a crash between
 /// the table write and this step): `BLKPG_RESIZE_PARTITION`, checked in sysfs; `BLKRRPART`
@@ -245,9 +237,8 @@ fn tell_kernel(disk: &Disk, decision: &Decision) -> Result<()> {
             );
         }
         Some(part) => {
-            disk.resize_partition(number, start, length).map_err(|e| {
-                Error::io("resize the kernel's partition (BLKPG) on", &disk.path, e)
-            })?;
+            disk.resize_partition(number, start, length)
+                .context("resize the kernel's partition (BLKPG) on", &disk.path)?;
             let now = part.size_512();
             if now != Some(want_512) {
                 return Err(Error::Msg(format!(
@@ -358,7 +349,7 @@ fn fs_step(disk: &Disk, number: u32, req: &Request) -> Result<bool> {
 /// `/` is still the initramfs. `Ok(Err(why))` when the root is not something to grow.
 fn locate_root() -> Result<std::result::Result<Located, String>> {
     use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata("/").map_err(|e| Error::io("stat", "/", e))?;
+    let meta = std::fs::metadata("/").context("stat", "/")?;
     let dev = DevNum::from_raw(meta.dev());
     let root_dev = if dev.major != 0 {
         BlockDev::from_dev(dev)?
@@ -408,7 +399,7 @@ fn stacking_check(root: &BlockDev) -> Result<std::result::Result<Located, String
 }
 
 /// The value of the last `root=` on a kernel command line, without a `block:` prefix.
-pub fn root_spec(cmdline: &str) -> Option<String> {
+pub(crate) fn root_spec(cmdline: &str) -> Option<String> {
     cmdline
         .split_whitespace()
         .rev()
@@ -423,7 +414,7 @@ pub fn root_spec(cmdline: &str) -> Option<String> {
 
 /// A `root=` value in one of the forms resolved without udev.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum RootSpec {
+pub(crate) enum RootSpec {
     Path(PathBuf),
     DevNum(DevNum),
     Uuid(String),
@@ -433,7 +424,7 @@ pub enum RootSpec {
 
 /// Classifies a `root=` value; udev's `/dev/disk/by-*` links are turned into the tags they
 /// stand for (they may not exist before udev has run).
-pub fn parse_root_spec(spec: &str) -> Option<RootSpec> {
+pub(crate) fn parse_root_spec(spec: &str) -> Option<RootSpec> {
     let by = |prefix: &str| spec.strip_prefix(prefix).map(str::to_string);
     if let Some(v) = by("UUID=").or_else(|| by("/dev/disk/by-uuid/")) {
         return Some(RootSpec::Uuid(v));

@@ -26,7 +26,7 @@ fn bad(msg: &str) -> Response {
 
 fn body_json(req: &Request) -> Result<JsonValue, Response> {
     let body = std::str::from_utf8(&req.body).map_err(|_| bad("the body is not UTF-8"))?;
-    crate::mds::parse_json(body).map_err(|e| bad(&format!("the body is not JSON: {}", e)))
+    crate::json::parse_json(body).map_err(|e| bad(&format!("the body is not JSON: {}", e)))
 }
 
 /// Answers one admin request.

@@ -25,6 +25,9 @@ pub enum FaultMode {
     NoEtag,
     /// Answer at once (even a `wait_for_change` request) with the current, unchanged ETag.
     FixedEtag,
+    /// Answer at once (even a `wait_for_change` request) with an ETag never sent before,
+    /// though the document is the same.
+    FreshEtag,
     /// Answer normally but without the `Metadata-Flavor` header.
     NoFlavor,
 }
@@ -40,6 +43,7 @@ pub enum FaultMode {
 /// {"mode":"delay","count":N,"ms":M}        answer normally after M ms (default 1000)
 /// {"mode":"no_etag","count":N}             answer at once (even a watch), no ETag header
 /// {"mode":"fixed_etag","count":N}          answer at once (even a watch), current ETag
+/// {"mode":"fresh_etag","count":N}          answer at once (even a watch), a new ETag
 /// {"mode":"no_flavor","count":N}           normal answer without Metadata-Flavor
 /// ```
 ///
@@ -73,6 +77,7 @@ impl Fault {
             FaultMode::Delay { .. } => "delay",
             FaultMode::NoEtag => "no_etag",
             FaultMode::FixedEtag => "fixed_etag",
+            FaultMode::FreshEtag => "fresh_etag",
             FaultMode::NoFlavor => "no_flavor",
         }
     }
@@ -91,7 +96,8 @@ impl Fault {
             "status" => &["status", "body"],
             "hang" => &["seconds"],
             "delay" => &["ms"],
-            "html" | "truncate" | "reset" | "no_etag" | "fixed_etag" | "no_flavor" => &[],
+            "html" | "truncate" | "reset" | "no_etag" | "fixed_etag" | "fresh_etag"
+            | "no_flavor" => &[],
             other => return Err(format!("unknown fault mode {:?}", other)),
         };
         if let Some(extra) = map
@@ -151,6 +157,7 @@ impl Fault {
             },
             "no_etag" => FaultMode::NoEtag,
             "fixed_etag" => FaultMode::FixedEtag,
+            "fresh_etag" => FaultMode::FreshEtag,
             _ => FaultMode::NoFlavor,
         };
         Ok(Fault { mode, count })

@@ -477,7 +477,7 @@ mod tests {
     #[test]
     fn the_sample_document_parses_and_has_the_promised_keys() {
         let doc: JsonValue = SAMPLE_JSON.parse().expect("sample.json parses");
-        let get = |p: &str| crate::mds::lookup(&doc, p).cloned();
+        let get = |p: &str| crate::json::lookup(&doc, p).cloned();
         assert_eq!(
             get("instance/hostname"),
             Some(JsonValue::String("demo-vm.c.demo-project.internal".into()))
@@ -495,10 +495,10 @@ mod tests {
             get("project/projectId"),
             Some(JsonValue::String("demo-project".into()))
         );
-        let keys = crate::mds::lookup_str(&doc, "instance/attributes/ssh-keys").unwrap();
+        let keys = crate::json::lookup_str(&doc, "instance/attributes/ssh-keys").unwrap();
         assert!(keys.starts_with("alice:ssh-ed25519 AAAAC3NzaC1lZDI1NTE5"));
         assert!(keys.contains("\nbob:ssh-ed25519 ") && keys.contains("google-ssh {"));
-        let project = crate::mds::lookup_str(&doc, "project/attributes/ssh-keys").unwrap();
+        let project = crate::json::lookup_str(&doc, "project/attributes/ssh-keys").unwrap();
         assert!(project.starts_with("carol:"));
     }
 

@@ -4,7 +4,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
-use std::os::unix::io::{AsRawFd, RawFd};
+use std::os::unix::io::{AsFd, AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -55,16 +55,7 @@ impl Conn for TcpStream {
             l_onoff: 1,
             l_linger: 0,
         };
-        // SAFETY: a valid socket fd and a correctly sized linger struct.
-        unsafe {
-            libc::setsockopt(
-                self.as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            );
-        }
+        let _ = crate::sys::setsockopt(self.as_fd(), libc::SOL_SOCKET, libc::SO_LINGER, &linger);
         drop(self);
     }
 }
@@ -86,27 +77,14 @@ impl Conn for UnixStream {
 
 /// Whether the peer has closed its side (a long-poll whose client went away).
 fn peer_gone(fd: RawFd) -> bool {
-    let mut byte = [0u8; 1];
-    // SAFETY: a valid fd and a one-byte buffer; MSG_PEEK leaves the data in place.
-    let n = unsafe {
-        libc::recv(
-            fd,
-            byte.as_mut_ptr().cast(),
-            1,
-            libc::MSG_PEEK | libc::MSG_DONTWAIT,
-        )
-    };
-    if n == 0 {
-        return true;
-    }
-    if n < 0 {
-        let e = io::Error::last_os_error();
-        return !matches!(
+    match crate::sys::peek_nonblocking(fd) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => !matches!(
             e.kind(),
             io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-        );
+        ),
     }
-    false
 }
 
 /// Accepts connections until the emulator stops, each on its own thread.
@@ -283,7 +261,7 @@ fn answer_with_fault<S: Conn>(
         }
         Some(FaultMode::Status { status, body }) => match body {
             Some(b) => {
-                let ctype = if crate::mds::parse_json(b).is_ok() { JSON } else { HTML };
+                let ctype = if crate::json::parse_json(b).is_ok() { JSON } else { HTML };
                 metadata_reply(Response::new(*status, ctype, b.as_bytes()))
             }
             None => error_page(
@@ -303,13 +281,24 @@ fn answer_with_fault<S: Conn>(
             if let Some(FaultMode::Delay { ms }) = other {
                 shared.sleep(Duration::from_millis(*ms));
             }
-            let at_once = matches!(other, Some(FaultMode::NoEtag | FaultMode::FixedEtag));
+            let at_once = matches!(
+                other,
+                Some(FaultMode::NoEtag | FaultMode::FixedEtag | FaultMode::FreshEtag)
+            );
             let Some(mut resp) = answer(shared, req, at_once, &|| peer_gone(fd)) else {
                 shared.log_end(id, 0);
                 return;
             };
             match other {
                 Some(FaultMode::NoEtag) => resp.without("ETag"),
+                Some(FaultMode::FreshEtag) => {
+                    static FRESH: std::sync::atomic::AtomicU64 =
+                        std::sync::atomic::AtomicU64::new(0);
+                    let n = FRESH.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let etag = format!("{}-fresh-{}", resp.header("ETag").unwrap_or("x"), n);
+                    resp.without("ETag");
+                    resp = resp.with("ETag", etag);
+                }
                 Some(FaultMode::NoFlavor) => resp.without("Metadata-Flavor"),
                 _ => {}
             }
@@ -468,17 +457,17 @@ fn is_guest_path(segments: &[String]) -> bool {
 
 /// The access token for service account `account`, if the document has that account.
 fn token(doc: &JsonValue, account: &str) -> Option<String> {
-    let accounts = match crate::mds::lookup(doc, "instance/serviceAccounts") {
+    let accounts = match crate::json::lookup(doc, "instance/serviceAccounts") {
         Some(JsonValue::Object(map)) => map,
         _ => return None,
     };
     let entry = accounts.get(account).or_else(|| {
         accounts.values().find(|sa| {
-            matches!(crate::mds::lookup(sa, "email"), Some(JsonValue::String(e)) if e == account)
+            matches!(crate::json::lookup(sa, "email"), Some(JsonValue::String(e)) if e == account)
         })
     })?;
-    let own = crate::mds::lookup_str(entry, "token");
-    let default = crate::mds::lookup_str(doc, "instance/serviceAccounts/default/token");
+    let own = crate::json::lookup_str(entry, "token");
+    let default = crate::json::lookup_str(doc, "instance/serviceAccounts/default/token");
     Some(own.or(default).unwrap_or(DEFAULT_TOKEN).to_string())
 }
 

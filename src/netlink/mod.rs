@@ -2,7 +2,8 @@
 //! routes, over a raw `NETLINK_ROUTE` socket (no `ip` program, no ioctl).
 //!
 //! - [`wire`]: pure encode/decode of `nlmsghdr`, `rtmsg`, `rtattr` and the control messages.
-//! - [`socket`]: the socket (the only `unsafe`) and request/ack/dump matching.
+//! - [`socket`]: the socket (its system calls through `crate::sys`) and request/ack/dump
+//!   matching.
 //! - [`route`]: owned local routes — add, delete, list — idempotently.
 
 pub mod route;

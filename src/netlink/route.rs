@@ -15,7 +15,7 @@ use super::wire::{
 };
 
 /// How often a dump the kernel flags as interrupted (the table changed meanwhile) is tried.
-pub const DUMP_ATTEMPTS: usize = 5;
+pub(crate) const DUMP_ATTEMPTS: usize = 5;
 
 /// An owned local route: destination prefix and output interface.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -29,7 +29,7 @@ pub struct LocalRoute {
 }
 
 /// The address family number of an address.
-pub fn family_of(addr: &IpAddr) -> u8 {
+pub(crate) fn family_of(addr: &IpAddr) -> u8 {
     if addr.is_ipv4() {
         AF_INET
     } else {
@@ -39,7 +39,7 @@ pub fn family_of(addr: &IpAddr) -> u8 {
 
 /// The route message for `route` as owned by `protocol`: the same fields iproute2 sends for
 /// `ip route add to local DST/LEN dev IF proto P table local`.
-pub fn local_route_message(route: &LocalRoute, protocol: u8) -> RouteMessage {
+pub(crate) fn local_route_message(route: &LocalRoute, protocol: u8) -> RouteMessage {
     RouteMessage {
         dst_len: route.prefix_len,
         table: RT_TABLE_LOCAL,
@@ -56,20 +56,20 @@ pub fn local_route_message(route: &LocalRoute, protocol: u8) -> RouteMessage {
 }
 
 /// The `RTM_NEWROUTE` request adding `route` (create, fail if it exists, ack).
-pub fn add_request(route: &LocalRoute, protocol: u8) -> Vec<u8> {
+pub(crate) fn add_request(route: &LocalRoute, protocol: u8) -> Vec<u8> {
     let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_EXCL | NLM_F_CREATE;
     local_route_message(route, protocol).to_message(RTM_NEWROUTE, flags, 0, 0)
 }
 
 /// The `RTM_DELROUTE` request deleting `route` (ack).
-pub fn delete_request(route: &LocalRoute, protocol: u8) -> Vec<u8> {
+pub(crate) fn delete_request(route: &LocalRoute, protocol: u8) -> Vec<u8> {
     local_route_message(route, protocol).to_message(RTM_DELROUTE, NLM_F_REQUEST | NLM_F_ACK, 0, 0)
 }
 
 /// The `RTM_GETROUTE` dump request iproute2 sends for `ip route show table local proto P`:
 /// a kernel with strict checking filters by table and protocol; others send every route,
 /// so replies are filtered again by [`owned_local_route`].
-pub fn dump_request(family: u8, protocol: u8) -> Vec<u8> {
+pub(crate) fn dump_request(family: u8, protocol: u8) -> Vec<u8> {
     let request = RouteMessage {
         protocol,
         attrs: vec![RouteAttr::Table(RT_TABLE_LOCAL as u32)],

@@ -1,5 +1,5 @@
-//! Talking to the kernel: [`RouteSocket`], the one small type with `unsafe` (a raw
-//! `NETLINK_ROUTE` socket: open, bind, send, receive), and [`Netlink`], which runs requests
+//! Talking to the kernel: [`RouteSocket`], a raw `NETLINK_ROUTE` socket (open, bind, send,
+//! receive, through the wrappers of `crate::sys`), and [`Netlink`], which runs requests
 //! over any [`Transport`]: it numbers them (never 0, increasing), waits for the ack of every
 //! change, collects dumps until `NLMSG_DONE`, and accepts only messages the kernel (sender
 //! port 0) addressed to our port id with the sequence number we are waiting for — stale
@@ -10,17 +10,18 @@
 
 use std::fmt;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 
-use super::wire::{self, classify, DecodeError, Header, Messages, Reply, NLM_F_DUMP_INTR};
+use super::wire::{self, classify, DecodeError, Header, KernelReply, Messages, NLM_F_DUMP_INTR};
+use crate::sys;
 
 /// Receive buffer size: twice the 32 KiB the kernel's netlink documentation recommends for
 /// dumps (the kernel never builds a dump datagram larger than 32 KiB, and acks are small),
 /// so datagrams are read in one call each, without measuring them first. A datagram that
 /// did not fit anyway is reported (`MSG_TRUNC`), never used cut short.
-pub const RECV_BUFFER: usize = 64 * 1024;
+pub(crate) const RECV_BUFFER: usize = 64 * 1024;
 /// How long a reply may take before the request fails (the kernel answers at once).
-pub const REPLY_TIMEOUT_SECS: i64 = 5;
+pub(crate) const REPLY_TIMEOUT_SECS: i64 = 5;
 
 /// `SOL_NETLINK` socket options (from `linux/netlink.h`).
 const SOL_NETLINK: libc::c_int = 270;
@@ -50,7 +51,7 @@ impl NetlinkError {
     }
 
     /// Into the crate's error, naming the operation (`"add a local route"`).
-    pub fn into_error(self, op: &'static str) -> crate::Error {
+    pub(crate) fn into_error(self, op: &'static str) -> crate::Error {
         match self {
             NetlinkError::Kernel { errno, .. } => {
                 crate::Error::sys(op, io::Error::from_raw_os_error(errno))
@@ -106,37 +107,18 @@ pub struct RouteSocket {
     port_id: u32,
 }
 
-fn zeroed_address() -> libc::sockaddr_nl {
-    // SAFETY: sockaddr_nl is plain old data (integers only); all zeroes is a valid value.
-    let mut address: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-    address.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-    address
-}
-
-const ADDRESS_LEN: libc::socklen_t = std::mem::size_of::<libc::sockaddr_nl>() as libc::socklen_t;
-
 impl RouteSocket {
     /// Opens and binds the socket: 32 KiB send and 1 MiB receive buffers, extended acks and
     /// strict dump checking when the kernel has them (older kernels just filter less), and
     /// a receive timeout so a request can never hang a daemon.
     pub fn open() -> Result<RouteSocket, NetlinkError> {
-        let io_error = |op| NetlinkError::Io {
-            op,
-            source: io::Error::last_os_error(),
-        };
-        // SAFETY: socket(2) takes no pointers.
-        let raw = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if raw < 0 {
-            return Err(io_error("open a netlink socket"));
-        }
-        // SAFETY: raw is a descriptor socket(2) just returned; nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
+        let io_error = |op| move |source| NetlinkError::Io { op, source };
+        let fd = sys::socket(
+            libc::AF_NETLINK,
+            libc::SOCK_RAW | libc::SOCK_CLOEXEC,
+            libc::NETLINK_ROUTE,
+        )
+        .map_err(io_error("open a netlink socket"))?;
         let mut socket = RouteSocket { fd, port_id: 0 };
         socket.set_option(libc::SOL_SOCKET, libc::SO_SNDBUF, 32 * 1024);
         socket.set_option(libc::SOL_SOCKET, libc::SO_RCVBUF, 1024 * 1024);
@@ -146,69 +128,28 @@ impl RouteSocket {
             tv_sec: REPLY_TIMEOUT_SECS as _,
             tv_usec: 0,
         };
-        socket
-            .setsockopt(libc::SOL_SOCKET, libc::SO_RCVTIMEO, &timeout)
-            .map_err(|source| NetlinkError::Io {
-                op: "set the netlink receive timeout",
-                source,
-            })?;
-        let address = zeroed_address();
-        // SAFETY: the pointer and length describe `address`, alive for the call.
-        let bound = unsafe {
-            libc::bind(
-                socket.fd.as_raw_fd(),
-                (&address as *const libc::sockaddr_nl).cast(),
-                ADDRESS_LEN,
-            )
-        };
-        if bound != 0 {
-            return Err(io_error("bind the netlink socket"));
-        }
-        let mut assigned = zeroed_address();
-        let mut len = ADDRESS_LEN;
-        // SAFETY: the pointers describe `assigned` and its length, alive for the call.
-        let named = unsafe {
-            libc::getsockname(
-                socket.fd.as_raw_fd(),
-                (&mut assigned as *mut libc::sockaddr_nl).cast(),
-                &mut len,
-            )
-        };
-        if named != 0 {
-            return Err(io_error("read the netlink port id"));
-        }
-        if len != ADDRESS_LEN || assigned.nl_family != libc::AF_NETLINK as libc::sa_family_t {
-            return Err(NetlinkError::Io {
+        sys::setsockopt(
+            socket.fd.as_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            &timeout,
+        )
+        .map_err(io_error("set the netlink receive timeout"))?;
+        sys::bind_netlink(socket.fd.as_fd(), &sys::netlink_address())
+            .map_err(io_error("bind the netlink socket"))?;
+        let assigned = sys::netlink_name(socket.fd.as_fd())
+            .map_err(io_error("read the netlink port id"))?
+            .ok_or_else(|| NetlinkError::Io {
                 op: "read the netlink port id",
                 source: io::Error::new(io::ErrorKind::InvalidData, "unexpected address"),
-            });
-        }
+            })?;
         socket.port_id = assigned.nl_pid;
         Ok(socket)
     }
 
-    /// Sets a socket option to `value`.
-    fn setsockopt<T>(&self, level: libc::c_int, name: libc::c_int, value: &T) -> io::Result<()> {
-        // SAFETY: the pointer and length describe `value`, alive for the call.
-        let result = unsafe {
-            libc::setsockopt(
-                self.fd.as_raw_fd(),
-                level,
-                name,
-                (value as *const T).cast(),
-                std::mem::size_of::<T>() as libc::socklen_t,
-            )
-        };
-        if result == 0 {
-            Ok(())
-        } else {
-            Err(io::Error::last_os_error())
-        }
-    }
-
     /// Sets an integer socket option; failures are ignored (old kernels lack some).
     fn set_option(&mut self, level: libc::c_int, name: libc::c_int, value: libc::c_int) {
-        if let Err(e) = self.setsockopt(level, name, &value) {
+        if let Err(e) = sys::setsockopt(self.fd.as_fd(), level, name, &value) {
             debug!("netlink socket option {}/{} not set: {}", level, name, e);
         }
     }
@@ -220,31 +161,18 @@ impl Transport for RouteSocket {
     }
 
     fn send(&mut self, datagram: &[u8]) -> io::Result<()> {
-        let kernel = zeroed_address();
+        let kernel = sys::netlink_address();
         loop {
-            // SAFETY: the pointers and lengths describe `datagram` and `kernel`, alive for the call.
-            let sent = unsafe {
-                libc::sendto(
-                    self.fd.as_raw_fd(),
-                    datagram.as_ptr().cast(),
-                    datagram.len(),
-                    0,
-                    (&kernel as *const libc::sockaddr_nl).cast(),
-                    ADDRESS_LEN,
-                )
-            };
-            if sent >= 0 {
-                if sent as usize != datagram.len() {
+            match sys::sendto_netlink(self.fd.as_fd(), datagram, &kernel) {
+                Ok(sent) if sent != datagram.len() => {
                     return Err(io::Error::new(
                         io::ErrorKind::WriteZero,
                         "short netlink send",
-                    ));
+                    ))
                 }
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
+                Ok(_) => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             }
         }
     }
@@ -254,37 +182,20 @@ impl Transport for RouteSocket {
         buf.reserve(RECV_BUFFER);
         let room = buf.capacity();
         loop {
-            let mut sender = zeroed_address();
-            let mut sender_len = ADDRESS_LEN;
-            // SAFETY: `buf` owns `room` bytes of (spare) capacity starting at its pointer;
-            // `sender` and `sender_len` are ours; all stay alive for the call.
-            let got = unsafe {
-                libc::recvfrom(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    room,
-                    libc::MSG_TRUNC,
-                    (&mut sender as *mut libc::sockaddr_nl).cast(),
-                    &mut sender_len,
-                )
+            let (got, sender) = match sys::recvfrom_netlink(self.fd.as_fd(), buf) {
+                Ok(received) => received,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
             };
-            if got < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(e);
-            }
             // With MSG_TRUNC the result is the datagram's full length, even if cut.
-            if got as usize > room {
+            if got > room {
+                buf.clear();
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,
                     "netlink datagram larger than the receive buffer",
                 ));
             }
-            // SAFETY: the kernel wrote the first `got` (<= capacity) bytes of the buffer.
-            unsafe { buf.set_len(got as usize) };
-            return Ok(sender.nl_pid);
+            return Ok(sender);
         }
     }
 }
@@ -335,8 +246,9 @@ impl<T: Transport> Netlink<T> {
         }
     }
 
+    #[cfg(test)]
     /// The transport (tests look at what was sent).
-    pub fn transport(&self) -> &T {
+    pub(crate) fn transport(&self) -> &T {
         &self.transport
     }
 
@@ -360,7 +272,7 @@ impl<T: Transport> Netlink<T> {
     fn exchange(
         &mut self,
         request: &mut [u8],
-        mut on_reply: impl FnMut(&Header, Reply<'_>) -> Result<Flow, NetlinkError>,
+        mut on_reply: impl FnMut(&Header, KernelReply<'_>) -> Result<Flow, NetlinkError>,
     ) -> Result<(), NetlinkError> {
         if request.len() < wire::HEADER_LEN {
             return Err(DecodeError {
@@ -409,7 +321,7 @@ impl<T: Transport> Netlink<T> {
         datagram: &[u8],
         port: u32,
         seq: u32,
-        on_reply: &mut impl FnMut(&Header, Reply<'_>) -> Result<Flow, NetlinkError>,
+        on_reply: &mut impl FnMut(&Header, KernelReply<'_>) -> Result<Flow, NetlinkError>,
     ) -> Result<Flow, NetlinkError> {
         for message in Messages::new(datagram) {
             let (header, payload) = message?;
@@ -428,10 +340,12 @@ impl<T: Transport> Netlink<T> {
     /// back as [`NetlinkError::Kernel`].
     pub fn request(&mut self, request: &mut [u8]) -> Result<(), NetlinkError> {
         self.exchange(request, |_, reply| match reply {
-            Reply::Ack => Ok(Flow::Finished),
-            Reply::Error { errno, message } => Err(NetlinkError::Kernel { errno, message }),
-            Reply::Overrun => Err(NetlinkError::Overrun),
-            Reply::Done { .. } | Reply::Noop | Reply::Data { .. } => Ok(Flow::More),
+            KernelReply::Ack => Ok(Flow::Finished),
+            KernelReply::Error { errno, message } => Err(NetlinkError::Kernel { errno, message }),
+            KernelReply::Overrun => Err(NetlinkError::Overrun),
+            KernelReply::Done { .. } | KernelReply::Noop | KernelReply::Data { .. } => {
+                Ok(Flow::More)
+            }
         })
     }
 
@@ -450,15 +364,19 @@ impl<T: Transport> Netlink<T> {
                 status.interrupted = true;
             }
             match reply {
-                Reply::Done { errno: 0 } => Ok(Flow::Finished),
-                Reply::Done { errno } => Err(NetlinkError::Kernel {
+                KernelReply::Done { errno: 0 } => Ok(Flow::Finished),
+                KernelReply::Done { errno } => Err(NetlinkError::Kernel {
                     errno,
                     message: None,
                 }),
-                Reply::Error { errno, message } => Err(NetlinkError::Kernel { errno, message }),
-                Reply::Overrun => Err(NetlinkError::Overrun),
-                Reply::Data { kind, payload } => on_message(kind, payload).map(|()| Flow::More),
-                Reply::Ack | Reply::Noop => Ok(Flow::More),
+                KernelReply::Error { errno, message } => {
+                    Err(NetlinkError::Kernel { errno, message })
+                }
+                KernelReply::Overrun => Err(NetlinkError::Overrun),
+                KernelReply::Data { kind, payload } => {
+                    on_message(kind, payload).map(|()| Flow::More)
+                }
+                KernelReply::Ack | KernelReply::Noop => Ok(Flow::More),
             }
         })?;
         Ok(status)
@@ -482,10 +400,10 @@ pub(crate) mod fake {
     pub const PORT: u32 = 4242;
 
     /// A datagram and the port id it comes from.
-    pub type Datagram = (u32, Vec<u8>);
+    pub(crate) type Datagram = (u32, Vec<u8>);
 
     /// A fake socket: `answer(request)` gives the datagrams to queue for reading.
-    pub struct FakeKernel<F: FnMut(&[u8]) -> Vec<Datagram>> {
+    pub(crate) struct FakeKernel<F: FnMut(&[u8]) -> Vec<Datagram>> {
         pub answer: F,
         pub sent: Vec<Vec<u8>>,
         pub queue: VecDeque<Datagram>,
@@ -529,7 +447,7 @@ pub(crate) mod fake {
     }
 
     /// The kernel's answer to `request`: an ack for errno 0, else an error echoing it.
-    pub fn error_reply(request: &[u8], errno: i32) -> Vec<u8> {
+    pub(crate) fn error_reply(request: &[u8], errno: i32) -> Vec<u8> {
         let h = header(request);
         let (flags, echoed) = if errno == 0 {
             (NLM_F_CAPPED, &request[..HEADER_LEN])

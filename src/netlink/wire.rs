@@ -14,58 +14,60 @@ use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// Size of `struct nlmsghdr`.
-pub const HEADER_LEN: usize = 16;
+pub(crate) const HEADER_LEN: usize = 16;
 /// Size of `struct rtmsg`.
-pub const RTMSG_LEN: usize = 12;
+pub(crate) const RTMSG_LEN: usize = 12;
 /// Size of `struct rtattr`.
-pub const ATTR_HEADER_LEN: usize = 4;
+pub(crate) const ATTR_HEADER_LEN: usize = 4;
 
 /// Message types (`nlmsg_type`).
-pub const NLMSG_NOOP: u16 = 1;
-pub const NLMSG_ERROR: u16 = 2;
-pub const NLMSG_DONE: u16 = 3;
-pub const NLMSG_OVERRUN: u16 = 4;
-pub const RTM_NEWROUTE: u16 = 24;
-pub const RTM_DELROUTE: u16 = 25;
-pub const RTM_GETROUTE: u16 = 26;
+pub(crate) const NLMSG_NOOP: u16 = 1;
+pub(crate) const NLMSG_ERROR: u16 = 2;
+pub(crate) const NLMSG_DONE: u16 = 3;
+pub(crate) const NLMSG_OVERRUN: u16 = 4;
+pub(crate) const RTM_NEWROUTE: u16 = 24;
+pub(crate) const RTM_DELROUTE: u16 = 25;
+pub(crate) const RTM_GETROUTE: u16 = 26;
 
 /// Header flags (`nlmsg_flags`).
-pub const NLM_F_REQUEST: u16 = 0x01;
-pub const NLM_F_MULTI: u16 = 0x02;
-pub const NLM_F_ACK: u16 = 0x04;
-pub const NLM_F_DUMP_INTR: u16 = 0x10;
-pub const NLM_F_DUMP_FILTERED: u16 = 0x20;
-pub const NLM_F_DUMP: u16 = 0x300;
-pub const NLM_F_EXCL: u16 = 0x200;
-pub const NLM_F_CREATE: u16 = 0x400;
+pub(crate) const NLM_F_REQUEST: u16 = 0x01;
+#[cfg(test)]
+pub(crate) const NLM_F_MULTI: u16 = 0x02;
+pub(crate) const NLM_F_ACK: u16 = 0x04;
+pub(crate) const NLM_F_DUMP_INTR: u16 = 0x10;
+#[cfg(test)]
+pub(crate) const NLM_F_DUMP_FILTERED: u16 = 0x20;
+pub(crate) const NLM_F_DUMP: u16 = 0x300;
+pub(crate) const NLM_F_EXCL: u16 = 0x200;
+pub(crate) const NLM_F_CREATE: u16 = 0x400;
 /// On an `NLMSG_ERROR`: only the request's header is echoed back.
-pub const NLM_F_CAPPED: u16 = 0x100;
+pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 /// On an `NLMSG_ERROR`: extended-ack attributes follow the echoed request.
-pub const NLM_F_ACK_TLVS: u16 = 0x200;
+pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 
 /// Route attribute types (`rta_type`).
-pub const RTA_DST: u16 = 1;
-pub const RTA_OIF: u16 = 4;
-pub const RTA_PREFSRC: u16 = 7;
-pub const RTA_PRIORITY: u16 = 6;
-pub const RTA_TABLE: u16 = 15;
+pub(crate) const RTA_DST: u16 = 1;
+pub(crate) const RTA_OIF: u16 = 4;
+pub(crate) const RTA_PREFSRC: u16 = 7;
+pub(crate) const RTA_PRIORITY: u16 = 6;
+pub(crate) const RTA_TABLE: u16 = 15;
 
 /// Extended-ack attribute holding the kernel's error message.
-pub const NLMSGERR_ATTR_MSG: u16 = 1;
+pub(crate) const NLMSGERR_ATTR_MSG: u16 = 1;
 
 /// Address families (`rtm_family`).
 pub const AF_INET: u8 = 2;
 pub const AF_INET6: u8 = 10;
 
 /// Routing tables, scopes, route types.
-pub const RT_TABLE_UNSPEC: u8 = 0;
-pub const RT_TABLE_LOCAL: u8 = 255;
-pub const RT_SCOPE_UNIVERSE: u8 = 0;
-pub const RT_SCOPE_HOST: u8 = 254;
-pub const RTN_LOCAL: u8 = 2;
+pub(crate) const RT_TABLE_UNSPEC: u8 = 0;
+pub(crate) const RT_TABLE_LOCAL: u8 = 255;
+pub(crate) const RT_SCOPE_UNIVERSE: u8 = 0;
+pub(crate) const RT_SCOPE_HOST: u8 = 254;
+pub(crate) const RTN_LOCAL: u8 = 2;
 
 /// Rounds `len` up to the 4-byte boundary netlink aligns messages and attributes to.
-pub const fn align4(len: usize) -> usize {
+pub(crate) const fn align4(len: usize) -> usize {
     (len + 3) & !3
 }
 
@@ -179,7 +181,7 @@ impl MessageBuilder {
 
     /// Appends one attribute: `rta_len` counts header and payload but not the padding.
     /// A payload too long for the 16-bit length is cut at the largest length that fits.
-    pub fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut MessageBuilder {
+    pub(crate) fn attr(&mut self, kind: u16, payload: &[u8]) -> &mut MessageBuilder {
         let payload = &payload[..payload.len().min(u16::MAX as usize - ATTR_HEADER_LEN)];
         let len = (ATTR_HEADER_LEN + payload.len()) as u16;
         self.buf.extend_from_slice(&len.to_ne_bytes());
@@ -251,7 +253,7 @@ impl<'a> Iterator for Messages<'a> {
 
 /// The attributes in a run of `rtattr`s: each its type and payload. Yields one error and
 /// stops at the first impossible length.
-pub struct Attrs<'a> {
+pub(crate) struct Attrs<'a> {
     data: &'a [u8],
     offset: usize,
     base: usize,
@@ -497,7 +499,7 @@ impl RouteMessage {
 
 /// What a received message means to a requester.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Reply<'a> {
+pub enum KernelReply<'a> {
     /// `NLMSG_ERROR` with error 0: the request succeeded.
     Ack,
     /// `NLMSG_ERROR` with an error: `errno` (positive) and the extended-ack message, if any.
@@ -539,7 +541,7 @@ fn ext_ack_message(header: &Header, payload: &[u8]) -> Option<String> {
 }
 
 /// Classifies one message of a reply.
-pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<Reply<'a>, DecodeError> {
+pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<KernelReply<'a>, DecodeError> {
     match header.kind {
         NLMSG_ERROR => {
             // struct nlmsgerr: int error, then (at least the header of) the request.
@@ -551,9 +553,9 @@ pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<Reply<'a>, Dec
             }
             let raw = u32_at(payload, 0).unwrap_or(0) as i32;
             if raw == 0 {
-                Ok(Reply::Ack)
+                Ok(KernelReply::Ack)
             } else {
-                Ok(Reply::Error {
+                Ok(KernelReply::Error {
                     errno: errno_of(raw),
                     message: ext_ack_message(header, payload),
                 })
@@ -562,13 +564,13 @@ pub fn classify<'a>(header: &Header, payload: &'a [u8]) -> Result<Reply<'a>, Dec
         NLMSG_DONE => {
             // Old kernels send an empty payload; newer ones an int, negative on failure.
             let raw = u32_at(payload, 0).unwrap_or(0) as i32;
-            Ok(Reply::Done {
+            Ok(KernelReply::Done {
                 errno: if raw < 0 { errno_of(raw) } else { 0 },
             })
         }
-        NLMSG_NOOP => Ok(Reply::Noop),
-        NLMSG_OVERRUN => Ok(Reply::Overrun),
-        kind => Ok(Reply::Data { kind, payload }),
+        NLMSG_NOOP => Ok(KernelReply::Noop),
+        NLMSG_OVERRUN => Ok(KernelReply::Overrun),
+        kind => Ok(KernelReply::Data { kind, payload }),
     }
 }
 
@@ -577,7 +579,7 @@ pub(crate) mod fixtures {
     //! The byte fixtures in `tests/data/netlink/`, captured from iproute2 by `capture.sh`.
 
     /// One captured datagram: `true` when iproute2 sent it, `false` when it received it.
-    pub type Datagram = (bool, Vec<u8>);
+    pub(crate) type Datagram = (bool, Vec<u8>);
 
     /// Parses a fixture file: `#` comments, then `send`/`recv` lines each followed by hex.
     pub fn parse(text: &str) -> Vec<Datagram> {
@@ -724,13 +726,13 @@ mod tests {
     #[test]
     fn acks_and_errors_decode_and_reencode() {
         for (name, datagrams, expected) in [
-            ("add_v4", fixture!("add_v4"), Reply::Ack),
-            ("del_v4", fixture!("del_v4"), Reply::Ack),
-            ("add_v6", fixture!("add_v6"), Reply::Ack),
+            ("add_v4", fixture!("add_v4"), KernelReply::Ack),
+            ("del_v4", fixture!("del_v4"), KernelReply::Ack),
+            ("add_v6", fixture!("add_v6"), KernelReply::Ack),
             (
                 "add_v4_exists",
                 fixture!("add_v4_exists"),
-                Reply::Error {
+                KernelReply::Error {
                     errno: libc::EEXIST,
                     message: None,
                 },
@@ -738,7 +740,7 @@ mod tests {
             (
                 "del_v4_missing",
                 fixture!("del_v4_missing"),
-                Reply::Error {
+                KernelReply::Error {
                     errno: libc::ESRCH,
                     message: None,
                 },
@@ -758,13 +760,13 @@ mod tests {
             assert_eq!(classify(&header, payload).unwrap(), expected, "{}", name);
             // The other direction: an ack echoes the request header only (NLM_F_CAPPED);
             // an error echoes the whole request.
-            let (flags, echoed) = if expected == Reply::Ack {
+            let (flags, echoed) = if expected == KernelReply::Ack {
                 (NLM_F_CAPPED, &request[..HEADER_LEN])
             } else {
                 (0, &request[..])
             };
             let errno = match expected {
-                Reply::Error { errno, .. } => -errno,
+                KernelReply::Error { errno, .. } => -errno,
                 _ => 0,
             };
             let mut message = MessageBuilder::new(NLMSG_ERROR, flags, header.seq, header.port);
@@ -847,7 +849,7 @@ mod tests {
         assert_eq!(done.kind, NLMSG_DONE);
         assert_eq!(
             classify(done, &[0, 0, 0, 0]).unwrap(),
-            Reply::Done { errno: 0 }
+            KernelReply::Done { errno: 0 }
         );
 
         // Unfiltered: kernel routes (with RTA_PREFSRC) and another protocol's route decode too.
@@ -963,25 +965,28 @@ mod tests {
         };
         assert_eq!(
             classify(&header(NLMSG_DONE, NLM_F_MULTI), &[]).unwrap(),
-            Reply::Done { errno: 0 }
+            KernelReply::Done { errno: 0 }
         );
         let minus_enobufs = (-libc::ENOBUFS).to_ne_bytes();
         assert_eq!(
             classify(&header(NLMSG_DONE, 0), &minus_enobufs).unwrap(),
-            Reply::Done {
+            KernelReply::Done {
                 errno: libc::ENOBUFS
             }
         );
-        assert_eq!(classify(&header(NLMSG_NOOP, 0), &[]).unwrap(), Reply::Noop);
+        assert_eq!(
+            classify(&header(NLMSG_NOOP, 0), &[]).unwrap(),
+            KernelReply::Noop
+        );
         assert_eq!(
             classify(&header(NLMSG_OVERRUN, 0), &[]).unwrap(),
-            Reply::Overrun
+            KernelReply::Overrun
         );
         assert!(classify(&header(NLMSG_ERROR, 0), &[0; 8]).is_err());
         let mut weird = i32::MIN.to_ne_bytes().to_vec();
         weird.extend_from_slice(&[0; HEADER_LEN]);
         assert!(
-            matches!(classify(&header(NLMSG_ERROR, 0), &weird).unwrap(), Reply::Error { errno, .. } if errno > 0)
+            matches!(classify(&header(NLMSG_ERROR, 0), &weird).unwrap(), KernelReply::Error { errno, .. } if errno > 0)
         );
     }
 
@@ -1002,7 +1007,7 @@ mod tests {
         let (header, payload) = only_message(&reply);
         assert_eq!(
             classify(&header, payload).unwrap(),
-            Reply::Error {
+            KernelReply::Error {
                 errno: libc::EINVAL,
                 message: Some("Invalid prefix length".into())
             }
@@ -1017,7 +1022,7 @@ mod tests {
         let (header, payload) = only_message(&reply);
         assert_eq!(
             classify(&header, payload).unwrap(),
-            Reply::Error {
+            KernelReply::Error {
                 errno: libc::EINVAL,
                 message: Some("bad".into())
             }

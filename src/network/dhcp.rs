@@ -1,5 +1,5 @@
-//! Bringing up secondary NICs and DHCPv6 on the primary NIC (SPEC §5, Py§9.3): which
-//! commands to run is decided by pure functions; [`run_steps`] runs them.
+//! Bringing up secondary NICs and DHCPv6 on the primary NIC, as the 2.8 network setup did:
+//! which commands to run is decided by pure functions; [`run_steps`] runs them.
 //!
 //! - Secondary NICs, when the set of them changes: `[NetworkInterfaces] dhcp_command` if set
 //!   (split on spaces, no shell, no interface names appended — as 2.8 ran it), else

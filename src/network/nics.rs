@@ -7,7 +7,7 @@ use std::path::Path;
 use super::plan::normalize_mac;
 
 /// Where the kernel lists network interfaces.
-pub const SYS_CLASS_NET: &str = "/sys/class/net";
+pub(crate) const SYS_CLASS_NET: &str = "/sys/class/net";
 
 /// One network interface.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -24,7 +24,7 @@ pub struct Link {
 /// a MAC address and an index. An interface that vanishes while it is read, or has no
 /// Ethernet-style address (`lo` has `00:00:00:00:00:00`, tunnels have none), is left out;
 /// only an unreadable directory is an error.
-pub fn read_links(dir: &Path) -> io::Result<Vec<Link>> {
+pub(crate) fn read_links(dir: &Path) -> io::Result<Vec<Link>> {
     let mut links = Vec::new();
     for entry in std::fs::read_dir(dir)? {
         let Ok(entry) = entry else { continue };
@@ -48,7 +48,7 @@ pub fn read_links(dir: &Path) -> io::Result<Vec<Link>> {
 
 /// The interface with MAC address `mac` (lower case). Several may share one (a VLAN on its
 /// parent, a bond on its slaves): the lowest index wins, the one created first.
-pub fn find_by_mac<'a>(links: &'a [Link], mac: &str) -> Option<&'a Link> {
+pub(crate) fn find_by_mac<'a>(links: &'a [Link], mac: &str) -> Option<&'a Link> {
     links
         .iter()
         .filter(|l| l.mac == mac)

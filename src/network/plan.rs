@@ -7,6 +7,13 @@
 //! for its family, host bits set under the prefix, or a `/0` is refused with a reason; a NIC
 //! with refused values gets its missing routes added but none removed that round, so a
 //! malformed entry can never make the daemon drop routes it should keep.
+//!
+//! Some destinations are never made local whatever metadata says, because such a route
+//! would take traffic the machine itself needs: loopback, link-local (169.254.0.0/16 holds
+//! the metadata server; fe80::/10), multicast, the unspecified and the broadcast address, and
+//! ranges wider than /8 (IPv4) or /16 (IPv6) — `0.0.0.0/1` plus `128.0.0.0/1` would make
+//! every address local. A range that overlaps one of those blocks is refused too. Such a
+//! route found among ours in the kernel is removed even in a round that holds removals back.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -36,6 +43,18 @@ pub enum Refusal {
     HostBitsSet,
     /// `/0` would make every address local.
     EverythingLocal,
+    /// A range wider than /8 (IPv4) or /16 (IPv6).
+    TooWide,
+    /// Loopback (127.0.0.0/8, ::1) or a range over it.
+    Loopback,
+    /// Link-local (169.254.0.0/16, fe80::/10), where the metadata server lives.
+    LinkLocal,
+    /// Multicast (224.0.0.0/4, ff00::/8).
+    Multicast,
+    /// The unspecified address (0.0.0.0, ::).
+    Unspecified,
+    /// The limited broadcast address 255.255.255.255.
+    Broadcast,
 }
 
 impl Refusal {
@@ -47,6 +66,14 @@ impl Refusal {
             Refusal::BadPrefix => "bad prefix length",
             Refusal::HostBitsSet => "address bits set beyond the prefix",
             Refusal::EverythingLocal => "a /0 range would make every address local",
+            Refusal::TooWide => "a range wider than /8 (IPv4) or /16 (IPv6) is never made local",
+            Refusal::Loopback => "loopback addresses are never made local routes",
+            Refusal::LinkLocal => {
+                "link-local addresses (the metadata server's) are never made local routes"
+            }
+            Refusal::Multicast => "multicast addresses are never made local routes",
+            Refusal::Unspecified => "the unspecified address is never made a local route",
+            Refusal::Broadcast => "the broadcast address is never made a local route",
         }
     }
 }
@@ -57,6 +84,59 @@ fn max_len(addr: &IpAddr) -> u8 {
     } else {
         128
     }
+}
+
+/// The blocks no route of ours may cover or touch, with the refusal each one gives.
+const RESERVED_V4: &[(u32, u8, Refusal)] = &[
+    (0x0000_0000, 32, Refusal::Unspecified),
+    (0x7f00_0000, 8, Refusal::Loopback),
+    (0xa9fe_0000, 16, Refusal::LinkLocal),
+    (0xe000_0000, 4, Refusal::Multicast),
+    (0xffff_ffff, 32, Refusal::Broadcast),
+];
+const RESERVED_V6: &[(u128, u8, Refusal)] = &[
+    (0, 128, Refusal::Unspecified),
+    (1, 128, Refusal::Loopback),
+    (0xfe80 << 112, 10, Refusal::LinkLocal),
+    (0xff00 << 112, 8, Refusal::Multicast),
+];
+/// The widest ranges a route of ours may have, per family.
+const WIDEST_V4: u8 = 8;
+const WIDEST_V6: u8 = 16;
+
+/// Whether two prefixes of one family share an address: the shorter one holds the other's
+/// network address. `bits` is the family's width.
+fn overlaps(a: u128, a_len: u8, b: u128, b_len: u8, bits: u8) -> bool {
+    let shorter = a_len.min(b_len);
+    let mask = if shorter == 0 {
+        0
+    } else {
+        u128::MAX << (128 - u32::from(shorter)) >> (128 - u32::from(bits))
+    };
+    a & mask == b & mask
+}
+
+/// Why a well-formed prefix must still never become a local route, if it must not.
+fn unsafe_destination(addr: &IpAddr, len: u8) -> Option<Refusal> {
+    let (value, bits, widest, reserved): (u128, u8, u8, Vec<(u128, u8, Refusal)>) = match addr {
+        IpAddr::V4(a) => (
+            u128::from(u32::from(*a)),
+            32,
+            WIDEST_V4,
+            RESERVED_V4
+                .iter()
+                .map(|&(n, l, r)| (u128::from(n), l, r))
+                .collect(),
+        ),
+        IpAddr::V6(a) => (u128::from(*a), 128, WIDEST_V6, RESERVED_V6.to_vec()),
+    };
+    if len < widest {
+        return Some(Refusal::TooWide);
+    }
+    reserved
+        .iter()
+        .find(|&&(n, l, _)| overlaps(value, len, n, l, bits))
+        .map(|&(_, _, refusal)| refusal)
 }
 
 fn host_bits_set(addr: &IpAddr, len: u8) -> bool {
@@ -101,11 +181,20 @@ impl Prefix {
         if host_bits_set(&addr, len) {
             return Err(Refusal::HostBitsSet);
         }
+        if let Some(refusal) = unsafe_destination(&addr, len) {
+            return Err(refusal);
+        }
         Ok(Prefix { addr, len })
     }
 
+    /// Whether this may be a local route of ours (see the module doc); a route of ours in
+    /// the kernel that may not is always removed.
+    pub(crate) fn is_safe_destination(&self) -> bool {
+        unsafe_destination(&self.addr, self.len).is_none()
+    }
+
     /// Whether this is one address rather than a range.
-    pub fn is_single(&self) -> bool {
+    pub(crate) fn is_single(&self) -> bool {
         self.len == max_len(&self.addr)
     }
 }
@@ -124,14 +213,14 @@ impl fmt::Display for Prefix {
 /// Which metadata lists besides `forwardedIps` and `forwardedIpv6s` are wanted
 /// (`[IpForwarding] target_instance_ips` and `ip_aliases`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct AddressOptions {
+pub(crate) struct AddressOptions {
     pub target_instance_ips: bool,
     pub ip_aliases: bool,
 }
 
 /// A metadata value that was not used, and why.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Refused {
+pub(crate) struct Refused {
     /// The list it was in (`forwardedIps`, ...), or `networkInterfaces` for the entry itself.
     pub field: &'static str,
     /// The value as JSON text, cut to a printable length.
@@ -142,7 +231,7 @@ pub struct Refused {
 
 /// One entry of `instance.networkInterfaces`, read.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct NicEntry {
+pub(crate) struct NicEntry {
     /// Its position in the list (0 is the primary NIC).
     pub index: usize,
     /// Its MAC address in lower case, when the entry has a usable one.
@@ -157,7 +246,7 @@ pub struct NicEntry {
 
 /// Why `instance.networkInterfaces` could not be read at all.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Unreadable {
+pub(crate) enum Unreadable {
     /// The document has no `instance.networkInterfaces`.
     Missing,
     /// It is there but not a list.
@@ -191,7 +280,7 @@ fn shown(value: &JsonValue) -> String {
 }
 
 /// A MAC address in lower case, if `text` is six colon-separated hex octets.
-pub fn normalize_mac(text: &str) -> Option<String> {
+pub(crate) fn normalize_mac(text: &str) -> Option<String> {
     let text = text.trim();
     let octets: Vec<&str> = text.split(':').collect();
     let valid = octets.len() == 6
@@ -289,7 +378,7 @@ fn read_entry(index: usize, entry: &JsonValue, options: AddressOptions) -> NicEn
 }
 
 /// Reads `instance.networkInterfaces` (the value, if the document has one).
-pub fn read_interfaces(
+pub(crate) fn read_interfaces(
     value: Option<&JsonValue>,
     options: AddressOptions,
 ) -> Result<Vec<NicEntry>, Unreadable> {
@@ -306,7 +395,7 @@ pub fn read_interfaces(
 
 /// What to do on one NIC.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct NicPlan {
+pub(crate) struct NicPlan {
     /// The owned routes the kernel has on it, in the kernel's order.
     pub configured: Vec<Prefix>,
     /// The routes wanted, in metadata order.
@@ -328,15 +417,17 @@ impl NicPlan {
 
 /// Plans one NIC: add what is wanted and missing, remove what is there and not wanted —
 /// unless `may_remove` is false, when the stale routes are only reported as held back.
-pub fn plan_nic(configured: &[Prefix], desired: &[Prefix], may_remove: bool) -> NicPlan {
+/// A route of ours that no metadata could ask for (loopback, link-local, too wide...) is
+/// removed all the same.
+pub(crate) fn plan_nic(configured: &[Prefix], desired: &[Prefix], may_remove: bool) -> NicPlan {
     let have: BTreeSet<&Prefix> = configured.iter().collect();
-    let want: BTreeSet<&Prefix> = desired.iter().collect();
+    let want: BTreeSet<&Prefix> = desired.iter().filter(|p| p.is_safe_destination()).collect();
     let add: Vec<Prefix> = want.difference(&have).map(|p| **p).collect();
     let stale: Vec<Prefix> = have.difference(&want).map(|p| **p).collect();
     let (remove, held_back) = if may_remove {
         (stale, Vec::new())
     } else {
-        (Vec::new(), stale)
+        stale.into_iter().partition(|p| !p.is_safe_destination())
     };
     NicPlan {
         configured: configured.to_vec(),
@@ -348,11 +439,11 @@ pub fn plan_nic(configured: &[Prefix], desired: &[Prefix], may_remove: bool) -> 
 }
 
 /// How many addresses a log line lists before it says how many more there are.
-pub const LOGGED_ADDRESSES: usize = 64;
+pub(crate) const LOGGED_ADDRESSES: usize = 64;
 
 /// A list as Python printed it in the original log line: `['10.0.0.1', '10.0.0.2']`, or
 /// `None` when empty. Past [`LOGGED_ADDRESSES`] entries the rest is counted, not listed.
-pub fn python_list(prefixes: &[Prefix]) -> String {
+pub(crate) fn python_list(prefixes: &[Prefix]) -> String {
     if prefixes.is_empty() {
         return "None".into();
     }
@@ -368,7 +459,7 @@ pub fn python_list(prefixes: &[Prefix]) -> String {
 }
 
 /// The original's log line for a change on `nic`; `None` when nothing changes.
-pub fn change_line(nic: &str, plan: &NicPlan) -> Option<String> {
+pub(crate) fn change_line(nic: &str, plan: &NicPlan) -> Option<String> {
     if plan.is_empty() {
         return None;
     }
@@ -385,13 +476,13 @@ pub fn change_line(nic: &str, plan: &NicPlan) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::mds::parse_json;
+    use crate::json::parse_json;
 
     fn p(text: &str) -> Prefix {
         Prefix::parse(text).unwrap()
     }
 
-    const ALL: AddressOptions = AddressOptions {
+    const ALL_LISTS: AddressOptions = AddressOptions {
         target_instance_ips: true,
         ip_aliases: true,
     };
@@ -405,7 +496,12 @@ mod tests {
             ("2001:db8::9", "2001:db8::9", 128),
             ("2001:db8::/96", "2001:db8::/96", 96),
             ("2001:DB8::9/128", "2001:db8::9", 128),
-            ("0.0.0.0/32", "0.0.0.0", 32),
+            ("10.0.0.0/8", "10.0.0.0/8", 8),
+            ("2001::/16", "2001::/16", 16),
+            ("169.253.255.255", "169.253.255.255", 32),
+            ("169.255.0.0/16", "169.255.0.0/16", 16),
+            ("223.255.255.255", "223.255.255.255", 32),
+            ("fec0::1", "fec0::1", 128),
         ];
         for (text, shown, len) in good {
             let prefix = Prefix::parse(text).unwrap_or_else(|e| panic!("{}: {:?}", text, e));
@@ -435,10 +531,52 @@ mod tests {
             ("2001:db8::1/64", Refusal::HostBitsSet),
             ("0.0.0.0/0", Refusal::EverythingLocal),
             ("::/0", Refusal::EverythingLocal),
+            ("0.0.0.0/1", Refusal::TooWide),
+            ("128.0.0.0/1", Refusal::TooWide),
+            ("64.0.0.0/2", Refusal::TooWide),
+            ("10.0.0.0/7", Refusal::TooWide),
+            ("2000::/3", Refusal::TooWide),
+            ("2000::/15", Refusal::TooWide),
+            ("0.0.0.0/32", Refusal::Unspecified),
+            ("0.0.0.0", Refusal::Unspecified),
+            ("::", Refusal::Unspecified),
+            ("127.0.0.1", Refusal::Loopback),
+            ("127.0.0.0/8", Refusal::Loopback),
+            ("::1", Refusal::Loopback),
+            ("169.254.169.254", Refusal::LinkLocal),
+            ("169.254.0.0/16", Refusal::LinkLocal),
+            ("169.254.169.0/24", Refusal::LinkLocal),
+            ("169.0.0.0/8", Refusal::LinkLocal),
+            ("fe80::1", Refusal::LinkLocal),
+            ("febf::/16", Refusal::LinkLocal),
+            ("224.0.0.1", Refusal::Multicast),
+            ("239.255.255.250", Refusal::Multicast),
+            ("ff02::1", Refusal::Multicast),
+            ("255.255.255.255", Refusal::Broadcast),
+            ("255.255.255.0/24", Refusal::Broadcast),
         ];
         for (text, refusal) in bad {
             assert_eq!(Prefix::parse(text), Err(refusal), "{:?}", text);
         }
+    }
+
+    #[test]
+    fn unsafe_routes_of_ours_are_removed_even_when_removals_are_held_back() {
+        let wide = |t: &str| {
+            let (a, l) = t.split_once('/').unwrap();
+            Prefix {
+                addr: a.parse().unwrap(),
+                len: l.parse().unwrap(),
+            }
+        };
+        let configured = [wide("0.0.0.0/1"), wide("128.0.0.0/1"), p("10.0.0.9")];
+        let plan = plan_nic(&configured, &[p("10.0.0.1")], false);
+        assert_eq!(plan.add, [p("10.0.0.1")]);
+        assert_eq!(plan.remove, [wide("0.0.0.0/1"), wide("128.0.0.0/1")]);
+        assert_eq!(plan.held_back, [p("10.0.0.9")]);
+        let plan = plan_nic(&configured, &[wide("169.254.169.254/32")], true);
+        assert!(plan.add.is_empty());
+        assert_eq!(plan.remove.len(), 3);
     }
 
     #[test]
@@ -466,7 +604,7 @@ mod tests {
     fn interfaces(json: &str, options: AddressOptions) -> Result<Vec<NicEntry>, Unreadable> {
         let doc = parse_json(json).unwrap();
         read_interfaces(
-            crate::mds::lookup(&doc, "instance/networkInterfaces"),
+            crate::json::lookup(&doc, "instance/networkInterfaces"),
             options,
         )
     }
@@ -478,7 +616,7 @@ mod tests {
              "forwardedIpv6s":["2001:db8::9"],"targetInstanceIps":["10.0.0.1","203.0.113.20"],
              "ipAliases":["10.200.0.0/28"],"dhcpv6Refresh":"2001:db8::/64"},
             {"mac":"42:01:0a:80:00:03"}]}}"#;
-        let nics = interfaces(json, ALL).unwrap();
+        let nics = interfaces(json, ALL_LISTS).unwrap();
         assert_eq!(nics.len(), 2);
         assert_eq!(nics[0].mac.as_deref(), Some("42:01:0a:80:00:02"));
         let wanted: Vec<String> = nics[0].wanted.iter().map(|p| p.to_string()).collect();
@@ -519,7 +657,7 @@ mod tests {
             {"mac":"not-a-mac","forwardedIps":["10.0.0.5"]},
             "eth9",
             {"forwardedIps":[]}]}}"#;
-        let nics = interfaces(json, ALL).unwrap();
+        let nics = interfaces(json, ALL_LISTS).unwrap();
         assert_eq!(nics[0].wanted, [p("10.0.0.1")]);
         let refused: Vec<(&str, &str, &str)> = nics[0]
             .refused
@@ -551,19 +689,19 @@ mod tests {
     #[test]
     fn a_missing_or_odd_interface_list_is_unreadable_not_empty() {
         assert_eq!(
-            interfaces(r#"{"instance":{}}"#, ALL),
+            interfaces(r#"{"instance":{}}"#, ALL_LISTS),
             Err(Unreadable::Missing)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":null}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":null}}"#, ALL_LISTS),
             Err(Unreadable::Missing)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":{}}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":{}}}"#, ALL_LISTS),
             Err(Unreadable::NotAList)
         );
         assert_eq!(
-            interfaces(r#"{"instance":{"networkInterfaces":[]}}"#, ALL),
+            interfaces(r#"{"instance":{"networkInterfaces":[]}}"#, ALL_LISTS),
             Ok(Vec::new())
         );
     }
@@ -574,7 +712,7 @@ mod tests {
             r#"{{"instance":{{"networkInterfaces":[{{"mac":"42:01:0a:80:00:02","forwardedIps":["{}"]}}]}}}}"#,
             "9".repeat(5000)
         );
-        let nics = interfaces(&long, ALL).unwrap();
+        let nics = interfaces(&long, ALL_LISTS).unwrap();
         assert!(nics[0].refused[0].value.len() < 80);
     }
 

@@ -4,8 +4,6 @@
 //! and a checkpoint of the overlay upper directories so a test can list exactly what
 //! changed between two moments (the sandbox's own `changes()` is relative to its start).
 
-#![allow(dead_code)]
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -513,6 +511,7 @@ pub const SSH_DIR: &str = "/run/sshtest";
 
 /// Makes an ed25519 key pair at `/run/sshtest/<name>` and returns the public key line.
 pub fn key_pair(sb: &Sandbox, name: &str) -> String {
+    crate::common::tool("ssh-keygen");
     let path = format!("{}/{}", SSH_DIR, name);
     sb.sh(&format!(
         "mkdir -p {SSH_DIR} && rm -f {path} {path}.pub && ssh-keygen -q -t ed25519 -N '' -C {name}@test -f {path}"
@@ -547,6 +546,7 @@ fn wait_port(sb: &Sandbox, port: u16, server: &mut Daemon) {
 /// Starts OpenSSH's `sshd` inside on 127.0.0.1:`port` with its own host key and
 /// configuration (`StrictModes yes`, `UsePAM no`, public keys only).
 pub fn start_sshd(sb: &Sandbox, port: u16) -> Daemon {
+    crate::common::tool("sshd");
     let script = format!(
         r#"set -e
 mkdir -p {SSH_DIR} /run/sshd
@@ -583,6 +583,7 @@ EOF
 
 /// Starts `dropbear` inside on 127.0.0.1:`port` (public keys only) with an ed25519 host key.
 pub fn start_dropbear(sb: &Sandbox, port: u16) -> Daemon {
+    crate::common::tool("dropbearkey");
     sb.sh(&format!(
         "set -e; mkdir -p {SSH_DIR}; rm -f {SSH_DIR}/db_host_key; dropbearkey -t ed25519 -f {SSH_DIR}/db_host_key >/dev/null 2>&1"
     ))
@@ -674,4 +675,14 @@ pub fn assert_login_refused(sb: &Sandbox, port: u16, key: &str, user: &str) {
 /// been written inside (it is then in the overlay's upper directory).
 pub fn upper_path(sb: &Sandbox, inside: &str) -> PathBuf {
     sb.dir().join("upper").join(inside.trim_start_matches('/'))
+}
+
+/// Peak resident memory of a process in KiB (VmHWM).
+pub fn peak_rss_kib(pid: i32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid)).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmHWM for {}", pid))
 }

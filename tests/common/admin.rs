@@ -118,13 +118,6 @@ impl Request {
             },
         }
     }
-
-    /// Whether the query carries `name=value`, for example `("recursive", "true")`.
-    pub fn has_param(&self, name: &str, value: &str) -> bool {
-        self.query
-            .split('&')
-            .any(|pair| pair == format!("{}={}", name, value))
-    }
 }
 
 impl Emulator {
@@ -229,12 +222,6 @@ impl Emulator {
     /// Empties the request log.
     pub fn clear_requests(&self) {
         self.expect_ok("DELETE", "/emulator/requests", None);
-    }
-
-    /// The guest attributes written so far, as a JSON tree (namespace -> key -> value).
-    pub fn guest_attributes(&self) -> JsonValue {
-        self.expect_ok("GET", "/emulator/guest-attributes", None)
-            .json()
     }
 }
 

@@ -448,6 +448,16 @@ pub struct Daemon {
     target: Target,
 }
 
+/// The kernel's `comm` for a program run as `program`: its base name, cut to 15 bytes.
+fn comm_of(program: &OsStr) -> &[u8] {
+    let bytes = program.as_encoded_bytes();
+    let base = match bytes.iter().rposition(|b| *b == b'/') {
+        Some(slash) => &bytes[slash + 1..],
+        None => bytes,
+    };
+    &base[..base.len().min(15)]
+}
+
 impl Daemon {
     /// Finds the program's own process: `nsenter`'s child once it has exec'd the program.
     fn find_program(&mut self, program: &OsStr) -> Option<i32> {
@@ -461,8 +471,11 @@ impl Daemon {
                 .next()
                 .and_then(|p| p.parse::<i32>().ok())
             {
-                let cmdline = std::fs::read(format!("/proc/{}/cmdline", pid)).unwrap_or_default();
-                if cmdline.split(|b| *b == 0).next() == Some(program.as_encoded_bytes()) {
+                // By `comm`, not `cmdline`: a daemon may rewrite its argv area at once
+                // (sshd's "[listener]" title), and a poll that missed the moment between
+                // exec and that rewrite would wait here forever.
+                let comm = std::fs::read(format!("/proc/{}/comm", pid)).unwrap_or_default();
+                if comm.strip_suffix(b"\n") == Some(comm_of(program)) {
                     return Some(pid);
                 }
             }

@@ -1,4 +1,4 @@
-//! The integration-test sandbox, shared by every test in `tests/` (`mod common;`).
+//! The integration-test sandbox, shared by every test in `tests/` (`crate::common`).
 //!
 //! A [`Sandbox`] runs the built `gce-guest` binary as root inside private namespaces
 //! (`unshare --mount --net --pid --uts --ipc`), so `useradd`, `flock`, netlink and files are
@@ -24,13 +24,13 @@
 //! Tests start one with [`sandbox_or_skip!`], which skips the test (or fails it when `CI`
 //! is `true`) where namespaces are not available.
 
-#![allow(dead_code)]
-
 mod admin;
 mod capture;
 mod changes;
 mod exec;
 mod passwd;
+mod scratch;
+mod tools;
 
 use std::ffi::OsStr;
 use std::fs;
@@ -39,19 +39,15 @@ use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-// Not every test uses every name.
-#[allow(unused_imports)]
-pub use admin::{Emulator, Reply, Request};
-#[allow(unused_imports)]
+pub use admin::Emulator;
 pub use changes::{Change, ChangeKind, EntryType};
-#[allow(unused_imports)]
-pub use exec::{Cmd, Daemon, Output, DEFAULT_TIMEOUT, GUEST_PATH};
-#[allow(unused_imports)]
+pub use exec::{Cmd, Daemon, Output, GUEST_PATH};
 pub use passwd::{Group, User};
+pub use scratch::Scratch;
+pub use tools::{find_tool, tool};
 
 /// The time scale commands get unless a sandbox or command says otherwise.
 pub const DEFAULT_TIME_SCALE: f64 = 0.05;
@@ -86,6 +82,20 @@ macro_rules! sandbox_or_skip {
     };
 }
 
+/// Sets the time scale of the library code this test process runs itself (the metadata
+/// client against an in-process emulator) to [`DEFAULT_TIME_SCALE`]. The library reads it
+/// once per process, so every test that runs such code calls this first, whatever the order
+/// the tests run in.
+pub fn scale_time_in_process() {
+    static ONCE: OnceLock<()> = OnceLock::new();
+    ONCE.get_or_init(|| {
+        std::env::set_var(
+            gce_guest::timing::TIME_SCALE_ENV,
+            DEFAULT_TIME_SCALE.to_string(),
+        )
+    });
+}
+
 /// Reports an unavailable sandbox: panics when `CI` is `true`, else prints
 /// `skipped: <reason>` (the caller then returns).
 pub fn skip_or_fail(reason: &str) {
@@ -110,10 +120,8 @@ fn probe() -> Result<(), String> {
     if unsafe { libc::geteuid() } != 0 {
         return Err("the sandbox needs root (run the tests as root)".into());
     }
-    for tool in ["unshare", "nsenter", "mount", "ip", "sh"] {
-        if find_in_path(tool).is_none() {
-            return Err(format!("{} is not installed (util-linux / iproute2)", tool));
-        }
+    for program in ["unshare", "nsenter", "mount", "ip", "sh"] {
+        tools::find_tool(program, &search_path())?;
     }
     let filesystems = fs::read_to_string("/proc/filesystems").unwrap_or_default();
     if !filesystems
@@ -132,8 +140,8 @@ fn probe() -> Result<(), String> {
     }
     let base = base_dir()?;
     // Try the real thing once: namespaces plus an overlay mount.
-    let dir = base.join(format!("{}probe-{}", DIR_PREFIX, std::process::id()));
-    let _ = fs::remove_dir_all(&dir);
+    let dir = scratch::unique_dir(&base, &format!("{}probe-", DIR_PREFIX))
+        .map_err(|e| format!("cannot create a directory in {}: {}", base.display(), e))?;
     for sub in ["lower", "upper", "work", "merged"] {
         fs::create_dir_all(dir.join(sub))
             .map_err(|e| format!("cannot create {}: {}", dir.display(), e))?;
@@ -210,12 +218,12 @@ fn check_base_dir(dir: &Path) -> Result<PathBuf, String> {
     Ok(dir)
 }
 
-fn find_in_path(program: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_else(|| GUEST_PATH.into());
-    std::env::split_paths(&path)
-        .chain(std::env::split_paths(GUEST_PATH))
-        .map(|d| d.join(program))
-        .find(|p| p.is_file())
+/// Where host programs are looked for: `PATH`, then the guest's `PATH`.
+fn search_path() -> std::ffi::OsString {
+    let mut path = std::env::var_os("PATH").unwrap_or_default();
+    path.push(":");
+    path.push(GUEST_PATH);
+    path
 }
 
 /// Spawns `cmd` from one thread that lives as long as the test process, so the
@@ -347,15 +355,6 @@ impl SandboxBuilder {
         Ok(self.start())
     }
 
-    /// Starts the sandbox; panics when it cannot (including when sandboxes are not
-    /// available here: tests use [`sandbox_or_skip!`] for that).
-    pub fn build(self) -> Sandbox {
-        if let Err(reason) = availability() {
-            panic!("the test sandbox is unavailable: {}", reason);
-        }
-        self.start()
-    }
-
     fn start(self) -> Sandbox {
         let base = base_dir().unwrap_or_else(|e| panic!("sandbox: {}", e));
         let dir = make_sandbox_dir(&base);
@@ -452,17 +451,14 @@ fn check_inside_path(path: &Path) {
 
 /// Makes a fresh, uniquely named sandbox directory under `base`.
 fn make_sandbox_dir(base: &Path) -> PathBuf {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
     remove_stale_dirs(base);
-    loop {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let dir = base.join(format!("{}{}-{}", DIR_PREFIX, std::process::id(), n));
-        match fs::DirBuilder::new().mode(0o755).create(&dir) {
-            Ok(()) => return dir,
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
-            Err(e) => panic!("sandbox: cannot create {}: {}", dir.display(), e),
-        }
-    }
+    scratch::unique_dir(base, DIR_PREFIX).unwrap_or_else(|e| {
+        panic!(
+            "sandbox: cannot create a directory in {}: {}",
+            base.display(),
+            e
+        )
+    })
 }
 
 /// Removes sandbox directories left by test processes that died (once per process).
@@ -682,17 +678,6 @@ impl Sandbox {
         }
     }
 
-    /// Starts a sandbox serving the emulator's built-in sample document; panics when it
-    /// cannot (tests use [`sandbox_or_skip!`] to skip where sandboxes are unavailable).
-    pub fn start() -> Sandbox {
-        Sandbox::builder().build()
-    }
-
-    /// Starts a default sandbox, or says why sandboxes are not available here.
-    pub fn try_start() -> Result<Sandbox, String> {
-        Sandbox::builder().try_build()
-    }
-
     /// The sandbox's directory on the host (the same path is valid inside).
     pub fn dir(&self) -> &Path {
         &self.dir
@@ -706,11 +691,6 @@ impl Sandbox {
     /// PID 1 of the sandbox, as the host numbers it.
     pub fn pid1(&self) -> i32 {
         self.pid1
-    }
-
-    /// The default `GCE_GUEST_TIME_SCALE` of commands in this sandbox.
-    pub fn time_scale(&self) -> f64 {
-        self.time_scale
     }
 
     fn target(&self) -> exec::Target {
@@ -734,13 +714,24 @@ impl Sandbox {
         Cmd::new(self.target(), argv)
     }
 
-    /// A command running any program inside (`argv[0]` found through `PATH`).
+    /// A command running any program inside (`argv[0]` found through `PATH`). A program
+    /// `tools/prereqs.sh` lists must be installed (the sandbox shares the host's `/usr`):
+    /// the test fails naming its package otherwise.
     pub fn program<I, S>(&self, argv: I) -> Cmd
     where
         I: IntoIterator<Item = S>,
         S: AsRef<OsStr>,
     {
         self.check_alive();
+        let argv: Vec<std::ffi::OsString> = argv
+            .into_iter()
+            .map(|a| a.as_ref().to_os_string())
+            .collect();
+        if let Some(name) = argv.first().and_then(|a| a.to_str()) {
+            if tools::package_of(name).is_some() {
+                tool(name);
+            }
+        }
         Cmd::new(self.target(), argv)
     }
 

@@ -1,0 +1,124 @@
+//! A user's `~/.ssh` and `authorized_keys` opened for a root write without following
+//! links: the home directory and `.ssh` walked by descriptor, anything the user could use
+//! to redirect the write (a symlink, a foreign owner, a hard link, not a regular file)
+//! refused with a reason to log once.
+
+use std::path::{Path, PathBuf};
+
+use super::passwd::LocalUser;
+use crate::error::Result;
+use crate::fsutil::Dir;
+
+/// The largest `authorized_keys` read.
+const MAX_AUTHORIZED_KEYS: u64 = 4 << 20;
+
+/// Why a user's `authorized_keys` was left alone on purpose.
+#[derive(Debug)]
+pub(super) enum KeysRefused {
+    Symlink(&'static str),
+    NotOwned(&'static str, u32),
+    NotAFile,
+    HardLinked,
+}
+
+pub(super) fn describe_refusal(user: &str, why: &KeysRefused) -> String {
+    match why {
+        KeysRefused::Symlink(what) => format!(
+            "Not updating authorized keys for user {}. {} is a symlink.",
+            user, what
+        ),
+        KeysRefused::NotOwned(what, uid) => {
+            format!(
+                "Not updating authorized keys for user {}. {} belongs to uid {}.",
+                user, what, uid
+            )
+        }
+        KeysRefused::NotAFile => format!(
+            "Not updating authorized keys for user {}. It is not a regular file.",
+            user
+        ),
+        KeysRefused::HardLinked => {
+            format!(
+                "Not updating authorized keys for user {}. The file has other hard links.",
+                user
+            )
+        }
+    }
+}
+
+/// Opens (creating if needed) `~/.ssh` of `user`, refusing anything the user could use to
+/// redirect a root write.
+pub(super) fn open_ssh_dir(
+    user: &LocalUser,
+    create: bool,
+) -> Result<std::result::Result<Option<Dir>, KeysRefused>> {
+    let home = match std::fs::symlink_metadata(&user.home) {
+        Ok(m) if m.file_type().is_symlink() => {
+            return Ok(Err(KeysRefused::Symlink("The home directory")))
+        }
+        Ok(_) => Dir::open_path(&user.home)?,
+        Err(_) if !create => return Ok(Ok(None)),
+        Err(_) => {
+            let parent = user.home.parent().unwrap_or(Path::new("/"));
+            let name = user.home.file_name().map(PathBuf::from).unwrap_or_default();
+            let parent = Dir::open_path(parent)?;
+            parent.mkdir(&name, 0o755)?;
+            let home = parent.open_dir(&name)?;
+            home.chown(user.uid, user.gid)?;
+            home
+        }
+    };
+    let home_stat = home.stat()?;
+    if home_stat.uid != user.uid && home_stat.uid != 0 {
+        return Ok(Err(KeysRefused::NotOwned(
+            "The home directory",
+            home_stat.uid,
+        )));
+    }
+    let ssh_name = Path::new(".ssh");
+    match home.stat_entry(ssh_name)? {
+        Some(st) if st.is_symlink() => return Ok(Err(KeysRefused::Symlink("~/.ssh"))),
+        Some(st) if st.is_dir() && st.uid != user.uid => {
+            return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)))
+        }
+        Some(st) if !st.is_dir() => return Ok(Err(KeysRefused::NotAFile)),
+        Some(_) => {}
+        None if !create => return Ok(Ok(None)),
+        None => {
+            home.mkdir(ssh_name, 0o700)?;
+            let ssh = home.open_dir(ssh_name)?;
+            ssh.chown(user.uid, user.gid)?;
+            ssh.chmod(0o700)?;
+            return Ok(Ok(Some(ssh)));
+        }
+    }
+    let ssh = home.open_dir(ssh_name)?;
+    let st = ssh.stat()?;
+    if st.uid != user.uid {
+        return Ok(Err(KeysRefused::NotOwned("~/.ssh", st.uid)));
+    }
+    if st.perms() & 0o077 != 0 {
+        ssh.chmod(0o700)?;
+    }
+    Ok(Ok(Some(ssh)))
+}
+
+/// Reads the current `authorized_keys`, refusing links and foreign files.
+pub(super) fn read_authorized_keys(
+    ssh: &Dir,
+    user: &LocalUser,
+) -> Result<std::result::Result<Option<Vec<u8>>, KeysRefused>> {
+    let name = Path::new("authorized_keys");
+    match ssh.stat_entry(name)? {
+        None => Ok(Ok(None)),
+        Some(st) if st.is_symlink() => Ok(Err(KeysRefused::Symlink("authorized_keys"))),
+        Some(st) if !st.is_file() => Ok(Err(KeysRefused::NotAFile)),
+        Some(st) if st.nlink > 1 => Ok(Err(KeysRefused::HardLinked)),
+        Some(st) if st.uid != user.uid && st.uid != 0 => {
+            Ok(Err(KeysRefused::NotOwned("authorized_keys", st.uid)))
+        }
+        Some(_) => Ok(Ok(ssh
+            .read_file(name, MAX_AUTHORIZED_KEYS)?
+            .map(|(bytes, _)| bytes))),
+    }
+}
