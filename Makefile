@@ -70,7 +70,7 @@ bench: release tiny emulator
 	  CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
 	  --test integration -- --ignored --nocapture --test-threads=1 bench_accounts:: bench_scripts:: bench_setup::
 	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
-	  --test integration -- --ignored --nocapture --test-threads=1 ip_forwarding::bench_
+	  --test integration -- --ignored --nocapture --test-threads=1 ip_forwarding::bench_ disk_expand::bench_
 
 # Re-profiles which code the daemons run and rewrites src/link/hot-code.ld (see
 # tools/hot_code.py). Needs valgrind; run it when `make bench` shows the idle RSS creeping up.

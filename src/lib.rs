@@ -26,6 +26,7 @@ pub mod accounts;
 pub mod applets;
 pub(crate) mod clock_skew;
 pub(crate) mod daemon;
+pub mod disk;
 #[cfg(feature = "emulator")]
 pub mod emulator;
 pub mod error;

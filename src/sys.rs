@@ -459,6 +459,184 @@ pub fn nvme_admin_read(
     Ok(())
 }
 
+// Block devices and the file systems on them: <linux/fs.h>, <linux/blkpg.h>,
+// <linux/ext4.h> (fs/ext4/ext4.h) and <xfs/xfs_fs.h>.
+/// `_IO(0x12, 104)`: the logical sector size (an int).
+const BLKSSZGET: u32 = 0x1268;
+/// `_IOR(0x12, 114, size_t)`: the size in bytes (a u64).
+const BLKGETSIZE64: u32 = 0x8008_1272;
+/// `_IO(0x12, 95)`: re-read the partition table.
+const BLKRRPART: u32 = 0x125f;
+/// `_IO(0x12, 105)`: partition operations, argument `struct blkpg_ioctl_arg`.
+const BLKPG: u32 = 0x1269;
+/// `BLKPG_RESIZE_PARTITION` of `struct blkpg_ioctl_arg.op`.
+const BLKPG_RESIZE_PARTITION: libc::c_int = 3;
+/// `_IOW('f', 16, __u64)`: grow a mounted ext4 file system to this many blocks.
+const EXT4_IOC_RESIZE_FS: u32 = 0x4008_6610;
+/// `_IOR('X', 100, struct xfs_fsop_geom_v1)` (112 bytes).
+const XFS_IOC_FSGEOMETRY_V1: u32 = 0x8070_5864;
+/// `_IOW('X', 110, struct xfs_growfs_data)` (16 bytes).
+const XFS_IOC_FSGROWFSDATA: u32 = 0x4010_586e;
+/// The size of `struct xfs_fsop_geom_v1`.
+pub const XFS_GEOMETRY_V1_BYTES: usize = 112;
+
+/// `struct blkpg_partition` of `<linux/blkpg.h>`.
+#[repr(C)]
+struct BlkpgPartition {
+    start: libc::c_longlong,
+    length: libc::c_longlong,
+    pno: libc::c_int,
+    devname: [libc::c_char; 64],
+    volname: [libc::c_char; 64],
+}
+
+/// `struct blkpg_ioctl_arg` of `<linux/blkpg.h>`.
+#[repr(C)]
+struct BlkpgIoctlArg {
+    op: libc::c_int,
+    flags: libc::c_int,
+    datalen: libc::c_int,
+    data: *mut libc::c_void,
+}
+
+/// `struct xfs_growfs_data` of `<xfs/xfs_fs.h>`.
+#[repr(C)]
+struct XfsGrowfsData {
+    newblocks: u64,
+    imaxpct: u32,
+}
+
+/// Opens a block device with `O_DIRECT` (reads and writes bypass the page cache, so what
+/// is read is what is on the disk), read-only or read-write.
+pub fn open_direct(path: &std::path::Path, writable: bool) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(writable)
+        .custom_flags(libc::O_DIRECT | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// `ioctl(BLKGETSIZE64)`: a block device's size in bytes.
+pub fn block_device_bytes(fd: BorrowedFd<'_>) -> io::Result<u64> {
+    let mut value: u64 = 0;
+    // SAFETY: BLKGETSIZE64 writes one u64 into `value`, which outlives the call; `fd` is
+    // open.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), BLKGETSIZE64 as _, &mut value as *mut u64) })?;
+    Ok(value)
+}
+
+/// `ioctl(BLKSSZGET)`: a block device's logical sector size in bytes.
+pub fn logical_sector_size(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut value: libc::c_int = 0;
+    // SAFETY: BLKSSZGET writes one int into `value`, which outlives the call; `fd` is open.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            BLKSSZGET as _,
+            &mut value as *mut libc::c_int,
+        )
+    })?;
+    Ok(value as u32)
+}
+
+/// `ioctl(BLKPG, BLKPG_RESIZE_PARTITION)` on a whole disk: partition `number` now spans
+/// `length` bytes from byte `start` (works while the partition is mounted).
+pub fn blkpg_resize_partition(
+    fd: BorrowedFd<'_>,
+    number: u32,
+    start: u64,
+    length: u64,
+) -> io::Result<()> {
+    let mut part = BlkpgPartition {
+        start: start as libc::c_longlong,
+        length: length as libc::c_longlong,
+        pno: number as libc::c_int,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let mut arg = BlkpgIoctlArg {
+        op: BLKPG_RESIZE_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<BlkpgPartition>() as libc::c_int,
+        data: (&mut part as *mut BlkpgPartition).cast(),
+    };
+    // SAFETY: `arg` and the partition it points to have the kernel's layout
+    // (<linux/blkpg.h>) and outlive the call; `fd` is open.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), BLKPG as _, &mut arg as *mut BlkpgIoctlArg) })
+        .map(drop)
+}
+
+/// `ioctl(BLKRRPART)`: the kernel re-reads a disk's whole table (fails while any of its
+/// partitions is in use).
+pub fn reread_partition_table(fd: BorrowedFd<'_>) -> io::Result<()> {
+    // SAFETY: BLKRRPART takes no argument; `fd` is open.
+    check(unsafe { libc::ioctl(fd.as_raw_fd(), BLKRRPART as _, 0) }).map(drop)
+}
+
+/// `ioctl(EXT4_IOC_RESIZE_FS)` on a mounted ext4 file system (`fd` any file or directory
+/// in it): grow it to `blocks` blocks.
+pub fn ext4_resize_fs(fd: BorrowedFd<'_>, blocks: u64) -> io::Result<()> {
+    let mut value = blocks;
+    // SAFETY: EXT4_IOC_RESIZE_FS reads one u64 from `value`, which outlives the call; `fd`
+    // is open.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            EXT4_IOC_RESIZE_FS as _,
+            &mut value as *mut u64,
+        )
+    })
+    .map(drop)
+}
+
+/// `ioctl(XFS_IOC_FSGEOMETRY_V1)` on a mounted xfs file system: the raw
+/// `struct xfs_fsop_geom_v1` (native byte order).
+pub fn xfs_geometry_v1(fd: BorrowedFd<'_>) -> io::Result<[u8; XFS_GEOMETRY_V1_BYTES]> {
+    let mut geometry = [0u8; XFS_GEOMETRY_V1_BYTES];
+    // SAFETY: the kernel writes the 112-byte structure into `geometry`, which is that big
+    // and outlives the call; `fd` is open.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            XFS_IOC_FSGEOMETRY_V1 as _,
+            geometry.as_mut_ptr(),
+        )
+    })?;
+    Ok(geometry)
+}
+
+/// `ioctl(XFS_IOC_FSGROWFSDATA)` on a mounted xfs file system: grow its data section to
+/// `newblocks` blocks, keeping `imaxpct`.
+pub fn xfs_grow_data(fd: BorrowedFd<'_>, newblocks: u64, imaxpct: u32) -> io::Result<()> {
+    let mut arg = XfsGrowfsData { newblocks, imaxpct };
+    // SAFETY: `arg` has the kernel's `struct xfs_growfs_data` layout and outlives the
+    // call; `fd` is open.
+    check(unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            XFS_IOC_FSGROWFSDATA as _,
+            &mut arg as *mut XfsGrowfsData,
+        )
+    })
+    .map(drop)
+}
+
+/// `mknod(2)` of a block device node with permission bits `mode` for the raw `dev_t` `dev`.
+pub fn mknod_block(path: &CStr, mode: u32, dev: u64) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string alive for the call.
+    check(unsafe { libc::mknod(path.as_ptr(), libc::S_IFBLK | mode, dev as libc::dev_t) }).map(drop)
+}
+
+/// Sends `signal` to this process (a test hook's crash).
+#[cfg(feature = "test-hooks")]
+pub fn kill_self(signal: libc::c_int) {
+    // SAFETY: kill and getpid take no pointers.
+    unsafe {
+        libc::kill(libc::getpid(), signal);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -501,5 +679,29 @@ mod tests {
         assert_eq!(&cmd.data_len as *const _ as usize - base, 36);
         assert_eq!(&cmd.cdw10 as *const _ as usize - base, 40);
         assert_eq!(&cmd.result as *const _ as usize - base, 68);
+    }
+
+    #[test]
+    fn the_disk_ioctls_have_the_kernel_numbers_and_layouts() {
+        // _IOC(dir, type, nr, size) with _IOC_WRITE = 1, _IOC_READ = 2.
+        let ioc = |dir: u32, kind: u8, nr: u32, size: usize| {
+            (dir << 30) | ((size as u32) << 16) | (u32::from(kind) << 8) | nr
+        };
+        assert_eq!(BLKSSZGET, ioc(0, 0x12, 104, 0));
+        assert_eq!(BLKGETSIZE64, ioc(2, 0x12, 114, 8));
+        assert_eq!(BLKRRPART, ioc(0, 0x12, 95, 0));
+        assert_eq!(BLKPG, ioc(0, 0x12, 105, 0));
+        assert_eq!(EXT4_IOC_RESIZE_FS, ioc(1, b'f', 16, 8));
+        assert_eq!(
+            XFS_IOC_FSGEOMETRY_V1,
+            ioc(2, b'X', 100, XFS_GEOMETRY_V1_BYTES)
+        );
+        assert_eq!(
+            XFS_IOC_FSGROWFSDATA,
+            ioc(1, b'X', 110, std::mem::size_of::<XfsGrowfsData>())
+        );
+        assert_eq!(std::mem::size_of::<XfsGrowfsData>(), 16);
+        assert_eq!(std::mem::size_of::<BlkpgPartition>(), 152);
+        assert_eq!(std::mem::size_of::<BlkpgIoctlArg>(), 24);
     }
 }

@@ -117,14 +117,6 @@ fn unknown_names_exit_127() {
 }
 
 #[test]
-fn applets_not_yet_landed_say_so_and_exit_3() {
-    // Applets whose issues have not landed stay registered; this list shrinks as they land.
-    let out = run(&bin(), &["google_disk_expand"]);
-    assert_eq!(out.status.code(), Some(3));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not part of this build yet"));
-}
-
-#[test]
 fn install_makes_links_idempotently_and_leaves_foreign_files_alone() {
     let dir = Scratch::new("cli-install");
     let exe = dir.join("gce-guest");
@@ -219,8 +211,9 @@ fn a_copied_binary_runs_while_other_threads_fork() {
 /// `GCE_GUEST_PRODUCT_BINARY`) has none of them.
 #[test]
 fn the_product_binary_has_no_test_hooks() {
-    const HOOKS: [&str; 4] = [
+    const HOOKS: [&str; 5] = [
         "GCE_GUEST_TEST_PANIC",
+        "GCE_GUEST_TEST_DISK_EXPAND_KILL",
         "GCE_GUEST_STORAGE_ENDPOINT",
         "GCE_GUEST_HTTPS_VIA",
         "GCE_GUEST_TIME_SCALE",

@@ -327,9 +327,13 @@ fn systemd_units_verify_clean_and_keep_the_ordering() {
         shutdown.contains("ExecStop=/usr/bin/google_metadata_script_runner --script-type shutdown")
     );
     assert!(shutdown.contains("TimeoutStopSec=0"));
+    // The partition was grown by the initramfs hook, or is grown here, then the file system
+    // once / is mounted: after local-fs.target, one run.
     let expand = unit("google-disk-expand.service");
-    assert!(expand.contains("Before=local-fs-pre.target"));
-    assert!(expand.contains("After=systemd-remount-fs.service"));
+    assert!(expand.contains("\nType=oneshot\n"));
+    assert!(expand.contains("\nAfter=local-fs.target\n"));
+    assert!(expand.contains("\nExecStart=/usr/bin/google_disk_expand\n"));
+    assert!(!expand.contains("Before=local-fs"));
     for file in files_in(&init_dir("systemd")) {
         let text = read(&file);
         assert!(
@@ -1004,7 +1008,8 @@ fn initramfs_hooks_run_the_disk_expand_command() {
     run(Command::new("dash").arg(&premount).env("PATH", &path));
     let text = fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        text.contains("google_disk_expand \n") && text.contains("ok gce-disk-expand: done"),
+        text.contains("google_disk_expand --partition-only\n")
+            && text.contains("ok gce-disk-expand: done"),
         "{}",
         text
     );
@@ -1026,6 +1031,11 @@ fn initramfs_hooks_run_the_disk_expand_command() {
     run(Command::new("dash").arg(&hook).env("PATH", &path));
     let text = fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("google_disk_expand"), "{}", text);
+    assert!(
+        text.contains("google_disk_expand --partition-only\n"),
+        "{}",
+        text
+    );
     let _ = fs::remove_file(&log);
     let setup = read(&repo().join("init/dracut/50gce-disk-expand/module-setup.sh"));
     assert!(setup.contains("inst_hook pre-mount") && setup.contains("check()"));
@@ -1045,7 +1055,7 @@ fn initramfs_hooks_run_the_disk_expand_command() {
     run(Command::new("dash").arg(&snippet).env("PATH", &path));
     let text = fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        text.contains("google_disk_expand \n") && text.contains("mdev -s"),
+        text.contains("google_disk_expand --partition-only\n") && text.contains("mdev -s"),
         "{}",
         text
     );

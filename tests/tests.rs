@@ -23,6 +23,7 @@ mod bench_accounts;
 mod bench_scripts;
 mod bench_setup;
 mod cli;
+mod disk_expand;
 mod emulator;
 mod guest_daemon;
 mod ini_golden;

@@ -11,7 +11,13 @@ set -euo pipefail
 # package:program,program...
 packages=(
   musl-tools:musl-gcc
-  util-linux:unshare,nsenter
+  util-linux:unshare,nsenter,partx,blkid,mountpoint
+  mount:mount,umount,losetup
+  fdisk:sfdisk
+  gdisk:sgdisk
+  xfsprogs:mkfs.xfs,xfs_repair
+  e2fsprogs:mkfs.ext4,e2fsck,resize2fs,dumpe2fs
+  dmsetup:dmsetup
   iproute2:ip
   passwd:useradd,usermod,userdel,groupadd,gpasswd
   sudo:sudo,visudo

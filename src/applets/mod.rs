@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 mod accounts_daemon;
 mod clock_skew_daemon;
+mod disk_expand;
 #[cfg(feature = "emulator")]
 mod emulator;
 mod guest_daemon;
@@ -15,7 +16,6 @@ mod install;
 mod instance_setup;
 mod ip_forwarding_daemon;
 mod metadata_get;
-mod not_landed;
 mod nvme_id;
 mod optimize_local_ssd;
 mod prepare_image;
@@ -81,8 +81,6 @@ impl Invocation {
     }
 }
 
-/// Exit status of an applet whose issue has not landed in this build.
-pub(crate) const EXIT_NOT_LANDED: i32 = 3;
 /// Exit status for an unknown applet (the shell's "command not found").
 pub(crate) const EXIT_UNKNOWN: i32 = 127;
 /// Exit status for bad usage.
@@ -103,7 +101,7 @@ Common options:
 pub(crate) static APPLETS: &[&Applet] = &[
     &accounts_daemon::APPLET,
     &clock_skew_daemon::APPLET,
-    &not_landed::DISK_EXPAND,
+    &disk_expand::APPLET,
     &guest_daemon::APPLET,
     &instance_setup::APPLET,
     &ip_forwarding_daemon::APPLET,
