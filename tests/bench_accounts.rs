@@ -215,11 +215,15 @@ fn accounts_bench() {
     let names: Vec<&str> = users.iter().map(String::as_str).collect();
     let settle_start = Instant::now();
     wait_ledger(&sb, &names, Duration::from_secs(120));
-    let first_sync = settle_start.elapsed();
     let hosts: Vec<_> = users
         .iter()
         .map(|u| upper_path(&sb, &keys_path(u)))
         .collect();
+    // The ledger is written ahead of the keys: the sync ends when every file is there.
+    assert!(sb.wait_until(Duration::from_secs(120), || hosts
+        .iter()
+        .all(|h| h.exists())));
+    let first_sync = settle_start.elapsed();
     let (mut big, mut big_inside) = (Vec::new(), Vec::new());
     let mut files_written = Vec::new();
     let mut paths_changed = Vec::new();

@@ -125,7 +125,14 @@ impl AccountsDaemon {
             return Ok(());
         }
         debug!("{} actions planned", actions.len());
-        let failed: BTreeSet<_> = self.applier.apply(&actions, &self.commands, &mut state);
+        let failed: BTreeSet<_> = match self.applier.apply(&actions, &self.commands, &mut state) {
+            Ok(failed) => failed,
+            Err(e) => {
+                // Nothing after the ledger write was applied: check every user next time.
+                self.applied = AppliedKeys::new();
+                return Err(e);
+            }
+        };
         self.applied.settle(&desired, &failed);
         if failed.is_empty() {
             Ok(())

@@ -6,10 +6,13 @@
 //!   exists, gets no action; a change that concerns one user yields actions for that user
 //!   only. [`AppliedKeys`] starts empty, so at start-up every wanted user is checked once.
 //! - Deprovisioning is driven by the ledger alone: a user in `google_users` that metadata
-//!   no longer wants (or every one of them, when OS Login is on) loses our keys and its
-//!   `google-sudoers` membership; its account is deleted only when `deprovision_remove` is
-//!   on, the daemon created it (`google_users_created`), and its uid is neither 0 nor below
-//!   `UID_MIN`. Accounts never named in metadata are never touched.
+//!   no longer wants (or every one of them, when OS Login is on) loses its `google-sudoers`
+//!   membership and our keys (the whole file for an account the daemon created); its
+//!   account is deleted only when `deprovision_remove` is on, the daemon created it
+//!   (`google_users_created`), and its uid is neither 0 nor below `UID_MIN`. Accounts never
+//!   named in metadata are never touched.
+//! - The ledger is written ahead: new names are added before any action that grants
+//!   access, and names leave it last.
 //! - Only a [`DesiredAccounts`] can ask for removals, and one can only be built from a
 //!   successfully read metadata document: a failed read plans nothing.
 
@@ -39,20 +42,24 @@ pub enum Action {
     /// ([`super::authorized_keys::rewrite`]; nothing is written when nothing changes).
     /// Never planned for a user whose shell is `nologin`.
     WriteKeys { user: Username, keys: Vec<String> },
-    /// Metadata no longer wants this ledger user (log `Removing user <user>.`): remove our
-    /// lines from its `authorized_keys` ([`super::authorized_keys::remove_ours`]), run
-    /// `gpasswd_remove_cmd`, then, if `delete_account`, `userdel_cmd`. A key file that cannot
-    /// be read or written stops it there (nothing more is removed; the next round tries
-    /// again); a failing `gpasswd_remove_cmd` is only logged; the action fails when the
-    /// account could not be deleted.
+    /// Metadata no longer wants this ledger user (log `Removing user <user>.`). Three steps,
+    /// each done whatever became of the others: `gpasswd_remove_cmd` (sudo revoked first),
+    /// `userdel_cmd` if `delete_account`, then the keys — with `remove_key_file` (an account
+    /// the daemon created) the whole `authorized_keys` is unlinked unread, otherwise only
+    /// our lines leave ([`super::authorized_keys::remove_ours`]). The action fails when any
+    /// step failed; the user then stays in the ledger and the next round tries again.
     Deprovision {
         user: Username,
         delete_account: bool,
+        remove_key_file: bool,
     },
     /// Take the name out of `google_users_created` (the account was deleted, or is gone).
     ForgetCreated(Username),
     /// Write `google_users` with these names, plus any user whose `Deprovision` failed
-    /// ([`ledger_after_failures`]) so it is tried again.
+    /// ([`ledger_after_failures`]) so it is tried again. When new users come, the first
+    /// action writes the old names plus the new ones (write-ahead: nobody gets a key or sudo
+    /// before the ledger names them); when users leave, the last writes the wanted names.
+    /// A failed ledger write ends the round: nothing after it is applied.
     UpdateLedger(Vec<Username>),
 }
 
@@ -138,6 +145,12 @@ pub fn plan(
     let wanted = desired.users();
     let mut actions = Vec::new();
 
+    // Write-ahead: every wanted name is in the ledger before any of them gets access.
+    let with_new: BTreeSet<Username> = system.ledger.iter().chain(wanted.keys()).cloned().collect();
+    if with_new.len() != system.ledger.len() {
+        actions.push(Action::UpdateLedger(with_new.iter().cloned().collect()));
+    }
+
     for (user, keys) in wanted {
         let local = system.local_users.get(user.as_str());
         if local.is_some() && applied.keys(user.as_str()) == Some(keys.as_slice()) {
@@ -166,13 +179,12 @@ pub fn plan(
         let Some(local) = system.local_users.get(user.as_str()) else {
             continue;
         };
-        let delete_account = config.deprovision_remove
-            && system.created.contains(user)
-            && local.uid != 0
-            && local.uid >= config.uid_min;
+        let ours = system.created.contains(user) && local.uid != 0 && local.uid >= config.uid_min;
+        let delete_account = config.deprovision_remove && ours;
         actions.push(Action::Deprovision {
             user: user.clone(),
             delete_account,
+            remove_key_file: ours,
         });
         if delete_account {
             actions.push(Action::ForgetCreated(user.clone()));
@@ -187,7 +199,7 @@ pub fn plan(
         }
     }
 
-    if !wanted.keys().eq(system.ledger.iter()) {
+    if !wanted.keys().eq(with_new.iter()) {
         actions.push(Action::UpdateLedger(wanted.keys().cloned().collect()));
     }
     actions
@@ -292,6 +304,7 @@ mod tests {
         assert_eq!(
             actions,
             vec![
+                ledger(&["alice", "bob", "svc"]),
                 CreateUser(u("alice")),
                 RecordCreated(u("alice")),
                 AddToGroups(u("alice")),
@@ -300,7 +313,6 @@ mod tests {
                 AddToSudoers(u("bob")),
                 write("bob", &["kb1", "kb2"]),
                 AddToSudoers(u("svc")),
-                ledger(&["alice", "bob", "svc"]),
             ]
         );
     }
@@ -340,12 +352,12 @@ mod tests {
                     &[("alice", &["ka"]), ("bob", &["kb"]), ("bob2", &["x"])],
                 ),
                 vec![
+                    ledger(&["alice", "bob", "bob2"]),
                     CreateUser(u("bob2")),
                     RecordCreated(u("bob2")),
                     AddToGroups(u("bob2")),
                     AddToSudoers(u("bob2")),
                     write("bob2", &["x"]),
-                    ledger(&["alice", "bob", "bob2"]),
                 ],
             ),
             (
@@ -354,6 +366,7 @@ mod tests {
                     Deprovision {
                         user: u("alice"),
                         delete_account: false,
+                        remove_key_file: false,
                     },
                     ledger(&["bob"]),
                 ],
@@ -382,7 +395,7 @@ mod tests {
         let desired = DesiredAccounts::for_tests(false, &[]);
         for (remove, created, uid, uid_min, delete) in cases {
             let locals = local(&[("alice", uid, "/bin/bash")]);
-            let created: &[&str] = if created { &["alice"] } else { &[] };
+            let created_names: &[&str] = if created { &["alice"] } else { &[] };
             let config = PlanConfig {
                 deprovision_remove: remove,
                 uid_min,
@@ -391,13 +404,14 @@ mod tests {
                 &desired,
                 &AppliedKeys::new(),
                 &["alice"],
-                created,
+                created_names,
                 &locals,
                 config,
             );
             let mut expected = vec![Deprovision {
                 user: u("alice"),
                 delete_account: delete,
+                remove_key_file: created && uid != 0 && uid >= uid_min,
             }];
             if delete {
                 expected.push(ForgetCreated(u("alice")));
@@ -408,6 +422,41 @@ mod tests {
                 "{remove} {created:?} uid {uid} min {uid_min}"
             );
         }
+    }
+
+    #[test]
+    fn the_ledger_names_new_users_before_they_get_anything() {
+        // carol comes and alice leaves in one change: carol is in the ledger before her
+        // account, key or sudo; alice leaves it only after her deprovisioning.
+        let desired = DesiredAccounts::for_tests(false, &[("bob", &["kb"]), ("carol", &["kc"])]);
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &BTreeSet::new());
+        let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
+        let actions = run(
+            &desired,
+            &applied,
+            &["alice", "bob"],
+            &["alice"],
+            &locals,
+            KEEP,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                ledger(&["alice", "bob", "carol"]),
+                CreateUser(u("carol")),
+                RecordCreated(u("carol")),
+                AddToGroups(u("carol")),
+                AddToSudoers(u("carol")),
+                write("carol", &["kc"]),
+                Deprovision {
+                    user: u("alice"),
+                    delete_account: false,
+                    remove_key_file: true,
+                },
+                ledger(&["bob", "carol"]),
+            ]
+        );
     }
 
     #[test]
@@ -491,11 +540,13 @@ mod tests {
             vec![
                 Deprovision {
                     user: u("alice"),
-                    delete_account: false
+                    delete_account: false,
+                    remove_key_file: false,
                 },
                 Deprovision {
                     user: u("bob"),
-                    delete_account: true
+                    delete_account: true,
+                    remove_key_file: true,
                 },
                 ForgetCreated(u("bob")),
                 ledger(&[]),
@@ -511,9 +562,9 @@ mod tests {
         assert_eq!(
             actions,
             vec![
+                ledger(&["root"]),
                 AddToSudoers(u("root")),
                 write("root", &["kr"]),
-                ledger(&["root"])
             ]
         );
 
@@ -531,7 +582,8 @@ mod tests {
             vec![
                 Deprovision {
                     user: u("root"),
-                    delete_account: false
+                    delete_account: false,
+                    remove_key_file: false,
                 },
                 ledger(&[])
             ]
@@ -581,6 +633,7 @@ mod tests {
             Deprovision {
                 user: u("a"),
                 delete_account: false,
+                remove_key_file: false,
             },
             ForgetCreated(u("a")),
         ];
@@ -634,7 +687,7 @@ mod tests {
             .map(Username::as_str)
             .collect();
         assert_eq!(users, BTreeSet::from(["alice", "bob"]));
-        assert_eq!(actions.last(), Some(&ledger(&["alice", "bob"])));
+        assert_eq!(actions.first(), Some(&ledger(&["alice", "bob"])));
         let mut applied = AppliedKeys::new();
         applied.settle(&desired, &BTreeSet::new());
 

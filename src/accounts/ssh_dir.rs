@@ -122,3 +122,32 @@ pub(super) fn read_authorized_keys(
             .map(|(bytes, _)| bytes))),
     }
 }
+
+/// Removes the whole `~/.ssh/authorized_keys` of an account the daemon created, without
+/// reading it (a key the user added must not outlive their removal; nothing the user puts
+/// in the file can make this fail): `unlinkat` inside a `~/.ssh` opened without following
+/// links. A `~/.ssh` that is a symlink is itself removed, so the server finds no keys
+/// through it. A missing home, `~/.ssh` or file is fine.
+pub(super) fn remove_key_file_of(user: &LocalUser) -> Result<()> {
+    let home = match Dir::open_path(&user.home) {
+        Ok(home) => home,
+        Err(_) if std::fs::symlink_metadata(&user.home).is_err() => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let ssh_name = Path::new(".ssh");
+    match home.stat_entry(ssh_name)? {
+        None => Ok(()),
+        Some(st) if st.is_symlink() => home.remove_file(ssh_name),
+        Some(st) if !st.is_dir() => Ok(()),
+        Some(_) => {
+            let ssh = home.open_dir(ssh_name)?;
+            let name = Path::new("authorized_keys");
+            match ssh.stat_entry(name)? {
+                // A directory holds no keys the server would read.
+                Some(st) if st.is_dir() => Ok(()),
+                Some(_) => ssh.remove_file(name),
+                None => Ok(()),
+            }
+        }
+    }
+}

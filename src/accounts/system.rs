@@ -9,9 +9,13 @@ use std::path::Path;
 use super::authorized_keys::{remove_ours, rewrite};
 use super::commands::{run_template, Commands};
 use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
-use super::passwd::{parse_passwd, parse_uid_min, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH};
+use super::passwd::{
+    parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH,
+};
 use super::plan::{ledger_after_failures, Action};
-use super::ssh_dir::{describe_refusal, open_ssh_dir, read_authorized_keys, KeysRefused};
+use super::ssh_dir::{
+    describe_refusal, open_ssh_dir, read_authorized_keys, remove_key_file_of, KeysRefused,
+};
 use super::username::Username;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
@@ -138,26 +142,37 @@ pub struct Applier {
 
 impl Applier {
     /// Runs `actions` in order. A failed action skips the rest of that user's actions; the
-    /// users that failed are returned (the daemon retries them).
+    /// users that failed are returned (the daemon retries them). A failed ledger write ends
+    /// the run there: it is the error, and nothing after it is applied.
     pub fn apply(
         &mut self,
         actions: &[Action],
         commands: &Commands,
         state: &mut SystemState,
-    ) -> BTreeSet<Username> {
+    ) -> Result<BTreeSet<Username>> {
         let mut failed: BTreeSet<Username> = BTreeSet::new();
         for action in actions {
             if action.user().is_some_and(|u| failed.contains(u)) {
                 continue;
             }
-            if let Err(e) = self.apply_one(action, commands, state, &failed) {
-                warn!("{}", e);
-                if let Some(user) = action.user() {
-                    failed.insert(user.clone());
+            match self.apply_one(action, commands, state, &failed) {
+                Ok(()) => {}
+                Err(e) if matches!(action, Action::UpdateLedger(_)) => {
+                    return Err(Error::Msg(format!(
+                        "Could not write the users ledger {}, so no account was changed \
+                         after it. {}",
+                        USERS_LEDGER, e
+                    )));
+                }
+                Err(e) => {
+                    warn!("{}", e);
+                    if let Some(user) = action.user() {
+                        failed.insert(user.clone());
+                    }
                 }
             }
         }
-        failed
+        Ok(failed)
     }
 
     fn apply_one(
@@ -207,13 +222,16 @@ impl Applier {
                     &[("user", user.as_str()), ("group", SUDOERS_GROUP)],
                     None,
                 )
-                .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", user, e)))
+                .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", user, e)))?;
+                info!("Granted sudo to user {} ({}).", user, SUDOERS_GROUP);
+                Ok(())
             }
             Action::WriteKeys { user, keys } => self.write_keys(user, keys, state),
             Action::Deprovision {
                 user,
                 delete_account,
-            } => self.deprovision(user, *delete_account, commands, state),
+                remove_key_file,
+            } => self.deprovision(user, *delete_account, *remove_key_file, commands, state),
             Action::UpdateLedger(names) => {
                 let names: BTreeSet<Username> = ledger_after_failures(names, failed, &state.ledger)
                     .into_iter()
@@ -306,56 +324,97 @@ impl Applier {
         })
     }
 
+    /// Revokes what the daemon granted `user`, each step whatever became of the others:
+    /// sudo first, then the account (when `delete_account`), then the keys. Every failure
+    /// is in the error; the caller keeps the user in the ledger so all is tried again.
     fn deprovision(
         &mut self,
         user: &Username,
         delete_account: bool,
+        remove_key_file: bool,
         commands: &Commands,
         state: &mut SystemState,
     ) -> Result<()> {
         info!("Removing user {}.", user);
         let name = user.as_str();
-        let mut result = Ok(());
-        if let Some(local) = state.local_users.get(name).cloned() {
-            match open_ssh_dir(&local, false)? {
-                Ok(Some(ssh)) => match read_authorized_keys(&ssh, &local)? {
-                    Ok(Some(content)) => {
-                        let kept = remove_ours(&content);
-                        if kept != content {
-                            ssh.write_atomic(
-                                Path::new("authorized_keys"),
-                                &kept,
-                                0o600,
-                                Some((local.uid, local.gid)),
-                            )?;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(why) => self.refused(name, why),
-                },
-                Ok(None) => {}
-                Err(why) => self.refused(name, why),
-            }
-        }
-        if in_sudoers_group(name)? {
-            if let Err(e) = run_template(
+        let local = state.local_users.get(name).cloned();
+        let mut failures: Vec<String> = Vec::new();
+
+        match in_sudoers_group(name) {
+            Ok(false) => {}
+            Ok(true) => match run_template(
                 &commands.gpasswd_remove,
                 &[("user", name), ("group", SUDOERS_GROUP)],
                 None,
             ) {
-                warn!(
+                Ok(()) => info!("Revoked sudo from user {} ({}).", name, SUDOERS_GROUP),
+                Err(e) => failures.push(format!(
                     "Could not remove user {} from {}. {}.",
                     name, SUDOERS_GROUP, e
-                );
+                )),
+            },
+            Err(e) => failures.push(e.to_string()),
+        }
+
+        if delete_account {
+            match run_template(&commands.userdel, &[("user", name)], None) {
+                Ok(()) => info!("Removed user account {}.", name),
+                Err(e) => failures.push(format!("Could not remove user {}. {}.", name, e)),
+            }
+            match read_required(PASSWD_PATH) {
+                Ok(bytes) => state.local_users = parse_passwd(&bytes),
+                Err(e) => failures.push(e.to_string()),
             }
         }
-        if delete_account {
-            result = run_template(&commands.userdel, &[("user", name)], None)
-                .map(|()| info!("Removed user account {}.", name))
-                .map_err(|e| Error::Msg(format!("Could not remove user {}. {}.", name, e)));
-            state.local_users = parse_passwd(&read_required(PASSWD_PATH)?);
+
+        if let Some(local) = local {
+            let revoked = if remove_key_file {
+                remove_key_file_of(&local)
+            } else {
+                self.remove_our_lines(name, &local)
+            };
+            if let Err(e) = revoked {
+                failures.push(format!("Could not remove the keys of user {}. {}", name, e));
+            }
         }
-        result
+
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Msg(failures.join(" ")))
+        }
+    }
+
+    /// Takes our lines out of the `authorized_keys` of an account that existed before the
+    /// daemon (root, an image's admin): every other line stays.
+    fn remove_our_lines(&mut self, name: &str, local: &LocalUser) -> Result<()> {
+        let ssh = match open_ssh_dir(local, false)? {
+            Ok(Some(ssh)) => ssh,
+            Ok(None) => return Ok(()),
+            Err(why) => {
+                self.refused(name, why);
+                return Ok(());
+            }
+        };
+        match read_authorized_keys(&ssh, local)? {
+            Ok(Some(content)) => {
+                let kept = remove_ours(&content);
+                if kept != content {
+                    ssh.write_atomic(
+                        Path::new("authorized_keys"),
+                        &kept,
+                        0o600,
+                        Some((local.uid, local.gid)),
+                    )?;
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(why) => {
+                self.refused(name, why);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -1,0 +1,195 @@
+//! Revocation that nothing can block, on real files, real shadow-utils and a real `sshd`:
+//!
+//! - a removed user who made their own `authorized_keys` unreadable for the daemon (past
+//!   its size limit) still loses sudo, and, the daemon having created the account, the
+//!   whole file goes unread: neither the Google key nor a key the user added logs in, and
+//!   `sudo -n true` fails for the account;
+//! - `gpasswd -d` failing (`/etc/group.lock` held by another tool) keeps the user in the
+//!   ledger, pending removal, and is retried until it works;
+//! - write-ahead ledger: when `google_users` cannot be written (a full `/var/lib/google`),
+//!   nobody gets a key or sudo, and the round is retried until it can.
+//!
+//! Run: `cargo test --features emulator,test-hooks --test integration accounts_revocation::`
+//! (as root).
+
+#![cfg(feature = "emulator")]
+
+use std::time::Duration;
+
+use crate::accounts_support::*;
+use crate::common::{self, Sandbox};
+
+const SSHD_PORT: u16 = 2232;
+
+fn in_sudoers(sb: &Sandbox, user: &str) -> bool {
+    sb.group(SUDOERS_GROUP)
+        .is_some_and(|g| g.members.iter().any(|m| m == user))
+}
+
+/// Whether `sudo -n true` works for `user` (run as that user inside, no password).
+fn sudo_works(sb: &Sandbox, user: &str) -> bool {
+    sb.program(["su", "-s", "/bin/sh", user, "-c", "sudo -n true"])
+        .timeout(Duration::from_secs(20))
+        .output()
+        .success()
+}
+
+/// A sandbox with recorders and `sshd`, the daemon running and alice (created by it)
+/// logging in with her Google key and with a key she added to her own file; sudo works.
+fn alice_with_own_key(sb: &Sandbox) -> (common::Daemon, common::Daemon) {
+    let google = key_pair(sb, "google");
+    let own = key_pair(sb, "own");
+    let sshd = start_sshd(sb, SSHD_PORT);
+    let daemon = spawn_daemon(sb);
+    set_keys(sb, &format!("alice:{}", google));
+    wait_keys(sb, "alice", Duration::from_secs(20), |k| {
+        k.contains(&google)
+    });
+    sb.program([
+        "su",
+        "-s",
+        "/bin/sh",
+        "alice",
+        "-c",
+        &format!("printf '%s\\n' '{}' >> ~/.ssh/authorized_keys", own),
+    ])
+    .output()
+    .assert_success();
+    assert_login_and_sudo(sb, SSHD_PORT, "google", "alice");
+    assert_login_and_sudo(sb, SSHD_PORT, "own", "alice");
+    assert!(sudo_works(sb, "alice"));
+    (sshd, daemon)
+}
+
+#[test]
+fn a_removed_user_cannot_block_their_removal_with_an_oversized_key_file() {
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(""))
+    ));
+    let (_sshd, mut daemon) = alice_with_own_key(&sb);
+    // Alice makes her file larger than the daemon ever reads (4 MiB).
+    sb.program([
+        "su",
+        "-s",
+        "/bin/sh",
+        "alice",
+        "-c",
+        "yes '# padding padding padding' | head -c 6000000 >> ~/.ssh/authorized_keys",
+    ])
+    .output()
+    .assert_success();
+    let size = sb
+        .sh(&format!("stat -c %s {}", keys_path("alice")))
+        .stdout_text();
+    assert!(
+        size.trim().parse::<u64>().unwrap_or(0) > 5_000_000,
+        "size {:?}",
+        size
+    );
+
+    set_keys(&sb, "");
+    wait_ledger(&sb, &[], Duration::from_secs(20));
+    assert!(!in_sudoers(&sb, "alice"), "alice kept google-sudoers");
+    assert!(!sudo_works(&sb, "alice"), "sudo -n still works for alice");
+    assert!(
+        !sb.exists(keys_path("alice")),
+        "the whole authorized_keys of an account the daemon created goes\n{}",
+        sb.log_lines().join("\n")
+    );
+    assert!(sb.user("alice").is_some(), "the account stays by default");
+    assert_login_refused(&sb, SSHD_PORT, "google", "alice");
+    assert_login_refused(&sb, SSHD_PORT, "own", "alice");
+    assert_eq!(
+        count_log(
+            &sb,
+            "google-accounts: INFO Revoked sudo from user alice (google-sudoers)."
+        ),
+        1
+    );
+    assert_running(&sb, &mut daemon);
+}
+
+#[test]
+fn a_revocation_blocked_by_the_group_lock_is_retried_until_it_works() {
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(""))
+    ));
+    let mut daemon = spawn_daemon(&sb);
+    set_keys(&sb, &format!("alice:{}", fake_key(1, "alice")));
+    wait_ledger(&sb, &["alice"], Duration::from_secs(20));
+    assert!(sb.wait_until(Duration::from_secs(20), || in_sudoers(&sb, "alice")));
+
+    // Another tool holds /etc/group.lock (shadow-utils' lock file naming a live process:
+    // the sandbox's init), so `gpasswd -d` fails.
+    sb.sh("printf 1 > /etc/group.lock").assert_success();
+    clear_calls(&sb);
+    set_keys(&sb, "");
+    let tried_twice = sb.wait_until(Duration::from_secs(20), || {
+        calls(&sb)
+            .iter()
+            .filter(|c| c[0] == "gpasswd" && c.get(1).map(String::as_str) == Some("-d"))
+            .count()
+            >= 2
+    });
+    assert!(
+        tried_twice,
+        "gpasswd -d was not retried: {:?}\n{}",
+        calls(&sb),
+        sb.log_lines().join("\n")
+    );
+    assert!(in_sudoers(&sb, "alice"), "the lock did block gpasswd");
+    assert_eq!(
+        ledger(&sb),
+        ["alice"],
+        "alice left the ledger while still in google-sudoers\n{}",
+        sb.log_lines().join("\n")
+    );
+
+    sb.sh("rm /etc/group.lock").assert_success();
+    wait_ledger(&sb, &[], Duration::from_secs(20));
+    assert!(!in_sudoers(&sb, "alice"));
+    assert_running(&sb, &mut daemon);
+}
+
+#[test]
+fn nobody_gets_a_key_or_sudo_while_the_ledger_cannot_be_written() {
+    let bob = vec!["bob".to_string()];
+    let sb = sandbox_or_skip!(with_accounts(
+        with_recorders(Sandbox::builder().metadata(&keys_document(""))),
+        &bob,
+        1500,
+        &[],
+    ));
+    sb.sh("mkdir -p /home/bob && chown bob /home/bob")
+        .assert_success();
+    // /var/lib/google is full: reading works, writing a ledger fails.
+    sb.sh(
+        "mkdir -p /var/lib/google && mount -t tmpfs -o size=16k tmpfs /var/lib/google \
+         && (dd if=/dev/zero of=/var/lib/google/fill bs=1k count=64 2>/dev/null; true)",
+    )
+    .assert_success();
+    let mut daemon = spawn_daemon(&sb);
+    let key = fake_key(7, "bob");
+    set_keys(&sb, &format!("bob:{}", key));
+    assert!(
+        sb.wait_for_log(Duration::from_secs(20), "google_users"),
+        "no ledger error was logged:\n{}",
+        sb.log_lines().join("\n")
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        !in_sudoers(&sb, "bob"),
+        "bob got sudo while the ledger could not name him\n{}",
+        sb.log_lines().join("\n")
+    );
+    assert!(
+        !keys_of(&sb, "bob").contains(&key),
+        "bob got a key while the ledger could not name him"
+    );
+
+    sb.sh("umount /var/lib/google").assert_success();
+    wait_ledger(&sb, &["bob"], Duration::from_secs(20));
+    wait_keys(&sb, "bob", Duration::from_secs(10), |k| k.contains(&key));
+    assert!(in_sudoers(&sb, "bob"));
+    assert_running(&sb, &mut daemon);
+}
