@@ -7,7 +7,10 @@
 //! - `gpasswd -d` failing (`/etc/group.lock` held by another tool) keeps the user in the
 //!   ledger, pending removal, and is retried until it works;
 //! - write-ahead ledger: when `google_users` cannot be written (a full `/var/lib/google`),
-//!   nobody gets a key or sudo, and the round is retried until it can.
+//!   nobody gets a key or sudo, and the round is retried until it can;
+//! - sudo only for people: `nobody`, `daemon`, a uid below `UID_MIN`, a `/bin/false` shell
+//!   and root never join `google-sudoers` whatever metadata says (`sudo -n` fails for them),
+//!   root and sys1 still log in with their keys; grants and revocations are logged.
 //!
 //! Run: `cargo test --features emulator,test-hooks --test integration accounts_revocation::`
 //! (as root).
@@ -191,5 +194,74 @@ fn nobody_gets_a_key_or_sudo_while_the_ledger_cannot_be_written() {
     wait_ledger(&sb, &["bob"], Duration::from_secs(20));
     wait_keys(&sb, "bob", Duration::from_secs(10), |k| k.contains(&key));
     assert!(in_sudoers(&sb, "bob"));
+    assert_running(&sb, &mut daemon);
+}
+
+#[test]
+fn sudo_only_for_people_whatever_metadata_says() {
+    // sys1: a system account (uid 500 < UID_MIN) with a real shell; shut: a person's uid
+    // with /bin/false; nobody and daemon come from the image (nologin shells).
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str("sys1:x:500:100::/home/sys1:/bin/sh\nshut:x:1600:100::/home/shut:/bin/false\n");
+    let mut shadow = std::fs::read_to_string("/etc/shadow").unwrap();
+    shadow.push_str("sys1:*:19000:0:99999:7:::\nshut:*:19000:0:99999:7:::\n");
+    let sb = sandbox_or_skip!(
+        with_recorders(Sandbox::builder().metadata(&keys_document("")))
+            .file("/etc/passwd", passwd, 0o644)
+            .file("/etc/shadow", shadow, 0o640)
+    );
+    sb.sh("mkdir -p /home/sys1 /home/shut && chown sys1 /home/sys1 && chown shut /home/shut")
+        .assert_success();
+    let alice = key_pair(&sb, "alice");
+    let root = key_pair(&sb, "root");
+    let sys1 = key_pair(&sb, "sys1");
+    let _sshd = start_sshd(&sb, SSHD_PORT);
+    let mut daemon = spawn_daemon(&sb);
+    let other = fake_key(9, "x");
+    set_keys(
+        &sb,
+        &format!(
+            "nobody:{other}\ndaemon:{other}\nshut:{other}\nsys1:{sys1}\nroot:{root}\nalice:{alice}"
+        ),
+    );
+    wait_keys(&sb, "alice", Duration::from_secs(20), |k| {
+        k.contains(&alice)
+    });
+    wait_keys(&sb, "root", Duration::from_secs(5), |k| k.contains(&root));
+    wait_keys(&sb, "sys1", Duration::from_secs(5), |k| k.contains(&sys1));
+    wait_keys(&sb, "shut", Duration::from_secs(5), |k| k.contains(&other));
+    assert!(sb.wait_until(Duration::from_secs(5), || in_sudoers(&sb, "alice")));
+    let members = sb.group(SUDOERS_GROUP).unwrap().members;
+    assert_eq!(
+        members,
+        ["alice"],
+        "only a person's account joins google-sudoers\n{}",
+        sb.log_lines().join("\n")
+    );
+    for user in ["nobody", "daemon", "sys1", "shut"] {
+        assert!(!sudo_works(&sb, user), "sudo -n works for {}", user);
+    }
+    assert_login_and_sudo(&sb, SSHD_PORT, "alice", "alice");
+    // Root gets its key, and needs no group.
+    let out = ssh(&sb, SSHD_PORT, "root", "root", "id -u");
+    assert_eq!(out.stdout_text(), "0\n", "{:?}", out);
+    assert!(!sb.group("root").unwrap().members.contains(&"root".into()));
+    // sys1 logs in with its key but cannot sudo.
+    let out = ssh(&sb, SSHD_PORT, "sys1", "sys1", "sudo -n true");
+    assert!(!out.success(), "{:?}", out);
+    assert_eq!(
+        count_log(&sb, "INFO Granted sudo to user alice (google-sudoers)."),
+        1
+    );
+    assert_eq!(count_log(&sb, "INFO Granted sudo"), 1);
+
+    set_keys(&sb, "");
+    wait_ledger(&sb, &[], Duration::from_secs(20));
+    assert_eq!(
+        count_log(&sb, "INFO Revoked sudo from user alice (google-sudoers)."),
+        1
+    );
+    assert_login_refused(&sb, SSHD_PORT, "alice", "alice");
+    assert!(!sudo_works(&sb, "alice"));
     assert_running(&sb, &mut daemon);
 }

@@ -37,6 +37,9 @@ pub enum Action {
     /// this for new accounts only).
     AddToGroups(Username),
     /// `gpasswd_add_cmd`: the user joins `google-sudoers` (after every key change, as 2.8).
+    /// Only for an account the daemon creates or one that may get sudo
+    /// ([`super::passwd::LocalUser::may_get_sudo`]): never root, a system account or a
+    /// `nologin`/`false` shell.
     AddToSudoers(Username),
     /// Our lines of the user's `~/.ssh/authorized_keys` become exactly `keys`
     /// ([`super::authorized_keys::rewrite`]; nothing is written when nothing changes).
@@ -115,7 +118,8 @@ pub struct PlanConfig {
     /// `[Accounts] deprovision_remove`: delete accounts the daemon created when metadata
     /// drops them.
     pub deprovision_remove: bool,
-    /// `UID_MIN` from `/etc/login.defs`: accounts below it are never deleted.
+    /// `UID_MIN` from `/etc/login.defs`: accounts below it are never deleted and never get
+    /// sudo.
     pub uid_min: u32,
 }
 
@@ -156,16 +160,21 @@ pub fn plan(
         if local.is_some() && applied.keys(user.as_str()) == Some(keys.as_slice()) {
             continue;
         }
-        let writes_keys = match local {
+        let (writes_keys, gets_sudo) = match local {
             None => {
                 actions.push(Action::CreateUser(user.clone()));
                 actions.push(Action::RecordCreated(user.clone()));
                 actions.push(Action::AddToGroups(user.clone()));
-                true
+                (true, true)
             }
-            Some(local) => !local.has_nologin_shell(),
+            Some(local) => (
+                !local.has_nologin_shell(),
+                local.may_get_sudo(config.uid_min),
+            ),
         };
-        actions.push(Action::AddToSudoers(user.clone()));
+        if gets_sudo {
+            actions.push(Action::AddToSudoers(user.clone()));
+        }
         if writes_keys {
             actions.push(Action::WriteKeys {
                 user: user.clone(),
@@ -312,7 +321,6 @@ mod tests {
                 write("alice", &["ka"]),
                 AddToSudoers(u("bob")),
                 write("bob", &["kb1", "kb2"]),
-                AddToSudoers(u("svc")),
             ]
         );
     }
@@ -460,6 +468,53 @@ mod tests {
     }
 
     #[test]
+    fn sudo_only_for_people() {
+        let desired = DesiredAccounts::for_tests(
+            false,
+            &[
+                ("alice", &["k"]),
+                ("daemon", &["k"]),
+                ("mail", &["k"]),
+                ("nobody", &["k"]),
+                ("root", &["k"]),
+                ("shut", &["k"]),
+                ("sys1", &["k"]),
+            ],
+        );
+        let locals = local(&[
+            ("alice", 1001, "/bin/bash"),
+            ("daemon", 1, "/usr/sbin/nologin"),
+            ("mail", 8, "/bin/bash"),
+            ("nobody", 65534, "/usr/sbin/nologin"),
+            ("root", 0, "/bin/bash"),
+            ("shut", 1500, "/bin/false"),
+            ("sys1", 999, "/bin/sh"),
+        ]);
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
+        let sudo: Vec<&Action> = actions
+            .iter()
+            .filter(|a| matches!(a, AddToSudoers(_)))
+            .collect();
+        assert_eq!(sudo, vec![&AddToSudoers(u("alice"))]);
+        // Everyone but the nologin accounts still gets keys.
+        let keyed: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                WriteKeys { user, .. } => Some(user.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keyed, ["alice", "mail", "root", "shut", "sys1"]);
+        // A lower UID_MIN makes sys1 a person.
+        let low = PlanConfig {
+            deprovision_remove: false,
+            uid_min: 500,
+        };
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, low);
+        assert!(actions.contains(&AddToSudoers(u("sys1"))));
+    }
+
+    #[test]
     fn users_outside_the_ledger_are_never_touched() {
         let desired = DesiredAccounts::for_tests(false, &[]);
         let locals = local(&[("root", 0, "/bin/bash"), ("admin", 1000, "/bin/bash")]);
@@ -559,14 +614,7 @@ mod tests {
         let locals = parse_passwd(b"root:x:0:0:root:/root:/bin/bash\n");
         let wanted = DesiredAccounts::for_tests(false, &[("root", &["kr"])]);
         let actions = run(&wanted, &AppliedKeys::new(), &[], &[], &locals, REMOVE);
-        assert_eq!(
-            actions,
-            vec![
-                ledger(&["root"]),
-                AddToSudoers(u("root")),
-                write("root", &["kr"]),
-            ]
-        );
+        assert_eq!(actions, vec![ledger(&["root"]), write("root", &["kr"])]);
 
         let gone = DesiredAccounts::for_tests(false, &[]);
         let actions = run(
