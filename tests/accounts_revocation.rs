@@ -10,7 +10,9 @@
 //!   nobody gets a key or sudo, and the round is retried until it can;
 //! - sudo only for people: `nobody`, `daemon`, a uid below `UID_MIN`, a `/bin/false` shell
 //!   and root never join `google-sudoers` whatever metadata says (`sudo -n` fails for them),
-//!   root and sys1 still log in with their keys; grants and revocations are logged.
+//!   root and sys1 still log in with their keys; grants and revocations are logged;
+//! - lock files: an unprivileged user's file or symlink at `/var/lock/google_*.lock` is
+//!   replaced by root's own, and the daemons run.
 //!
 //! Run: `cargo test --features emulator,test-hooks --test integration accounts_revocation::`
 //! (as root).
@@ -264,4 +266,52 @@ fn sudo_only_for_people_whatever_metadata_says() {
     assert_login_refused(&sb, SSHD_PORT, "alice", "alice");
     assert!(!sudo_works(&sb, "alice"));
     assert_running(&sb, &mut daemon);
+}
+
+#[test]
+fn a_squatted_lock_file_cannot_switch_the_daemons_off() {
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(&format!("alice:{}", fake_key(3, "a"))))
+    ));
+    // An unprivileged user creates the accounts daemon's lock file before it starts, and a
+    // symlink in place of the clock-skew daemon's.
+    sb.sh("mkdir -p /run/lock && chmod 1777 /run/lock && \
+         su -s /bin/sh nobody -c 'touch /var/lock/google_accounts.lock && \
+         ln -s /etc/shadow /var/lock/google_clock_skew.lock'")
+        .assert_success();
+    let mut daemon = spawn_daemon(&sb);
+    wait_keys(&sb, "alice", Duration::from_secs(20), |k| {
+        k.contains(&fake_key(3, "a"))
+    });
+    let owner = sb.sh("stat -L -c %u:%f /var/lock/google_accounts.lock");
+    assert_eq!(
+        owner.stdout_text(),
+        "0:8180\n",
+        "root's own regular file, 0600"
+    );
+    assert_eq!(
+        count_log(&sb, "Replacing /var/lock/google_accounts.lock"),
+        1,
+        "{}",
+        sb.log_lines().join("\n")
+    );
+    assert_running(&sb, &mut daemon);
+
+    let mut clock = sb.spawn_env(["google_clock_skew_daemon"], &[("PATH", RECORD_PATH)]);
+    assert!(
+        sb.wait_for_log(
+            Duration::from_secs(10),
+            "Replacing /var/lock/google_clock_skew.lock"
+        ),
+        "{}",
+        sb.log_lines().join("\n")
+    );
+    assert!(
+        sb.wait_until(Duration::from_secs(5), || sb
+            .sh("[ -f /var/lock/google_clock_skew.lock ] && [ ! -L /var/lock/google_clock_skew.lock ]")
+            .success()),
+        "the symlink was replaced by a file"
+    );
+    assert!(clock.is_running(), "{}", clock.stderr_text());
+    assert!(sb.read_string("/etc/shadow").unwrap().contains("root:"));
 }
