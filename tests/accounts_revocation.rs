@@ -12,7 +12,10 @@
 //!   and root never join `google-sudoers` whatever metadata says (`sudo -n` fails for them),
 //!   root and sys1 still log in with their keys; grants and revocations are logged;
 //! - lock files: an unprivileged user's file or symlink at `/var/lock/google_*.lock` is
-//!   replaced by root's own, and the daemons run.
+//!   replaced by root's own, and the daemons run;
+//! - checks on the opened file: `authorized_keys` swapped at full speed between the user's
+//!   own file and a hard link to a root-only file while the daemon rewrites it: root's
+//!   file never ends up in the user's (a race: before the change it leaked in most runs).
 //!
 //! Run: `cargo test --features emulator,test-hooks --test integration accounts_revocation::`
 //! (as root).
@@ -314,4 +317,72 @@ fn a_squatted_lock_file_cannot_switch_the_daemons_off() {
     );
     assert!(clock.is_running(), "{}", clock.stderr_text());
     assert!(sb.read_string("/etc/shadow").unwrap().contains("root:"));
+}
+
+/// Swaps `~/.ssh/authorized_keys` of alice, as fast as `renameat2(RENAME_EXCHANGE)` goes,
+/// between her own regular file and a hard link to a root-only file (what a user can do on
+/// a kernel with `fs.protected_hardlinks = 0`), keeping one name the hard link. Stops when
+/// /run/swap.stop appears.
+const SWAPPER: &str = r#"
+import ctypes, os
+libc = ctypes.CDLL(None, use_errno=True)
+d = "/home/alice/.ssh"
+ak, other, tmp = d + "/authorized_keys", d + "/.other", d + "/.tmp"
+secret = os.stat("/home/root-secret").st_ino
+def relink():
+    for p in (ak, other):
+        if os.lstat(p).st_ino == secret:
+            return
+    try: os.unlink(tmp)
+    except FileNotFoundError: pass
+    os.link("/home/root-secret", tmp)
+    os.rename(tmp, other)
+n = 0
+while not os.path.exists("/run/swap.stop"):
+    libc.renameat2(-100, ak.encode(), -100, other.encode(), 2)
+    n += 1
+    if n % 200 == 0:
+        try: relink()
+        except FileNotFoundError: pass
+"#;
+
+#[test]
+fn a_hard_link_swapped_in_after_the_checks_is_never_read() {
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(&format!("alice:{}", fake_key(0, "k0"))))
+    )
+    .file("/home/root-secret", "TOPSECRET root only\n", 0o600)
+    .file("/run/swapper.py", SWAPPER, 0o644));
+    let mut daemon = spawn_daemon(&sb);
+    wait_keys(&sb, "alice", Duration::from_secs(20), |k| {
+        k.contains(&fake_key(0, "k0"))
+    });
+    sb.sh("cd /home/alice/.ssh && printf 'own\\n' > .other && chown alice: .other && chmod 600 .other")
+        .assert_success();
+    let swapper = sb.program(["python3", "/run/swapper.py"]).spawn();
+    // Many rewrites while the file keeps changing under the daemon.
+    for round in 1..=150u64 {
+        set_keys(&sb, &format!("alice:{}", fake_key(round, "k")));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    sb.sh("touch /run/swap.stop").assert_success();
+    let swapped = swapper.wait_output(Duration::from_secs(10));
+    assert!(swapped.success(), "{:?}", swapped);
+    let files = sb
+        .sh("cd /home/alice/.ssh && for f in authorized_keys .other; do [ -L $f ] || cat $f; echo ===; done")
+        .stdout_text();
+    let leaked = files
+        .split("===")
+        .any(|f| f.contains("TOPSECRET") && f.contains("# Added by Google"));
+    assert!(
+        !leaked,
+        "root's file was copied into alice's own file:\n{}",
+        files
+    );
+    assert!(
+        count_log(&sb, "The file has other hard links.") >= 1,
+        "the swap never met the daemon (the test proved nothing)\n{}",
+        sb.log_lines().join("\n")
+    );
+    assert_running(&sb, &mut daemon);
 }
