@@ -18,6 +18,7 @@ mod accounts_hostile;
 mod accounts_login;
 mod accounts_long;
 mod accounts_outage;
+mod accounts_refusals;
 mod accounts_revocation;
 mod bench_accounts;
 mod bench_scripts;

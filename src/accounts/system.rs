@@ -186,8 +186,13 @@ impl Applier {
             Action::CreateUser(user) => {
                 info!("Creating a new user account for {}.", user);
                 let name = user.as_str();
-                run_template(&commands.useradd, &[("user", name)], None)
-                    .map_err(|e| Error::Msg(format!("Could not create user {}. {}.", name, e)))?;
+                if let Err(e) = run_template(&commands.useradd, &[("user", name)], None) {
+                    self.record_half_made(user, state);
+                    return Err(Error::Msg(format!(
+                        "Could not create user {}. {}.",
+                        name, e
+                    )));
+                }
                 if !commands.unlock.trim().is_empty() {
                     let line = format!("{}:*\n", name);
                     run_template(&commands.unlock, &[("user", name)], Some(line.as_bytes()))
@@ -239,6 +244,23 @@ impl Applier {
                 write_ledger(USERS_LEDGER, &names)?;
                 state.ledger = names;
                 Ok(())
+            }
+        }
+    }
+
+    /// After a failed `useradd`: if it wrote the passwd entry anyway (the home could not be
+    /// made, ...), the account is still one the daemon made (it did not exist before the
+    /// call), so it goes into `google_users_created` and can be deleted later.
+    fn record_half_made(&self, user: &Username, state: &mut SystemState) {
+        let Ok(bytes) = read_required(PASSWD_PATH) else {
+            return;
+        };
+        state.local_users = parse_passwd(&bytes);
+        if state.local_users.contains_key(user.as_str()) {
+            state.created.insert(user.clone());
+            match write_ledger(CREATED_LEDGER, &state.created) {
+                Ok(()) => info!("User {} was created in part; it is recorded as ours.", user),
+                Err(e) => warn!("{}", e),
             }
         }
     }
