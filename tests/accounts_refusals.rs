@@ -1,7 +1,9 @@
 //! What the accounts daemon refuses or records when the system does not go along:
 //!
 //! - a half-made account (`useradd` wrote the passwd entry, then could not make the home)
-//!   is recorded in `google_users_created`, so `deprovision_remove` deletes it later.
+//!   is recorded in `google_users_created`, so `deprovision_remove` deletes it later;
+//! - a name `useradd` refuses for good (an existing group's, `adm`) is logged once and
+//!   tried again only when that user's metadata changes, not at every round or retry.
 //!
 //! Run: `cargo test --features emulator,test-hooks --test integration accounts_refusals::`
 //! (as root).
@@ -49,5 +51,59 @@ fn a_half_made_account_is_still_recorded_as_created() {
     let deleted = sb.wait_until(Duration::from_secs(20), || sb.user("alice").is_none());
     assert!(deleted, "{}", sb.log_lines().join("\n"));
     wait_ledger(&sb, &[], Duration::from_secs(10));
+    assert_running(&sb, &mut daemon);
+}
+
+fn useradd_calls_for(sb: &Sandbox, name: &str) -> usize {
+    calls(sb)
+        .iter()
+        .filter(|c| c[0] == "useradd" && c.last().map(String::as_str) == Some(name))
+        .count()
+}
+
+#[test]
+fn a_name_useradd_refuses_for_good_is_tried_again_only_when_its_metadata_changes() {
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(""))
+    ));
+    let mut daemon = spawn_daemon(&sb);
+    // `adm` names an existing group: useradd refuses it for good.
+    for round in 0..4u64 {
+        set_keys(
+            &sb,
+            &format!(
+                "adm:{}\nbob:{}",
+                fake_key(1, "adm"),
+                fake_key(10 + round, "bob")
+            ),
+        );
+        wait_keys(&sb, "bob", Duration::from_secs(20), |k| {
+            k.contains(&fake_key(10 + round, "bob"))
+        });
+    }
+    // Time for retries, if any were made.
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        useradd_calls_for(&sb, "adm"),
+        1,
+        "{:?}\n{}",
+        calls(&sb),
+        sb.log_lines().join("\n")
+    );
+    assert_eq!(count_log(&sb, "Could not create user adm"), 1);
+
+    // adm's own metadata changes: one more try.
+    set_keys(
+        &sb,
+        &format!("adm:{}\nbob:{}", fake_key(2, "adm"), fake_key(13, "bob")),
+    );
+    assert!(
+        sb.wait_until(Duration::from_secs(10), || useradd_calls_for(&sb, "adm")
+            == 2)
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(useradd_calls_for(&sb, "adm"), 2);
+    assert_eq!(count_log(&sb, "Could not create user adm"), 2);
+    assert!(sb.user("adm").is_none());
     assert_running(&sb, &mut daemon);
 }

@@ -133,7 +133,8 @@ impl AccountsDaemon {
                 return Err(e);
             }
         };
-        self.applied.settle(&desired, &failed);
+        self.applied
+            .settle_with_impossible(&desired, &failed, self.applier.impossible());
         if failed.is_empty() {
             Ok(())
         } else {

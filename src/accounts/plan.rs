@@ -86,6 +86,9 @@ impl Action {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppliedKeys {
     users: BTreeMap<Username, Vec<String>>,
+    /// Users whose account cannot be made for good (`useradd` refuses the name), with the
+    /// keys they had then: not tried again until those change.
+    impossible: BTreeMap<Username, Vec<String>>,
 }
 
 impl AppliedKeys {
@@ -102,13 +105,33 @@ impl AppliedKeys {
     /// Records the outcome of applying a plan made from `desired`: every wanted user is
     /// now applied except those in `failed`, which the next plan handles again; users no
     /// longer wanted are forgotten.
+    #[cfg(test)]
     pub fn settle(&mut self, desired: &DesiredAccounts, failed: &BTreeSet<Username>) {
-        self.users = desired
-            .users()
-            .iter()
-            .filter(|(user, _)| !failed.contains(*user))
-            .map(|(user, keys)| (user.clone(), keys.clone()))
-            .collect();
+        self.settle_with_impossible(desired, failed, &BTreeSet::new());
+    }
+
+    /// As [`AppliedKeys::settle`], with the users whose account cannot be made for good:
+    /// they are left alone until their keys in metadata change.
+    pub fn settle_with_impossible(
+        &mut self,
+        desired: &DesiredAccounts,
+        failed: &BTreeSet<Username>,
+        impossible: &BTreeSet<Username>,
+    ) {
+        let pick = |keep: &dyn Fn(&Username) -> bool| {
+            desired
+                .users()
+                .iter()
+                .filter(|(user, _)| keep(user))
+                .map(|(user, keys)| (user.clone(), keys.clone()))
+                .collect()
+        };
+        // Still impossible: refused this time, or earlier with the same keys (not planned).
+        let before = std::mem::take(&mut self.impossible);
+        let still =
+            |u: &Username| impossible.contains(u) || before.get(u) == desired.users().get(u);
+        self.users = pick(&|u| !failed.contains(u) && !still(u));
+        self.impossible = pick(&|u| still(u));
     }
 }
 
@@ -158,6 +181,9 @@ pub fn plan(
     for (user, keys) in wanted {
         let local = system.local_users.get(user.as_str());
         if local.is_some() && applied.keys(user.as_str()) == Some(keys.as_slice()) {
+            continue;
+        }
+        if local.is_none() && applied.impossible.get(user) == Some(keys) {
             continue;
         }
         let (writes_keys, gets_sudo) = match local {
@@ -512,6 +538,23 @@ mod tests {
         };
         let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, low);
         assert!(actions.contains(&AddToSudoers(u("sys1"))));
+    }
+
+    #[test]
+    fn an_impossible_user_is_tried_again_only_when_its_keys_change() {
+        let desired = DesiredAccounts::for_tests(false, &[("adm", &["k"]), ("bob", &["kb"])]);
+        let locals = local(&[("bob", 1002, "/bin/bash")]);
+        let mut applied = AppliedKeys::new();
+        applied.settle_with_impossible(&desired, &BTreeSet::new(), &set(&["adm"]));
+        let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
+        assert_eq!(actions, vec![]);
+        // A later round that did not try adm keeps it aside.
+        applied.settle_with_impossible(&desired, &BTreeSet::new(), &BTreeSet::new());
+        let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
+        assert_eq!(actions, vec![]);
+        let changed = DesiredAccounts::for_tests(false, &[("adm", &["k2"]), ("bob", &["kb"])]);
+        let actions = run(&changed, &applied, &["adm", "bob"], &[], &locals, KEEP);
+        assert_eq!(actions.first(), Some(&CreateUser(u("adm"))));
     }
 
     #[test]

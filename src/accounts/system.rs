@@ -134,10 +134,16 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
     Ok(())
 }
 
+/// Whether `/etc/group` has a group called `name`.
+fn names_a_group(name: &str) -> bool {
+    read_required(GROUP_PATH).is_ok_and(|bytes| parse_groups(&bytes).iter().any(|g| g.name == name))
+}
+
 /// Carries out plans; remembers which refusals were already logged.
 #[derive(Default)]
 pub struct Applier {
     refusals_logged: LogOnce,
+    impossible: BTreeSet<Username>,
 }
 
 impl Applier {
@@ -151,8 +157,12 @@ impl Applier {
         state: &mut SystemState,
     ) -> Result<BTreeSet<Username>> {
         let mut failed: BTreeSet<Username> = BTreeSet::new();
+        self.impossible.clear();
         for action in actions {
-            if action.user().is_some_and(|u| failed.contains(u)) {
+            if action
+                .user()
+                .is_some_and(|u| failed.contains(u) || self.impossible.contains(u))
+            {
                 continue;
             }
             match self.apply_one(action, commands, state, &failed) {
@@ -165,8 +175,14 @@ impl Applier {
                     )));
                 }
                 Err(e) => {
+                    let user = action.user();
+                    if user.is_some_and(|u| self.impossible.contains(u)) {
+                        // Logged once per metadata change of that user (it is not retried).
+                        warn!("{} It is tried again when its metadata changes.", e);
+                        continue;
+                    }
                     warn!("{}", e);
-                    if let Some(user) = action.user() {
+                    if let Some(user) = user {
                         failed.insert(user.clone());
                     }
                 }
@@ -188,6 +204,15 @@ impl Applier {
                 let name = user.as_str();
                 if let Err(e) = run_template(&commands.useradd, &[("user", name)], None) {
                     self.record_half_made(user, state);
+                    if !state.local_users.contains_key(name) && names_a_group(name) {
+                        // useradd refuses a name that is a group's (adm, video,
+                        // google-sudoers...) for good: no use trying every round.
+                        self.impossible.insert(user.clone());
+                        return Err(Error::Msg(format!(
+                            "Could not create user {}: a group of that name exists. {}.",
+                            name, e
+                        )));
+                    }
                     return Err(Error::Msg(format!(
                         "Could not create user {}. {}.",
                         name, e
@@ -246,6 +271,12 @@ impl Applier {
                 Ok(())
             }
         }
+    }
+
+    /// The users of the last [`Applier::apply`] whose account cannot be made for good
+    /// (not in its failed set: they are tried again only when their metadata changes).
+    pub fn impossible(&self) -> &BTreeSet<Username> {
+        &self.impossible
     }
 
     /// After a failed `useradd`: if it wrote the passwd entry anyway (the home could not be
