@@ -1,9 +1,12 @@
-//! What the accounts daemon refuses or records when the system does not go along:
+//! What the accounts daemon refuses or records when the system does not go along, and
+//! when an expiring key goes:
 //!
 //! - a half-made account (`useradd` wrote the passwd entry, then could not make the home)
 //!   is recorded in `google_users_created`, so `deprovision_remove` deletes it later;
 //! - a name `useradd` refuses for good (an existing group's, `adm`) is logged once and
-//!   tried again only when that user's metadata changes, not at every round or retry.
+//!   tried again only when that user's metadata changes, not at every round or retry;
+//! - expiry on the dot: a key is gone from the file half a second after its `expireOn`
+//!   (the exact delay is a `make bench` row).
 //!
 //! Run: `cargo test --features emulator,test-hooks --test integration accounts_refusals::`
 //! (as root).
@@ -105,5 +108,43 @@ fn a_name_useradd_refuses_for_good_is_tried_again_only_when_its_metadata_changes
     assert_eq!(useradd_calls_for(&sb, "adm"), 2);
     assert_eq!(count_log(&sb, "Could not create user adm"), 2);
     assert!(sb.user("adm").is_none());
+    assert_running(&sb, &mut daemon);
+}
+
+#[test]
+fn a_key_is_gone_at_its_expire_on_not_a_second_later() {
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(""))
+    ));
+    let mut daemon = spawn_daemon(&sb);
+    let permanent = fake_key(1, "perm");
+    set_keys(&sb, &format!("alice:{}", permanent));
+    wait_keys(&sb, "alice", Duration::from_secs(20), |k| {
+        k.contains(&permanent)
+    });
+    let expire_on = gce_guest::timing::unix_now() + 3;
+    let body = fake_key(2, "x");
+    let body = body.rsplit_once(' ').unwrap().0;
+    let expiring = format!(
+        r#"{} google-ssh {{"userName":"alice@x","expireOn":"{}"}}"#,
+        body,
+        rfc3339(expire_on)
+    );
+    set_keys(&sb, &format!("alice:{}\nalice:{}", permanent, expiring));
+    wait_keys(&sb, "alice", Duration::from_secs(2), |k| k.contains(body));
+    // Past expireOn the key must not be accepted: half a second after it (the old wake-up
+    // came a whole second late) the file no longer holds it.
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(expire_on as u64 * 1000 + 500);
+    let wait = at
+        .duration_since(std::time::SystemTime::now())
+        .expect("set up before expireOn");
+    std::thread::sleep(wait);
+    let content = keys_of(&sb, "alice");
+    assert!(
+        !content.contains(body),
+        "the key is still there 0.5 s after its expireOn:\n{}",
+        content
+    );
+    assert_eq!(google_keys(&content), [permanent]);
     assert_running(&sb, &mut daemon);
 }

@@ -183,9 +183,10 @@ impl AccountsDaemon {
         result
     }
 
-    /// When the next key expires.
+    /// When the next key expires: just after its `expireOn` second begins (a millisecond
+    /// late, so the wall clock read then is surely in that second).
     pub fn next_wake(&self) -> Option<Instant> {
-        let at = self.next_expiry? as f64;
+        let at = self.next_expiry? as f64 + 0.001;
         let wait = (at - now_f64()).max(0.0);
         Some(Instant::now() + Duration::from_secs_f64(wait))
     }

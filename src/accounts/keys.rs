@@ -109,7 +109,7 @@ pub struct PublicKey<'a> {
 pub enum Expiry {
     /// No `google-ssh` comment, or one without `expireOn`.
     Never,
-    /// Valid up to and including this second (unix time); expired once the clock is past it.
+    /// Valid before this second (unix time): expired from the moment the clock reaches it.
     At(i64),
     /// A `google-ssh` comment whose JSON or `expireOn` cannot be read: treated as never
     /// expiring, as the original did.
@@ -117,9 +117,11 @@ pub enum Expiry {
 }
 
 impl Expiry {
-    /// Whether the key is expired at `now` (strictly after `expireOn`, as Python compared).
+    /// Whether the key is expired at `now` (whole seconds, the clock rounded down): from
+    /// `expireOn` itself on, so a key goes at its time, not a second later. (Python compared
+    /// `expireOn < now` with microseconds: expired within a microsecond of it.)
     pub fn is_expired(self, now: i64) -> bool {
-        matches!(self, Expiry::At(t) if now > t)
+        matches!(self, Expiry::At(t) if now >= t)
     }
 }
 
@@ -785,9 +787,9 @@ mod tests {
     }
 
     #[test]
-    fn expired_means_strictly_after_expire_on() {
+    fn expired_from_expire_on_itself() {
         assert!(!Expiry::At(100).is_expired(99));
-        assert!(!Expiry::At(100).is_expired(100));
+        assert!(Expiry::At(100).is_expired(100));
         assert!(Expiry::At(100).is_expired(101));
         assert!(!Expiry::Never.is_expired(i64::MAX));
         assert!(!Expiry::Unreadable.is_expired(i64::MAX));
@@ -982,11 +984,11 @@ mod tests {
         );
         let line = format!("alice:{key}");
 
-        let (wanted, notes) = parse(&line, expire);
+        let (wanted, notes) = parse(&line, expire - 1);
         assert!(notes.is_empty());
         assert_eq!(wanted.unwrap().expire_on, Some(expire));
 
-        let (wanted, notes) = parse(&line, expire + 1);
+        let (wanted, notes) = parse(&line, expire);
         assert_eq!(wanted, None);
         assert_eq!(
             notes,

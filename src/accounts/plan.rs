@@ -770,7 +770,7 @@ mod tests {
 
         let (desired, notes) = DesiredAccounts::from_snapshot(&snap, 0).unwrap();
         assert_eq!(notes.len(), 9);
-        assert_eq!(desired.next_expiry_check(), Some(1001));
+        assert_eq!(desired.next_expiry_check(), Some(1000));
         let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
         let users: BTreeSet<&str> = actions
             .iter()
@@ -783,7 +783,7 @@ mod tests {
         applied.settle(&desired, &BTreeSet::new());
 
         // The timer fires at the expiry check: only bob's keys are rewritten.
-        let (later, _) = DesiredAccounts::from_snapshot(&snap, 1001).unwrap();
+        let (later, _) = DesiredAccounts::from_snapshot(&snap, 1000).unwrap();
         let actions = run(&later, &applied, &["alice", "bob"], &[], &locals, KEEP);
         assert_eq!(
             actions,
