@@ -14,6 +14,7 @@ mod common;
 mod accounts_support;
 
 mod accounts;
+mod accounts_create;
 mod accounts_hostile;
 mod accounts_login;
 mod accounts_long;

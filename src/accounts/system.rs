@@ -144,6 +144,10 @@ fn names_a_group(name: &str) -> bool {
 pub struct Applier {
     refusals_logged: LogOnce,
     impossible: BTreeSet<Username>,
+    /// New accounts of this run that `useradd -G` already put in their groups, and in
+    /// `google-sudoers`.
+    joined_at_creation: BTreeSet<Username>,
+    sudo_at_creation: BTreeSet<Username>,
 }
 
 impl Applier {
@@ -158,6 +162,8 @@ impl Applier {
     ) -> Result<BTreeSet<Username>> {
         let mut failed: BTreeSet<Username> = BTreeSet::new();
         self.impossible.clear();
+        self.joined_at_creation.clear();
+        self.sudo_at_creation.clear();
         for action in actions {
             if action
                 .user()
@@ -202,7 +208,10 @@ impl Applier {
             Action::CreateUser(user) => {
                 info!("Creating a new user account for {}.", user);
                 let name = user.as_str();
-                if let Err(e) = run_template(&commands.useradd, &[("user", name)], None) {
+                let (template, groups) = self.useradd_template(user, commands)?;
+                if let Err(e) =
+                    run_template(&template, &[("user", name), ("groups", &groups)], None)
+                {
                     self.record_half_made(user, state);
                     if !state.local_users.contains_key(name) && names_a_group(name) {
                         // useradd refuses a name that is a group's (adm, video,
@@ -242,8 +251,13 @@ impl Applier {
                 state.created.remove(user);
                 write_ledger(CREATED_LEDGER, &state.created)
             }
+            Action::AddToGroups(user) if self.joined_at_creation.contains(user) => Ok(()),
             Action::AddToGroups(user) => self.add_to_groups(user, commands),
             Action::AddToSudoers(user) => {
+                if self.sudo_at_creation.contains(user) {
+                    info!("Granted sudo to user {} ({}).", user, SUDOERS_GROUP);
+                    return Ok(());
+                }
                 if in_sudoers_group(user.as_str())? {
                     return Ok(());
                 }
@@ -294,6 +308,36 @@ impl Applier {
                 Err(e) => warn!("{}", e),
             }
         }
+    }
+
+    /// The `useradd` template for a new account and its `{groups}`: with the default
+    /// templates, the configured groups that exist and `google-sudoers` go to `useradd -G`
+    /// (remembered, so the group steps after it run no command).
+    fn useradd_template(
+        &mut self,
+        user: &Username,
+        commands: &Commands,
+    ) -> Result<(String, String)> {
+        let Some(template) = commands.useradd_with_groups() else {
+            return Ok((commands.useradd.clone(), String::new()));
+        };
+        let existing = parse_groups(&read_required(GROUP_PATH)?);
+        let exists = |g: &str| existing.iter().any(|e| e.name == g);
+        let mut groups: Vec<&str> = commands
+            .groups
+            .iter()
+            .map(String::as_str)
+            .filter(|g| exists(g))
+            .collect();
+        if exists(SUDOERS_GROUP) {
+            groups.push(SUDOERS_GROUP);
+            self.sudo_at_creation.insert(user.clone());
+        }
+        self.joined_at_creation.insert(user.clone());
+        if groups.is_empty() {
+            return Ok((commands.useradd.clone(), String::new()));
+        }
+        Ok((template, groups.join(",")))
     }
 
     fn add_to_groups(&self, user: &Username, commands: &Commands) -> Result<()> {
