@@ -5,6 +5,9 @@
 //!   is recorded in `google_users_created`, so `deprovision_remove` deletes it later;
 //! - a name `useradd` refuses for good (an existing group's, `adm`) is logged once and
 //!   tried again only when that user's metadata changes, not at every round or retry;
+//! - no key material in the log: a private key pasted into `ssh-keys` is dropped with one
+//!   redacted warning, a key without `user:` is named by the reason only, an expired key
+//!   by its type and short fingerprint;
 //! - expiry on the dot: a key is gone from the file half a second after its `expireOn`
 //!   (the exact delay is a `make bench` row).
 //!
@@ -146,5 +149,62 @@ fn a_key_is_gone_at_its_expire_on_not_a_second_later() {
         content
     );
     assert_eq!(google_keys(&content), [permanent]);
+    assert_running(&sb, &mut daemon);
+}
+
+#[test]
+fn no_key_material_reaches_the_log_and_a_pasted_private_key_is_dropped() {
+    let sb = sandbox_or_skip!(with_recorders(
+        Sandbox::builder().metadata(&keys_document(""))
+    ));
+    let mut daemon = spawn_daemon(&sb);
+    // A real private key pasted into ssh-keys by mistake, first line after `alice:`.
+    let public = key_pair(&sb, "pasted");
+    let private = sb.read_string("/run/sshtest/pasted").unwrap();
+    let mut value = String::from("alice:");
+    value.push_str(&private);
+    // A public key without `user:` whose comment has a colon, an expired key, and bob.
+    let stray = fake_key(41, "me:laptop");
+    let expired = format!(
+        r#"{} google-ssh {{"userName":"b@x","expireOn":"2001-01-01T00:00:00Z"}}"#,
+        fake_key(42, "x").rsplit_once(' ').unwrap().0
+    );
+    let bob = fake_key(43, "bob");
+    value.push_str(&format!("{}\nbob:{}\nbob:{}\n", stray, expired, bob));
+    set_keys(&sb, &value);
+    wait_keys(&sb, "bob", Duration::from_secs(20), |k| k.contains(&bob));
+    std::thread::sleep(Duration::from_millis(300));
+
+    let log = sb.log_lines().join("\n");
+    let mut secrets: Vec<&str> = private
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    secrets.push(public.split(' ').nth(1).unwrap());
+    secrets.push(stray.split(' ').nth(1).unwrap());
+    secrets.push(expired.split(' ').nth(1).unwrap());
+    for secret in secrets {
+        // Any 16 characters of key material would be too many.
+        for window in secret.as_bytes().windows(16).step_by(8) {
+            let piece = std::str::from_utf8(window).unwrap();
+            assert!(
+                !log.contains(piece),
+                "key material {:?} in the log:\n{}",
+                piece,
+                log
+            );
+        }
+    }
+    assert_eq!(
+        count_log(&sb, "look like a private key (not shown)"),
+        1,
+        "{}",
+        log
+    );
+    assert_eq!(count_log(&sb, "a key without a user name"), 1, "{}", log);
+    assert!(
+        !sb.exists("/home/alice"),
+        "nothing is made from a private key"
+    );
     assert_running(&sb, &mut daemon);
 }
