@@ -5,6 +5,8 @@
 //!   is recorded in `google_users_created`, so `deprovision_remove` deletes it later;
 //! - a name `useradd` refuses for good (an existing group's, `adm`) is logged once and
 //!   tried again only when that user's metadata changes, not at every round or retry;
+//! - two managed names with one home (`root` and its uid-0 alias `toor`): the second is
+//!   refused with one log line and never touches the first one's lines;
 //! - no key material in the log: a private key pasted into `ssh-keys` is dropped with one
 //!   redacted warning, a key without `user:` is named by the reason only, an expired key
 //!   by its type and short fingerprint;
@@ -206,5 +208,45 @@ fn no_key_material_reaches_the_log_and_a_pasted_private_key_is_dropped() {
         !sb.exists("/home/alice"),
         "nothing is made from a private key"
     );
+    assert_running(&sb, &mut daemon);
+}
+
+#[test]
+fn a_second_managed_name_for_one_home_is_refused_once() {
+    let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
+    passwd.push_str("toor:x:0:0:root alias:/root:/bin/bash\n");
+    let sb = sandbox_or_skip!(
+        with_recorders(Sandbox::builder().metadata(&keys_document(""))).file(
+            "/etc/passwd",
+            passwd,
+            0o644
+        )
+    );
+    let mut daemon = spawn_daemon(&sb);
+    let root_key = fake_key(51, "root");
+    for round in 0..3u64 {
+        let toor_key = fake_key(60 + round, "toor");
+        set_keys(&sb, &format!("root:{}\ntoor:{}", root_key, toor_key));
+        // Give the daemon time to (wrongly) write toor's key.
+        std::thread::sleep(Duration::from_millis(400));
+        let keys = google_keys(&keys_of(&sb, "root"));
+        assert_eq!(
+            keys,
+            std::slice::from_ref(&root_key),
+            "round {}: /root holds root's key only\n{}",
+            round,
+            sb.log_lines().join("\n")
+        );
+    }
+    assert_eq!(
+        count_log(
+            &sb,
+            "Not managing user toor: its home is also that of user root"
+        ),
+        1,
+        "{}",
+        sb.log_lines().join("\n")
+    );
+    assert_eq!(ledger(&sb), ["root"]);
     assert_running(&sb, &mut daemon);
 }

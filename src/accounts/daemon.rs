@@ -133,8 +133,14 @@ impl AccountsDaemon {
                 return Err(e);
             }
         };
+        // A name refused for a shared home is looked at again next time, as a failure is.
+        let mut not_applied = failed.clone();
+        not_applied.extend(actions.iter().filter_map(|a| match a {
+            super::plan::Action::RefuseSharedHome { user, .. } => Some(user.clone()),
+            _ => None,
+        }));
         self.applied
-            .settle_with_impossible(&desired, &failed, self.applier.impossible());
+            .settle_with_impossible(&desired, &not_applied, self.applier.impossible());
         if failed.is_empty() {
             Ok(())
         } else {

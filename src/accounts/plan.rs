@@ -56,6 +56,10 @@ pub enum Action {
         delete_account: bool,
         remove_key_file: bool,
     },
+    /// A wanted user whose home is another wanted user's (`toor` and `root`, both
+    /// `/root`): nothing is done for it, so the two never overwrite each other's lines
+    /// (logged once). It is not in the ledger and is checked again at every plan.
+    RefuseSharedHome { user: Username, owner: Username },
     /// Take the name out of `google_users_created` (the account was deleted, or is gone).
     ForgetCreated(Username),
     /// Write `google_users` with these names, plus any user whose `Deprovision` failed
@@ -76,6 +80,7 @@ impl Action {
             | Action::AddToSudoers(user)
             | Action::WriteKeys { user, .. }
             | Action::Deprovision { user, .. }
+            | Action::RefuseSharedHome { user, .. }
             | Action::ForgetCreated(user) => Some(user),
             Action::UpdateLedger(_) => None,
         }
@@ -172,13 +177,42 @@ pub fn plan(
     let wanted = desired.users();
     let mut actions = Vec::new();
 
+    // Two wanted names with one home: the first (by name) has it, the others are refused.
+    let mut home_owner: BTreeMap<&std::path::Path, &Username> = BTreeMap::new();
+    let mut shared: BTreeMap<&Username, &Username> = BTreeMap::new();
+    for user in wanted.keys() {
+        if let Some(local) = system.local_users.get(user.as_str()) {
+            match home_owner.get(local.home.as_path()) {
+                Some(owner) => {
+                    shared.insert(user, owner);
+                }
+                None => {
+                    home_owner.insert(local.home.as_path(), user);
+                }
+            }
+        }
+    }
+    let managed: BTreeSet<&Username> = wanted.keys().filter(|u| !shared.contains_key(u)).collect();
+
     // Write-ahead: every wanted name is in the ledger before any of them gets access.
-    let with_new: BTreeSet<Username> = system.ledger.iter().chain(wanted.keys()).cloned().collect();
+    let with_new: BTreeSet<Username> = system
+        .ledger
+        .iter()
+        .chain(managed.iter().copied())
+        .cloned()
+        .collect();
     if with_new.len() != system.ledger.len() {
         actions.push(Action::UpdateLedger(with_new.iter().cloned().collect()));
     }
 
     for (user, keys) in wanted {
+        if let Some(owner) = shared.get(user) {
+            actions.push(Action::RefuseSharedHome {
+                user: user.clone(),
+                owner: (*owner).clone(),
+            });
+            continue;
+        }
         let local = system.local_users.get(user.as_str());
         if local.is_some() && applied.keys(user.as_str()) == Some(keys.as_slice()) {
             continue;
@@ -209,7 +243,12 @@ pub fn plan(
         }
     }
 
-    for user in system.ledger.iter().filter(|u| !wanted.contains_key(*u)) {
+    for user in system.ledger.iter().filter(|u| !managed.contains(u)) {
+        // A refused name keeps its place until it is no longer wanted: its home's lines
+        // belong to the name that has it.
+        if shared.contains_key(user) {
+            continue;
+        }
         // An account that is already gone only leaves the ledger.
         let Some(local) = system.local_users.get(user.as_str()) else {
             continue;
@@ -234,8 +273,13 @@ pub fn plan(
         }
     }
 
-    if !wanted.keys().eq(with_new.iter()) {
-        actions.push(Action::UpdateLedger(wanted.keys().cloned().collect()));
+    let final_names: BTreeSet<Username> = with_new
+        .iter()
+        .filter(|u| managed.contains(u) || shared.contains_key(u))
+        .cloned()
+        .collect();
+    if final_names != with_new {
+        actions.push(Action::UpdateLedger(final_names.into_iter().collect()));
     }
     actions
 }
@@ -558,6 +602,32 @@ mod tests {
     }
 
     #[test]
+    fn a_second_name_for_one_home_is_refused_and_kept_out_of_the_ledger() {
+        let locals =
+            parse_passwd(b"root:x:0:0:root:/root:/bin/bash\ntoor:x:0:0::/root:/bin/bash\n");
+        let desired = DesiredAccounts::for_tests(false, &[("root", &["kr"]), ("toor", &["kt"])]);
+        let refused = RefuseSharedHome {
+            user: u("toor"),
+            owner: u("root"),
+        };
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
+        assert_eq!(
+            actions,
+            vec![ledger(&["root"]), write("root", &["kr"]), refused.clone()]
+        );
+        // Still refused when root's keys are applied; toor in an old ledger stays there
+        // untouched (no deprovisioning of a home that is root's).
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &set(&["toor"]));
+        let actions = run(&desired, &applied, &["root", "toor"], &[], &locals, KEEP);
+        assert_eq!(actions, vec![refused]);
+        // root leaves: toor is managed now.
+        let alone = DesiredAccounts::for_tests(false, &[("toor", &["kt"])]);
+        let actions = run(&alone, &applied, &["root", "toor"], &[], &locals, KEEP);
+        assert!(actions.contains(&write("toor", &["kt"])), "{actions:?}");
+    }
+
+    #[test]
     fn users_outside_the_ledger_are_never_touched() {
         let desired = DesiredAccounts::for_tests(false, &[]);
         let locals = local(&[("root", 0, "/bin/bash"), ("admin", 1000, "/bin/bash")]);
@@ -727,6 +797,10 @@ mod tests {
                 remove_key_file: false,
             },
             ForgetCreated(u("a")),
+            RefuseSharedHome {
+                user: u("a"),
+                owner: u("b"),
+            },
         ];
         for action in &all {
             assert_eq!(action.user().map(Username::as_str), Some("a"), "{action:?}");

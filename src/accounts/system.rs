@@ -271,6 +271,16 @@ impl Applier {
                 Ok(())
             }
             Action::WriteKeys { user, keys } => self.write_keys(user, keys, state),
+            Action::RefuseSharedHome { user, owner } => {
+                let line = format!(
+                    "Not managing user {}: its home is also that of user {}, managed already.",
+                    user, owner
+                );
+                if self.refusals_logged.first_time(&line) {
+                    warn!("{}", line);
+                }
+                Ok(())
+            }
             Action::Deprovision {
                 user,
                 delete_account,
