@@ -166,8 +166,8 @@ pub struct SystemView<'a> {
 }
 
 /// The actions that take the system from `system` to `desired`, given what was `applied`
-/// last. Wanted users come first (by name), then deprovisioning (by name), then created-
-/// ledger cleanup, then the ledger update when its content changes.
+/// last: the write-ahead ledger update when names come, deprovisioning (by name), wanted
+/// users (by name), created-ledger cleanup, then the ledger update when names leave.
 pub fn plan(
     desired: &DesiredAccounts,
     applied: &AppliedKeys,
@@ -205,6 +205,29 @@ pub fn plan(
         actions.push(Action::UpdateLedger(with_new.iter().cloned().collect()));
     }
 
+    // Revocations first: nothing granted below can be taken away by them.
+    for user in system.ledger.iter().filter(|u| !managed.contains(u)) {
+        // A refused name keeps its place until it is no longer wanted: its home's lines
+        // belong to the name that has it.
+        if shared.contains_key(user) {
+            continue;
+        }
+        // An account that is already gone only leaves the ledger.
+        let Some(local) = system.local_users.get(user.as_str()) else {
+            continue;
+        };
+        let ours = system.created.contains(user) && local.uid != 0 && local.uid >= config.uid_min;
+        let delete_account = config.deprovision_remove && ours;
+        actions.push(Action::Deprovision {
+            user: user.clone(),
+            delete_account,
+            remove_key_file: ours,
+        });
+        if delete_account {
+            actions.push(Action::ForgetCreated(user.clone()));
+        }
+    }
+
     for (user, keys) in wanted {
         if let Some(owner) = shared.get(user) {
             actions.push(Action::RefuseSharedHome {
@@ -240,28 +263,6 @@ pub fn plan(
                 user: user.clone(),
                 keys: keys.clone(),
             });
-        }
-    }
-
-    for user in system.ledger.iter().filter(|u| !managed.contains(u)) {
-        // A refused name keeps its place until it is no longer wanted: its home's lines
-        // belong to the name that has it.
-        if shared.contains_key(user) {
-            continue;
-        }
-        // An account that is already gone only leaves the ledger.
-        let Some(local) = system.local_users.get(user.as_str()) else {
-            continue;
-        };
-        let ours = system.created.contains(user) && local.uid != 0 && local.uid >= config.uid_min;
-        let delete_account = config.deprovision_remove && ours;
-        actions.push(Action::Deprovision {
-            user: user.clone(),
-            delete_account,
-            remove_key_file: ours,
-        });
-        if delete_account {
-            actions.push(Action::ForgetCreated(user.clone()));
         }
     }
 
@@ -505,7 +506,7 @@ mod tests {
     #[test]
     fn the_ledger_names_new_users_before_they_get_anything() {
         // carol comes and alice leaves in one change: carol is in the ledger before her
-        // account, key or sudo; alice leaves it only after her deprovisioning.
+        // account, key or sudo; alice is deprovisioned first and leaves the ledger last.
         let desired = DesiredAccounts::for_tests(false, &[("bob", &["kb"]), ("carol", &["kc"])]);
         let mut applied = AppliedKeys::new();
         applied.settle(&desired, &BTreeSet::new());
@@ -522,16 +523,16 @@ mod tests {
             actions,
             vec![
                 ledger(&["alice", "bob", "carol"]),
-                CreateUser(u("carol")),
-                RecordCreated(u("carol")),
-                AddToGroups(u("carol")),
-                AddToSudoers(u("carol")),
-                write("carol", &["kc"]),
                 Deprovision {
                     user: u("alice"),
                     delete_account: false,
                     remove_key_file: true,
                 },
+                CreateUser(u("carol")),
+                RecordCreated(u("carol")),
+                AddToGroups(u("carol")),
+                AddToSudoers(u("carol")),
+                write("carol", &["kc"]),
                 ledger(&["bob", "carol"]),
             ]
         );
@@ -621,10 +622,12 @@ mod tests {
         applied.settle(&desired, &set(&["toor"]));
         let actions = run(&desired, &applied, &["root", "toor"], &[], &locals, KEEP);
         assert_eq!(actions, vec![refused]);
-        // root leaves: toor is managed now.
+        // root leaves: its lines go first, then toor, managed now, writes its own.
         let alone = DesiredAccounts::for_tests(false, &[("toor", &["kt"])]);
         let actions = run(&alone, &applied, &["root", "toor"], &[], &locals, KEEP);
-        assert!(actions.contains(&write("toor", &["kt"])), "{actions:?}");
+        let deprovision = actions.iter().position(|a| matches!(a, Deprovision { .. }));
+        let toor = actions.iter().position(|a| *a == write("toor", &["kt"]));
+        assert!(deprovision.is_some() && toor > deprovision, "{actions:?}");
     }
 
     #[test]
