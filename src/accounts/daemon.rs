@@ -139,8 +139,13 @@ impl AccountsDaemon {
             super::plan::Action::RefuseSharedHome { user, .. } => Some(user.clone()),
             _ => None,
         }));
-        self.applied
-            .settle_with_impossible(&desired, &not_applied, self.applier.impossible());
+        let planned: BTreeSet<_> = actions.iter().filter_map(|a| a.user().cloned()).collect();
+        self.applied.settle_with_impossible(
+            &desired,
+            &not_applied,
+            self.applier.impossible(),
+            &planned,
+        );
         if failed.is_empty() {
             Ok(())
         } else {

@@ -112,16 +112,18 @@ impl AppliedKeys {
     /// longer wanted are forgotten.
     #[cfg(test)]
     pub fn settle(&mut self, desired: &DesiredAccounts, failed: &BTreeSet<Username>) {
-        self.settle_with_impossible(desired, failed, &BTreeSet::new());
+        self.settle_with_impossible(desired, failed, &BTreeSet::new(), &BTreeSet::new());
     }
 
     /// As [`AppliedKeys::settle`], with the users whose account cannot be made for good:
-    /// they are left alone until their keys in metadata change.
+    /// they are left alone until their keys in metadata change. `planned`: the users the
+    /// plan had actions for (an earlier impossible user not among them stays aside).
     pub fn settle_with_impossible(
         &mut self,
         desired: &DesiredAccounts,
         failed: &BTreeSet<Username>,
         impossible: &BTreeSet<Username>,
+        planned: &BTreeSet<Username>,
     ) {
         let pick = |keep: &dyn Fn(&Username) -> bool| {
             desired
@@ -133,8 +135,10 @@ impl AppliedKeys {
         };
         // Still impossible: refused this time, or earlier with the same keys (not planned).
         let before = std::mem::take(&mut self.impossible);
-        let still =
-            |u: &Username| impossible.contains(u) || before.get(u) == desired.users().get(u);
+        let still = |u: &Username| {
+            impossible.contains(u)
+                || (!planned.contains(u) && before.get(u) == desired.users().get(u))
+        };
         self.users = pick(&|u| !failed.contains(u) && !still(u));
         self.impossible = pick(&|u| still(u));
     }
@@ -590,16 +594,21 @@ mod tests {
         let desired = DesiredAccounts::for_tests(false, &[("adm", &["k"]), ("bob", &["kb"])]);
         let locals = local(&[("bob", 1002, "/bin/bash")]);
         let mut applied = AppliedKeys::new();
-        applied.settle_with_impossible(&desired, &BTreeSet::new(), &set(&["adm"]));
+        applied.settle_with_impossible(&desired, &BTreeSet::new(), &set(&["adm"]), &set(&["adm"]));
         let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
         assert_eq!(actions, vec![]);
         // A later round that did not try adm keeps it aside.
-        applied.settle_with_impossible(&desired, &BTreeSet::new(), &BTreeSet::new());
+        let none = BTreeSet::new();
+        applied.settle_with_impossible(&desired, &none, &none, &none);
         let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
         assert_eq!(actions, vec![]);
         let changed = DesiredAccounts::for_tests(false, &[("adm", &["k2"]), ("bob", &["kb"])]);
         let actions = run(&changed, &applied, &["adm", "bob"], &[], &locals, KEEP);
         assert_eq!(actions.first(), Some(&CreateUser(u("adm"))));
+        // Planned again (say its account now exists) and not refused: applied as any user.
+        let mut later = applied.clone();
+        later.settle_with_impossible(&desired, &none, &none, &set(&["adm"]));
+        assert_eq!(later.keys("adm"), Some(&["k".to_string()][..]));
     }
 
     #[test]
