@@ -137,6 +137,7 @@ fn run_inner(
     let mut exited: Option<std::process::ExitStatus> = None;
     let mut timed_out = false;
     let mut eof = false;
+    let mut exit_nap = Duration::from_micros(50);
     loop {
         if !eof {
             let wait_ms = if exited.is_some() { 0 } else { 100 };
@@ -162,8 +163,10 @@ fn run_inner(
         match child.try_wait() {
             Ok(Some(status)) => exited = Some(status),
             Ok(None) if eof => {
-                // Output closed but the program runs on: just wait for it (with deadline).
-                std::thread::sleep(Duration::from_millis(10));
+                // Output closed but the program runs on (usually it is just exiting): wait
+                // for it (with deadline), a short nap first, longer ones as it goes on.
+                std::thread::sleep(exit_nap);
+                exit_nap = (exit_nap * 2).min(Duration::from_millis(10));
             }
             Ok(None) => {}
             Err(e) => return Err(Error::sys("wait for child", e)),

@@ -41,30 +41,64 @@ pub fn create_parent(path: &Path) -> Result<()> {
 }
 
 /// Takes an exclusive non-blocking `flock` on `path`, creating it (0600) if needed.
-/// `Ok(None)` means another process holds it. A lock file that is a symlink or not owned
-/// by us is refused: `/var/lock` is often world-writable.
+/// `Ok(None)` means another process holds it. `/var/lock` is world-writable: an entry there
+/// that is not our own regular file with one link (a symlink, a FIFO, another user's file)
+/// was put there by someone else, so it is removed and the lock file created afresh (the
+/// directory is sticky, so only its owner or root can do that) — nobody can switch a
+/// daemon off by creating its lock file first.
 pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
     create_parent(path)?;
-    let c = cstr(path.as_os_str().as_bytes(), path)?;
-    let flags = libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_CLOEXEC;
-    let file = File::from(sys::open(&c, flags, 0o600).context("open lock file", path)?);
-    let meta = sys::fstat(file.as_fd()).context("stat lock file", path)?;
-    let me = sys::geteuid();
-    if meta.st_uid != me || meta.st_mode & libc::S_IFMT != libc::S_IFREG {
-        return Err(Error::io(
-            "trust lock file",
-            path,
-            io::Error::new(
-                io::ErrorKind::PermissionDenied,
-                "not a regular file of ours",
-            ),
-        ));
-    }
+    let file = open_own_lock_file(path)?;
     match sys::flock_exclusive_nonblocking(file.as_fd()) {
         Ok(()) => Ok(Some(LockGuard { _file: file })),
         Err(e) if e.raw_os_error() == Some(libc::EWOULDBLOCK) => Ok(None),
         Err(e) => Err(Error::io("lock", path, e)),
     }
+}
+
+/// Opens `path` as our own regular lock file, replacing whatever else is there.
+fn open_own_lock_file(path: &Path) -> Result<File> {
+    let c = cstr(path.as_os_str().as_bytes(), path)?;
+    let flags =
+        libc::O_RDWR | libc::O_CREAT | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
+    let me = sys::geteuid();
+    for _ in 0..4 {
+        match sys::open(&c, flags, 0o600) {
+            Ok(fd) => {
+                let file = File::from(fd);
+                let st = sys::fstat(file.as_fd()).context("stat lock file", path)?;
+                if st.st_uid == me && st.st_mode & libc::S_IFMT == libc::S_IFREG && st.st_nlink == 1
+                {
+                    return Ok(file);
+                }
+            }
+            // A symlink (ELOOP), a directory (EISDIR), a socket (ENXIO), another user's
+            // entry that `fs.protected_symlinks`/`protected_regular` deny to root (EACCES).
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ELOOP | libc::EISDIR | libc::ENXIO | libc::EACCES)
+                ) => {}
+            Err(e) => return Err(Error::io("open lock file", path, e)),
+        }
+        warn!(
+            "Replacing {}: it is not our own regular file.",
+            crate::log::printable(&path.to_string_lossy())
+        );
+        match sys::unlink(&c) {
+            Ok(()) => {}
+            Err(e) if e.raw_os_error() == Some(libc::EISDIR) => {
+                sys::rmdir(&c).context("remove squatted lock directory", path)?
+            }
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+            Err(e) => return Err(Error::io("remove squatted lock file", path, e)),
+        }
+    }
+    Err(Error::io(
+        "trust lock file",
+        path,
+        io::Error::new(io::ErrorKind::PermissionDenied, "keeps being replaced"),
+    ))
 }
 
 /// Like [`try_lock`], but waits up to `timeout` for another holder to let go.
@@ -223,36 +257,53 @@ impl Dir {
         }
     }
 
-    /// Reads a regular file (no symlink, no FIFO, at most `max` bytes) with its status;
-    /// `Ok(None)` when absent.
-    pub fn read_file(&self, name: &Path, max: u64) -> Result<Option<(Vec<u8>, Stat)>> {
-        let c = self.name_cstr(name)?;
-        let path = self.child_path(name);
+    /// Opens an entry for reading without following a symlink (`ELOOP` then) or blocking on
+    /// a FIFO, with the status of what was opened (`fstat` on the descriptor: checks made
+    /// on it hold for what is read). `Ok(None)` when absent.
+    pub fn open_nofollow(&self, name: &Path) -> io::Result<Option<(File, Stat)>> {
+        let c = self
+            .name_cstr(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"))?;
         let flags = libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_CLOEXEC;
         let fd = match sys::openat(self.fd.as_fd(), &c, flags, 0) {
             Ok(fd) => fd,
             Err(e) if e.raw_os_error() == Some(libc::ENOENT) => return Ok(None),
-            Err(e) => return Err(Error::io("open", path, e)),
+            Err(e) => return Err(e),
         };
-        let mut file = File::from(fd);
-        let st = Stat::from(&sys::fstat(file.as_fd()).context("stat", &path)?);
-        if !st.is_file() {
-            let e = io::Error::new(io::ErrorKind::InvalidData, "not a regular file");
-            return Err(Error::io("read", path, e));
+        let file = File::from(fd);
+        let st = Stat::from(&sys::fstat(file.as_fd())?);
+        Ok(Some((file, st)))
+    }
+
+    /// Opens a sub-directory without following a symlink (`ELOOP`; `ENOTDIR` for a
+    /// non-directory); `Ok(None)` when absent.
+    pub fn open_dir_nofollow(&self, name: &Path) -> io::Result<Option<Dir>> {
+        let c = self
+            .name_cstr(name)
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "not a plain file name"))?;
+        let flags = libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW | libc::O_CLOEXEC;
+        match sys::openat(self.fd.as_fd(), &c, flags, 0) {
+            Ok(fd) => Ok(Some(Dir {
+                fd,
+                path: self.child_path(name),
+            })),
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => Ok(None),
+            Err(e) => Err(e),
         }
-        if st.size > max {
-            let e = io::Error::new(io::ErrorKind::InvalidData, "file too large");
-            return Err(Error::io("read", path, e));
-        }
-        let mut data = Vec::with_capacity(st.size as usize);
-        Read::take(&mut file, max + 1)
+    }
+
+    /// Reads an open file to its end, failing past `max` bytes.
+    pub fn read_open(&self, name: &Path, file: File, max: u64) -> Result<Vec<u8>> {
+        let path = self.child_path(name);
+        let mut data = Vec::new();
+        Read::take(file, max + 1)
             .read_to_end(&mut data)
             .context("read", &path)?;
         if data.len() as u64 > max {
             let e = io::Error::new(io::ErrorKind::InvalidData, "file too large");
             return Err(Error::io("read", path, e));
         }
-        Ok(Some((data, st)))
+        Ok(data)
     }
 
     /// Atomically replaces `name` with `data`: a fresh `O_EXCL|O_NOFOLLOW` temp file in this
@@ -412,7 +463,11 @@ mod tests {
         let d = Dir::open_path(&dir).unwrap();
         let st = d.stat_entry(Path::new("authorized_keys")).unwrap().unwrap();
         assert!(st.is_symlink());
-        assert!(d.read_file(Path::new("authorized_keys"), 1024).is_err());
+        let opened = d.open_nofollow(Path::new("authorized_keys"));
+        assert_eq!(
+            opened.err().and_then(|e| e.raw_os_error()),
+            Some(libc::ELOOP)
+        );
         d.write_atomic(Path::new("authorized_keys"), b"key", 0o600, None)
             .unwrap();
         assert_eq!(std::fs::read(&victim).unwrap(), b"precious");

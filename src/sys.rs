@@ -103,6 +103,18 @@ pub fn unlinkat(dir: BorrowedFd<'_>, name: &CStr) -> io::Result<()> {
     check(unsafe { libc::unlinkat(dir.as_raw_fd(), name.as_ptr(), 0) }).map(drop)
 }
 
+/// `unlink(2)`: removes a file entry (a symlink itself, never its target).
+pub fn unlink(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string alive for the call.
+    check(unsafe { libc::unlink(path.as_ptr()) }).map(drop)
+}
+
+/// `rmdir(2)`: removes an empty directory.
+pub fn rmdir(path: &CStr) -> io::Result<()> {
+    // SAFETY: `path` is a valid NUL-terminated string alive for the call.
+    check(unsafe { libc::rmdir(path.as_ptr()) }).map(drop)
+}
+
 /// `flock(fd, LOCK_EX | LOCK_NB)`: `EWOULDBLOCK` when another holder has it.
 pub fn flock_exclusive_nonblocking(fd: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: `fd` is open; the call takes no pointers.

@@ -106,7 +106,7 @@ fn an_expiring_key_works_until_expire_on_and_is_removed_by_the_timer() {
     assert_login_and_sudo(&sb, SSHD_PORT, "short", "alice");
 
     // Metadata does not change again: only the daemon's timer can remove the key. It must
-    // be gone within 2 s of expireOn (whole seconds: the key is valid through that second).
+    // be gone within 2 s of expireOn (a generous bound: it goes at expireOn itself).
     let deadline = std::time::UNIX_EPOCH + Duration::from_secs(expire_on as u64 + 2);
     let mut gone_at = None;
     while std::time::SystemTime::now() < deadline + Duration::from_millis(500) {

@@ -15,10 +15,13 @@ mod accounts_support;
 mod packaging_support;
 
 mod accounts;
+mod accounts_create;
 mod accounts_hostile;
 mod accounts_login;
 mod accounts_long;
 mod accounts_outage;
+mod accounts_refusals;
+mod accounts_revocation;
 mod bench_accounts;
 mod bench_scripts;
 mod bench_setup;

@@ -96,6 +96,7 @@ fn the_runner_counts_every_test_binary_even_when_one_fails() {
         .arg(Path::new(ROOT).join("tools/run-tests.sh"))
         .args(["--features", "x"])
         .env("PATH", path)
+        // `make test` names the vendored crates to test; the fake cargo must not see them.
         .env_remove("GCE_GUEST_VENDORED_TESTS")
         .output()
         .unwrap();

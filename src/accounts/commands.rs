@@ -39,6 +39,10 @@ pub struct Commands {
     pub unlock: String,
     /// `[Accounts] groups`, before filtering to the groups that exist.
     pub groups: Vec<String>,
+    /// `useradd`, `usermod` and `gpasswd -a` are all shadow-utils' defaults: a new account
+    /// is made with its groups and `google-sudoers` in one `useradd -G` (one command per
+    /// new user instead of three; configured templates are run as written).
+    pub groups_at_useradd: bool,
 }
 
 fn first_word(template: &str) -> &str {
@@ -89,7 +93,14 @@ impl Commands {
             String::new()
         };
         let s = settings;
+        let at_default =
+            |configured: &str, default: &str| configured.trim().is_empty() || configured == default;
+        let groups_at_useradd = !busybox_userland
+            && at_default(&s.useradd_cmd, &shadow.useradd_cmd)
+            && at_default(&s.usermod_cmd, &shadow.usermod_cmd)
+            && at_default(&s.gpasswd_add_cmd, &shadow.gpasswd_add_cmd);
         Commands {
+            groups_at_useradd,
             useradd: pick(&s.useradd_cmd, &shadow.useradd_cmd, BUSYBOX_USERADD, true),
             userdel: pick(&s.userdel_cmd, &shadow.userdel_cmd, BUSYBOX_USERDEL, false),
             usermod: pick(&s.usermod_cmd, &shadow.usermod_cmd, BUSYBOX_USERMOD, false),
@@ -120,6 +131,18 @@ impl Commands {
                 .map(str::to_string)
                 .collect(),
         }
+    }
+}
+
+impl Commands {
+    /// The `useradd` template that also joins `{groups}` (comma-separated) when
+    /// [`Commands::groups_at_useradd`]: `-G {groups}` before the user name.
+    pub fn useradd_with_groups(&self) -> Option<String> {
+        if !self.groups_at_useradd || !self.useradd.trim_end().ends_with("{user}") {
+            return None;
+        }
+        let head = self.useradd.trim_end().strip_suffix("{user}")?;
+        Some(format!("{}-G {{groups}} {{user}}", head))
     }
 }
 
@@ -159,6 +182,26 @@ mod tests {
             c.groups,
             ["adm", "dip", "docker", "lxd", "plugdev", "video"]
         );
+        assert!(c.groups_at_useradd);
+        assert_eq!(
+            c.useradd_with_groups().as_deref(),
+            Some("useradd -m -s /bin/bash -p * -G {groups} {user}")
+        );
+    }
+
+    #[test]
+    fn configured_templates_are_run_as_written_not_merged() {
+        for config_text in [
+            "[Accounts]\nuseradd_cmd = useradd -m {user}\n",
+            "[Accounts]\nusermod_cmd = usermod -aG {groups} {user}\n",
+            "[Accounts]\ngpasswd_add_cmd = /usr/sbin/gpasswd -a {user} {group}\n",
+        ] {
+            let c = Commands::resolve(&config(config_text), |p| p != "adduser", true);
+            assert!(!c.groups_at_useradd, "{config_text}");
+            assert_eq!(c.useradd_with_groups(), None);
+        }
+        let busybox = Commands::resolve(&config(""), |p| p == "adduser", false);
+        assert_eq!(busybox.useradd_with_groups(), None);
     }
 
     #[test]

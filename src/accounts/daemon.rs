@@ -126,8 +126,27 @@ impl AccountsDaemon {
             return Ok(());
         }
         debug!("{} actions planned", actions.len());
-        let failed: BTreeSet<_> = self.applier.apply(&actions, &self.commands, &mut state);
-        self.applied.settle(&desired, &failed);
+        let failed: BTreeSet<_> = match self.applier.apply(&actions, &self.commands, &mut state) {
+            Ok(failed) => failed,
+            Err(e) => {
+                // Nothing after the ledger write was applied: check every user next time.
+                self.applied = AppliedKeys::new();
+                return Err(e);
+            }
+        };
+        // A name refused for a shared home is looked at again next time, as a failure is.
+        let mut not_applied = failed.clone();
+        not_applied.extend(actions.iter().filter_map(|a| match a {
+            super::plan::Action::RefuseSharedHome { user, .. } => Some(user.clone()),
+            _ => None,
+        }));
+        let planned: BTreeSet<_> = actions.iter().filter_map(|a| a.user().cloned()).collect();
+        self.applied.settle_with_impossible(
+            &desired,
+            &not_applied,
+            self.applier.impossible(),
+            &planned,
+        );
         if failed.is_empty() {
             Ok(())
         } else {
@@ -168,9 +187,10 @@ impl AccountsDaemon {
         result
     }
 
-    /// When the next key expires.
+    /// When the next key expires: just after its `expireOn` second begins (a millisecond
+    /// late, so the wall clock read then is surely in that second).
     pub fn next_wake(&self) -> Option<Instant> {
-        let at = self.next_expiry? as f64;
+        let at = self.next_expiry? as f64 + 0.001;
         let wait = (at - now_f64()).max(0.0);
         Some(Instant::now() + Duration::from_secs_f64(wait))
     }

@@ -79,8 +79,8 @@ impl DesiredAccounts {
         self.users.get(user).map(Vec::as_slice)
     }
 
-    /// The first unix second at which a wanted key will have expired: the daemon re-reads
-    /// the same document then, so the key goes within a second of its `expireOn` rather
+    /// The first unix second at which a wanted key will have expired (its `expireOn`): the
+    /// daemon re-reads the same document then, so the key goes at its `expireOn` rather
     /// than at the next metadata change. `None` when no wanted key expires.
     pub fn next_expiry_check(&self) -> Option<i64> {
         self.next_expiry_check
@@ -177,7 +177,8 @@ fn from_document(doc: &JsonValue, now: i64) -> Result<(DesiredAccounts, Vec<Note
             }
         }
     }
-    let next_expiry_check = next_expiry.map(|t| t.saturating_add(1));
+    // The wake-up is at `expireOn` itself: the key is expired from that moment on.
+    let next_expiry_check = next_expiry;
     Ok((
         DesiredAccounts {
             oslogin,
@@ -269,7 +270,7 @@ mod tests {
         assert_eq!(d.keys("alice").map(<[String]>::len), Some(1));
         assert!(d.keys("bob").is_some_and(|k| k[0].contains("google-ssh")));
         let expire = crate::timing::days_from_civil(2099, 12, 31) * 86_400 + 86_399;
-        assert_eq!(d.next_expiry_check(), Some(expire + 1));
+        assert_eq!(d.next_expiry_check(), Some(expire));
     }
 
     #[test]
@@ -411,15 +412,15 @@ mod tests {
         let (d, notes) = DesiredAccounts::from_snapshot(&snap, 1_000).unwrap();
         assert_eq!(names(&d), ["a", "b", "c"]); // d's only key expired: d is not wanted
         assert_eq!(d.keys("a"), Some(&[later.clone()][..]));
-        assert_eq!(d.next_expiry_check(), Some(1801));
+        assert_eq!(d.next_expiry_check(), Some(1800));
         assert_eq!(notes.len(), 2);
         assert!(notes.iter().all(|n| matches!(n, Note::ExpiredKey { .. })));
 
         // Re-read at the time the daemon's timer fires: b's key is gone, a's is next.
-        let (d, _) = DesiredAccounts::from_snapshot(&snap, 1801).unwrap();
+        let (d, _) = DesiredAccounts::from_snapshot(&snap, 1800).unwrap();
         assert_eq!(names(&d), ["a", "c"]);
-        assert_eq!(d.next_expiry_check(), Some(3601));
-        let (d, _) = DesiredAccounts::from_snapshot(&snap, 3601).unwrap();
+        assert_eq!(d.next_expiry_check(), Some(3600));
+        let (d, _) = DesiredAccounts::from_snapshot(&snap, 3600).unwrap();
         assert_eq!(names(&d), ["c"]);
         assert_eq!(d.next_expiry_check(), None);
     }

@@ -64,6 +64,8 @@ pub enum SkipReason {
     BadBase64,
     /// The key data does not start with the key type it claims.
     TypeMismatch,
+    /// A public key line with no `user:` in front (a colon only further on).
+    NoUserName,
 }
 
 impl SkipReason {
@@ -80,6 +82,7 @@ impl SkipReason {
             SkipReason::MissingBlob => "no key data after the key type",
             SkipReason::BadBase64 => "key data is not base64",
             SkipReason::TypeMismatch => "key data does not match its key type",
+            SkipReason::NoUserName => "a key without a user name",
         }
     }
 }
@@ -109,7 +112,7 @@ pub(crate) struct PublicKey<'a> {
 pub(crate) enum Expiry {
     /// No `google-ssh` comment, or one without `expireOn`.
     Never,
-    /// Valid up to and including this second (unix time); expired once the clock is past it.
+    /// Valid before this second (unix time): expired from the moment the clock reaches it.
     At(i64),
     /// A `google-ssh` comment whose JSON or `expireOn` cannot be read: treated as never
     /// expiring, as the original did.
@@ -117,9 +120,11 @@ pub(crate) enum Expiry {
 }
 
 impl Expiry {
-    /// Whether the key is expired at `now` (strictly after `expireOn`, as Python compared).
+    /// Whether the key is expired at `now` (whole seconds, the clock rounded down): from
+    /// `expireOn` itself on, so a key goes at its time, not a second later. (Python compared
+    /// `expireOn < now` with microseconds: expired within a microsecond of it.)
     pub(crate) fn is_expired(self, now: i64) -> bool {
-        matches!(self, Expiry::At(t) if now > t)
+        matches!(self, Expiry::At(t) if now >= t)
     }
 }
 
@@ -146,6 +151,10 @@ pub fn parse_key_line(line: &str, now: i64, notes: &mut Vec<Note>) -> Option<Wan
     if line.is_empty() {
         return None;
     }
+    if looks_like_private_key(line) {
+        notes.push(Note::PrivateKeyLine);
+        return None;
+    }
     let split = line.split_once(':');
     if !line.is_ascii() {
         let user = split.map(|(user, _)| printable(user));
@@ -164,6 +173,14 @@ pub fn parse_key_line(line: &str, now: i64, notes: &mut Vec<Note>) -> Option<Wan
     };
     let user = match Username::parse(user_text) {
         Ok(user) => user,
+        // `ssh-ed25519 AAAA... me:laptop`: the "name" would be the key itself.
+        Err(_) if user_text.split(' ').next().is_some_and(is_key_type) => {
+            notes.push(Note::SkippedKey {
+                user: None,
+                reason: SkipReason::NoUserName,
+            });
+            return None;
+        }
         Err(reason) => {
             notes.push(Note::RefusedName {
                 name: printable(user_text),
@@ -185,7 +202,10 @@ pub fn parse_key_line(line: &str, now: i64, notes: &mut Vec<Note>) -> Option<Wan
     };
     let expiry = key_expiry(key.comment);
     if expiry.is_expired(now) {
-        notes.push(Note::ExpiredKey { user });
+        notes.push(Note::ExpiredKey {
+            user,
+            key: describe_key(&key),
+        });
         return None;
     }
     if expiry == Expiry::Unreadable {
@@ -200,6 +220,36 @@ pub fn parse_key_line(line: &str, now: i64, notes: &mut Vec<Note>) -> Option<Wan
         key: key_text.to_string(),
         expire_on,
     })
+}
+
+/// Whether a metadata line looks like part of a private key pasted by mistake: a PEM or
+/// OpenSSH armour line (`-----BEGIN OPENSSH PRIVATE KEY-----`), or a line of its base64
+/// body (one long word of base64 only, possibly after `user:`). Such a line is dropped
+/// and never logged.
+pub fn looks_like_private_key(line: &str) -> bool {
+    if line.contains("-----") && line.contains("PRIVATE KEY") {
+        return true;
+    }
+    let body = |text: &str| {
+        text.len() >= 40
+            && text
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'+' || b == b'/' || b == b'=')
+    };
+    body(line)
+        || line
+            .split_once(':')
+            .is_some_and(|(_, rest)| body(rest.trim()))
+}
+
+/// A key for a log line: its type and short fingerprint, never the key.
+pub(crate) fn describe_key(key: &PublicKey<'_>) -> String {
+    let blob = decode_base64(key.blob).unwrap_or_default();
+    format!(
+        "{} {}",
+        key.key_type,
+        super::fingerprint::short_fingerprint(&blob)
+    )
 }
 
 fn is_blank(b: u8) -> bool {
@@ -683,6 +733,7 @@ mod tests {
             MissingBlob,
             BadBase64,
             TypeMismatch,
+            NoUserName,
         ] {
             assert!(!r.describe().is_empty());
             assert_eq!(r.to_string(), r.describe());
@@ -785,9 +836,9 @@ mod tests {
     }
 
     #[test]
-    fn expired_means_strictly_after_expire_on() {
+    fn expired_from_expire_on_itself() {
         assert!(!Expiry::At(100).is_expired(99));
-        assert!(!Expiry::At(100).is_expired(100));
+        assert!(Expiry::At(100).is_expired(100));
         assert!(Expiry::At(100).is_expired(101));
         assert!(!Expiry::Never.is_expired(i64::MAX));
         assert!(!Expiry::Unreadable.is_expired(i64::MAX));
@@ -982,16 +1033,61 @@ mod tests {
         );
         let line = format!("alice:{key}");
 
-        let (wanted, notes) = parse(&line, expire);
+        let (wanted, notes) = parse(&line, expire - 1);
         assert!(notes.is_empty());
         assert_eq!(wanted.unwrap().expire_on, Some(expire));
 
-        let (wanted, notes) = parse(&line, expire + 1);
+        let (wanted, notes) = parse(&line, expire);
         assert_eq!(wanted, None);
+        let blob = decode_base64(key.split(' ').nth(1).unwrap()).unwrap();
+        let key_id = format!(
+            "ssh-ed25519 {}",
+            super::super::fingerprint::short_fingerprint(&blob)
+        );
         assert_eq!(
             notes,
             vec![Note::ExpiredKey {
-                user: Username::parse("alice").unwrap()
+                user: Username::parse("alice").unwrap(),
+                key: key_id,
+            }]
+        );
+        // The note names the key without holding it.
+        assert!(!notes[0]
+            .to_string()
+            .contains(key.split(' ').nth(1).unwrap()));
+    }
+
+    #[test]
+    fn private_key_lines_are_recognised_and_public_keys_are_not() {
+        let private = [
+            "-----BEGIN OPENSSH PRIVATE KEY-----",
+            "alice:-----BEGIN RSA PRIVATE KEY-----",
+            "-----END OPENSSH PRIVATE KEY-----",
+            "b3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQAAAAAAAAABAAAAMwAAAAtzc2gtZW",
+            "alice:QyNTUxOQAAACD0yJ8mQm4j5vXh3d0b1gk3M2m0xYq1a8j1E7Vh9bW5nQAAAJgG",
+        ];
+        for line in private {
+            assert!(looks_like_private_key(line), "{line}");
+            let (wanted, notes) = parse(line, 0);
+            assert_eq!(wanted, None);
+            assert_eq!(notes, vec![Note::PrivateKeyLine], "{line}");
+        }
+        let public = ed25519(1, "alice@laptop");
+        for line in [
+            format!("alice:{public}"),
+            "alice:short".to_string(),
+            "# a comment".to_string(),
+        ] {
+            assert!(!looks_like_private_key(&line), "{line}");
+        }
+        // A public key without `user:`, a colon in its comment: skipped, never logged.
+        let (wanted, notes) = parse(&format!("{public} me:laptop"), 0);
+        assert_eq!(wanted, None);
+        assert_eq!(
+            notes,
+            vec![Note::SkippedKey {
+                user: None,
+                reason: SkipReason::NoUserName
             }]
         );
     }

@@ -6,6 +6,7 @@
 //! - [`username`]: the account-name rule and the [`Username`] type that proves it was applied.
 //! - [`keys`]: `user:key` lines, the public-key plausibility check, `expireOn`.
 //! - [`desired`]: metadata document -> [`desired::DesiredAccounts`] (key sources, OS Login).
+//! - [`fingerprint`]: SHA-256 and the short key fingerprints log lines carry.
 //! - [`authorized_keys`]: merging our `# Added by Google` lines into a user's file.
 //! - [`ledger`]: `/var/lib/google/google_users` and `google_users_created`.
 //! - [`passwd`]: local accounts (`/etc/passwd`) and `UID_MIN` (`/etc/login.defs`).
@@ -23,6 +24,7 @@ pub mod authorized_keys;
 pub(crate) mod commands;
 pub(crate) mod daemon;
 pub(crate) mod desired;
+pub(crate) mod fingerprint;
 pub mod keys;
 pub(crate) mod ledger;
 pub(crate) mod passwd;
@@ -40,7 +42,8 @@ pub(crate) use username::NameRefusal;
 pub use username::Username;
 
 /// Something the planning step skipped or noticed, worded for one log line. User names in
-/// it are already made printable ([`crate::log::printable`]); no note ever holds a whole key.
+/// it are already made printable ([`crate::log::printable`]); no note ever holds key material
+/// (a key is named by its type and short fingerprint).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Note {
     /// A metadata user name that is not a safe account name; its keys are not used.
@@ -50,8 +53,10 @@ pub enum Note {
         user: Option<String>,
         reason: SkipReason,
     },
-    /// A key whose `expireOn` has passed.
-    ExpiredKey { user: Username },
+    /// A key whose `expireOn` has passed (`key`: its type and short fingerprint).
+    ExpiredKey { user: Username, key: String },
+    /// A line that looks like part of a private key; its content is never logged.
+    PrivateKeyLine,
     /// A key whose `google-ssh` expiry cannot be read; the key is kept.
     UnreadableExpiry { user: Username },
     /// `instance/attributes` or `project/attributes` is missing from the document.
@@ -88,7 +93,13 @@ impl fmt::Display for Note {
             Note::SkippedKey { user: None, reason } => {
                 write!(f, "Skipping an SSH key line: {}.", reason)
             }
-            Note::ExpiredKey { user } => write!(f, "Expired SSH key for user {}.", user),
+            Note::ExpiredKey { user, key } => {
+                write!(f, "Expired SSH key for user {} ({}).", user, key)
+            }
+            Note::PrivateKeyLine => write!(
+                f,
+                "Dropping metadata SSH key lines that look like a private key (not shown)."
+            ),
             Note::UnreadableExpiry { user } => write!(
                 f,
                 "Could not parse the expireOn time of an SSH key for user {}; keeping the key.",
@@ -164,9 +175,17 @@ mod tests {
                 Level::Warning,
             ),
             (
-                Note::ExpiredKey { user: alice() },
-                "Expired SSH key for user alice.",
+                Note::ExpiredKey {
+                    user: alice(),
+                    key: "ssh-ed25519 SHA256:abc".into(),
+                },
+                "Expired SSH key for user alice (ssh-ed25519 SHA256:abc).",
                 Level::Debug,
+            ),
+            (
+                Note::PrivateKeyLine,
+                "Dropping metadata SSH key lines that look like a private key (not shown).",
+                Level::Warning,
             ),
             (
                 Note::UnreadableExpiry { user: alice() },
@@ -189,7 +208,10 @@ mod tests {
 
     #[test]
     fn note_log_reports_each_note_once_while_it_persists() {
-        let a = Note::ExpiredKey { user: alice() };
+        let a = Note::ExpiredKey {
+            user: alice(),
+            key: String::new(),
+        };
         let b = Note::SkippedKey {
             user: None,
             reason: SkipReason::NoColon,

@@ -36,6 +36,15 @@ impl LocalUser {
     pub fn has_nologin_shell(&self) -> bool {
         self.shell.rsplit('/').next() == Some("nologin")
     }
+
+    /// Whether the account may be given sudo (`google-sudoers`): a person's account, not
+    /// root (which needs no group), not a system account (uid below `uid_min`), and not one
+    /// whose shell refuses logins (`nologin`, `false`). `nobody:KEY` in metadata must not
+    /// make every process running as `nobody` root.
+    pub fn may_get_sudo(&self, uid_min: u32) -> bool {
+        let shell = self.shell.rsplit('/').next();
+        self.uid != 0 && self.uid >= uid_min && shell != Some("nologin") && shell != Some("false")
+    }
 }
 
 /// Local accounts by name.

@@ -6,10 +6,13 @@
 //!   exists, gets no action; a change that concerns one user yields actions for that user
 //!   only. [`AppliedKeys`] starts empty, so at start-up every wanted user is checked once.
 //! - Deprovisioning is driven by the ledger alone: a user in `google_users` that metadata
-//!   no longer wants (or every one of them, when OS Login is on) loses our keys and its
-//!   `google-sudoers` membership; its account is deleted only when `deprovision_remove` is
-//!   on, the daemon created it (`google_users_created`), and its uid is neither 0 nor below
-//!   `UID_MIN`. Accounts never named in metadata are never touched.
+//!   no longer wants (or every one of them, when OS Login is on) loses its `google-sudoers`
+//!   membership and our keys (the whole file for an account the daemon created); its
+//!   account is deleted only when `deprovision_remove` is on, the daemon created it
+//!   (`google_users_created`), and its uid is neither 0 nor below `UID_MIN`. Accounts never
+//!   named in metadata are never touched.
+//! - The ledger is written ahead: new names are added before any action that grants
+//!   access, and names leave it last.
 //! - Only a [`DesiredAccounts`] can ask for removals, and one can only be built from a
 //!   successfully read metadata document: a failed read plans nothing.
 
@@ -34,25 +37,36 @@ pub enum Action {
     /// this for new accounts only).
     AddToGroups(Username),
     /// `gpasswd_add_cmd`: the user joins `google-sudoers` (after every key change, as 2.8).
+    /// Only for an account the daemon creates or one that may get sudo
+    /// ([`super::passwd::LocalUser::may_get_sudo`]): never root, a system account or a
+    /// `nologin`/`false` shell.
     AddToSudoers(Username),
     /// Our lines of the user's `~/.ssh/authorized_keys` become exactly `keys`
     /// ([`super::authorized_keys::rewrite`]; nothing is written when nothing changes).
     /// Never planned for a user whose shell is `nologin`.
     WriteKeys { user: Username, keys: Vec<String> },
-    /// Metadata no longer wants this ledger user (log `Removing user <user>.`): remove our
-    /// lines from its `authorized_keys` ([`super::authorized_keys::remove_ours`]), run
-    /// `gpasswd_remove_cmd`, then, if `delete_account`, `userdel_cmd`. A key file that cannot
-    /// be read or written stops it there (nothing more is removed; the next round tries
-    /// again); a failing `gpasswd_remove_cmd` is only logged; the action fails when the
-    /// account could not be deleted.
+    /// Metadata no longer wants this ledger user (log `Removing user <user>.`). Three steps,
+    /// each done whatever became of the others: `gpasswd_remove_cmd` (sudo revoked first),
+    /// `userdel_cmd` if `delete_account`, then the keys — with `remove_key_file` (an account
+    /// the daemon created) the whole `authorized_keys` is unlinked unread, otherwise only
+    /// our lines leave ([`super::authorized_keys::remove_ours`]). The action fails when any
+    /// step failed; the user then stays in the ledger and the next round tries again.
     Deprovision {
         user: Username,
         delete_account: bool,
+        remove_key_file: bool,
     },
+    /// A wanted user whose home is another wanted user's (`toor` and `root`, both
+    /// `/root`): nothing is done for it, so the two never overwrite each other's lines
+    /// (logged once). It is not in the ledger and is checked again at every plan.
+    RefuseSharedHome { user: Username, owner: Username },
     /// Take the name out of `google_users_created` (the account was deleted, or is gone).
     ForgetCreated(Username),
     /// Write `google_users` with these names, plus any user whose `Deprovision` failed
-    /// ([`ledger_after_failures`]) so it is tried again.
+    /// ([`ledger_after_failures`]) so it is tried again. When new users come, the first
+    /// action writes the old names plus the new ones (write-ahead: nobody gets a key or sudo
+    /// before the ledger names them); when users leave, the last writes the wanted names.
+    /// A failed ledger write ends the round: nothing after it is applied.
     UpdateLedger(Vec<Username>),
 }
 
@@ -66,6 +80,7 @@ impl Action {
             | Action::AddToSudoers(user)
             | Action::WriteKeys { user, .. }
             | Action::Deprovision { user, .. }
+            | Action::RefuseSharedHome { user, .. }
             | Action::ForgetCreated(user) => Some(user),
             Action::UpdateLedger(_) => None,
         }
@@ -76,6 +91,9 @@ impl Action {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppliedKeys {
     users: BTreeMap<Username, Vec<String>>,
+    /// Users whose account cannot be made for good (`useradd` refuses the name), with the
+    /// keys they had then: not tried again until those change.
+    impossible: BTreeMap<Username, Vec<String>>,
 }
 
 impl AppliedKeys {
@@ -92,13 +110,37 @@ impl AppliedKeys {
     /// Records the outcome of applying a plan made from `desired`: every wanted user is
     /// now applied except those in `failed`, which the next plan handles again; users no
     /// longer wanted are forgotten.
+    #[cfg(test)]
     pub fn settle(&mut self, desired: &DesiredAccounts, failed: &BTreeSet<Username>) {
-        self.users = desired
-            .users()
-            .iter()
-            .filter(|(user, _)| !failed.contains(*user))
-            .map(|(user, keys)| (user.clone(), keys.clone()))
-            .collect();
+        self.settle_with_impossible(desired, failed, &BTreeSet::new(), &BTreeSet::new());
+    }
+
+    /// As [`AppliedKeys::settle`], with the users whose account cannot be made for good:
+    /// they are left alone until their keys in metadata change. `planned`: the users the
+    /// plan had actions for (an earlier impossible user not among them stays aside).
+    pub fn settle_with_impossible(
+        &mut self,
+        desired: &DesiredAccounts,
+        failed: &BTreeSet<Username>,
+        impossible: &BTreeSet<Username>,
+        planned: &BTreeSet<Username>,
+    ) {
+        let pick = |keep: &dyn Fn(&Username) -> bool| {
+            desired
+                .users()
+                .iter()
+                .filter(|(user, _)| keep(user))
+                .map(|(user, keys)| (user.clone(), keys.clone()))
+                .collect()
+        };
+        // Still impossible: refused this time, or earlier with the same keys (not planned).
+        let before = std::mem::take(&mut self.impossible);
+        let still = |u: &Username| {
+            impossible.contains(u)
+                || (!planned.contains(u) && before.get(u) == desired.users().get(u))
+        };
+        self.users = pick(&|u| !failed.contains(u) && !still(u));
+        self.impossible = pick(&|u| still(u));
     }
 }
 
@@ -108,7 +150,8 @@ pub struct PlanConfig {
     /// `[Accounts] deprovision_remove`: delete accounts the daemon created when metadata
     /// drops them.
     pub deprovision_remove: bool,
-    /// `UID_MIN` from `/etc/login.defs`: accounts below it are never deleted.
+    /// `UID_MIN` from `/etc/login.defs`: accounts below it are never deleted and never get
+    /// sudo.
     pub uid_min: u32,
 }
 
@@ -127,8 +170,8 @@ pub struct SystemView<'a> {
 }
 
 /// The actions that take the system from `system` to `desired`, given what was `applied`
-/// last. Wanted users come first (by name), then deprovisioning (by name), then created-
-/// ledger cleanup, then the ledger update when its content changes.
+/// last: the write-ahead ledger update when names come, deprovisioning (by name), wanted
+/// users (by name), created-ledger cleanup, then the ledger update when names leave.
 pub fn plan(
     desired: &DesiredAccounts,
     applied: &AppliedKeys,
@@ -138,44 +181,92 @@ pub fn plan(
     let wanted = desired.users();
     let mut actions = Vec::new();
 
+    // Two wanted names with one home: the first (by name) has it, the others are refused.
+    let mut home_owner: BTreeMap<&std::path::Path, &Username> = BTreeMap::new();
+    let mut shared: BTreeMap<&Username, &Username> = BTreeMap::new();
+    for user in wanted.keys() {
+        if let Some(local) = system.local_users.get(user.as_str()) {
+            match home_owner.get(local.home.as_path()) {
+                Some(owner) => {
+                    shared.insert(user, owner);
+                }
+                None => {
+                    home_owner.insert(local.home.as_path(), user);
+                }
+            }
+        }
+    }
+    let managed: BTreeSet<&Username> = wanted.keys().filter(|u| !shared.contains_key(u)).collect();
+
+    // Write-ahead: every wanted name is in the ledger before any of them gets access.
+    let with_new: BTreeSet<Username> = system
+        .ledger
+        .iter()
+        .chain(managed.iter().copied())
+        .cloned()
+        .collect();
+    if with_new.len() != system.ledger.len() {
+        actions.push(Action::UpdateLedger(with_new.iter().cloned().collect()));
+    }
+
+    // Revocations first: nothing granted below can be taken away by them.
+    for user in system.ledger.iter().filter(|u| !managed.contains(u)) {
+        // A refused name keeps its place until it is no longer wanted: its home's lines
+        // belong to the name that has it.
+        if shared.contains_key(user) {
+            continue;
+        }
+        // An account that is already gone only leaves the ledger.
+        let Some(local) = system.local_users.get(user.as_str()) else {
+            continue;
+        };
+        let ours = system.created.contains(user) && local.uid != 0 && local.uid >= config.uid_min;
+        let delete_account = config.deprovision_remove && ours;
+        actions.push(Action::Deprovision {
+            user: user.clone(),
+            delete_account,
+            remove_key_file: ours,
+        });
+        if delete_account {
+            actions.push(Action::ForgetCreated(user.clone()));
+        }
+    }
+
     for (user, keys) in wanted {
+        if let Some(owner) = shared.get(user) {
+            actions.push(Action::RefuseSharedHome {
+                user: user.clone(),
+                owner: (*owner).clone(),
+            });
+            continue;
+        }
         let local = system.local_users.get(user.as_str());
         if local.is_some() && applied.keys(user.as_str()) == Some(keys.as_slice()) {
             continue;
         }
-        let writes_keys = match local {
+        if local.is_none() && applied.impossible.get(user) == Some(keys) {
+            continue;
+        }
+        let (writes_keys, gets_sudo) = match local {
             None => {
                 actions.push(Action::CreateUser(user.clone()));
                 actions.push(Action::RecordCreated(user.clone()));
                 actions.push(Action::AddToGroups(user.clone()));
-                true
+                (true, true)
             }
-            Some(local) => !local.has_nologin_shell(),
+            Some(local) => (
+                !local.has_nologin_shell(),
+                local.may_get_sudo(config.uid_min),
+            ),
         };
-        actions.push(Action::AddToSudoers(user.clone()));
+        if gets_sudo {
+            actions.push(Action::AddToSudoers(user.clone()));
+        }
         if writes_keys {
             actions.push(Action::WriteKeys {
                 user: user.clone(),
                 keys: keys.clone(),
             });
-        }
-    }
-
-    for user in system.ledger.iter().filter(|u| !wanted.contains_key(*u)) {
-        // An account that is already gone only leaves the ledger.
-        let Some(local) = system.local_users.get(user.as_str()) else {
-            continue;
-        };
-        let delete_account = config.deprovision_remove
-            && system.created.contains(user)
-            && local.uid != 0
-            && local.uid >= config.uid_min;
-        actions.push(Action::Deprovision {
-            user: user.clone(),
-            delete_account,
-        });
-        if delete_account {
-            actions.push(Action::ForgetCreated(user.clone()));
         }
     }
 
@@ -187,8 +278,13 @@ pub fn plan(
         }
     }
 
-    if !wanted.keys().eq(system.ledger.iter()) {
-        actions.push(Action::UpdateLedger(wanted.keys().cloned().collect()));
+    let final_names: BTreeSet<Username> = with_new
+        .iter()
+        .filter(|u| managed.contains(u) || shared.contains_key(u))
+        .cloned()
+        .collect();
+    if final_names != with_new {
+        actions.push(Action::UpdateLedger(final_names.into_iter().collect()));
     }
     actions
 }
@@ -292,6 +388,7 @@ mod tests {
         assert_eq!(
             actions,
             vec![
+                ledger(&["alice", "bob", "svc"]),
                 CreateUser(u("alice")),
                 RecordCreated(u("alice")),
                 AddToGroups(u("alice")),
@@ -299,8 +396,6 @@ mod tests {
                 write("alice", &["ka"]),
                 AddToSudoers(u("bob")),
                 write("bob", &["kb1", "kb2"]),
-                AddToSudoers(u("svc")),
-                ledger(&["alice", "bob", "svc"]),
             ]
         );
     }
@@ -340,12 +435,12 @@ mod tests {
                     &[("alice", &["ka"]), ("bob", &["kb"]), ("bob2", &["x"])],
                 ),
                 vec![
+                    ledger(&["alice", "bob", "bob2"]),
                     CreateUser(u("bob2")),
                     RecordCreated(u("bob2")),
                     AddToGroups(u("bob2")),
                     AddToSudoers(u("bob2")),
                     write("bob2", &["x"]),
-                    ledger(&["alice", "bob", "bob2"]),
                 ],
             ),
             (
@@ -354,6 +449,7 @@ mod tests {
                     Deprovision {
                         user: u("alice"),
                         delete_account: false,
+                        remove_key_file: false,
                     },
                     ledger(&["bob"]),
                 ],
@@ -382,7 +478,7 @@ mod tests {
         let desired = DesiredAccounts::for_tests(false, &[]);
         for (remove, created, uid, uid_min, delete) in cases {
             let locals = local(&[("alice", uid, "/bin/bash")]);
-            let created: &[&str] = if created { &["alice"] } else { &[] };
+            let created_names: &[&str] = if created { &["alice"] } else { &[] };
             let config = PlanConfig {
                 deprovision_remove: remove,
                 uid_min,
@@ -391,13 +487,14 @@ mod tests {
                 &desired,
                 &AppliedKeys::new(),
                 &["alice"],
-                created,
+                created_names,
                 &locals,
                 config,
             );
             let mut expected = vec![Deprovision {
                 user: u("alice"),
                 delete_account: delete,
+                remove_key_file: created && uid != 0 && uid >= uid_min,
             }];
             if delete {
                 expected.push(ForgetCreated(u("alice")));
@@ -408,6 +505,138 @@ mod tests {
                 "{remove} {created:?} uid {uid} min {uid_min}"
             );
         }
+    }
+
+    #[test]
+    fn the_ledger_names_new_users_before_they_get_anything() {
+        // carol comes and alice leaves in one change: carol is in the ledger before her
+        // account, key or sudo; alice is deprovisioned first and leaves the ledger last.
+        let desired = DesiredAccounts::for_tests(false, &[("bob", &["kb"]), ("carol", &["kc"])]);
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &BTreeSet::new());
+        let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
+        let actions = run(
+            &desired,
+            &applied,
+            &["alice", "bob"],
+            &["alice"],
+            &locals,
+            KEEP,
+        );
+        assert_eq!(
+            actions,
+            vec![
+                ledger(&["alice", "bob", "carol"]),
+                Deprovision {
+                    user: u("alice"),
+                    delete_account: false,
+                    remove_key_file: true,
+                },
+                CreateUser(u("carol")),
+                RecordCreated(u("carol")),
+                AddToGroups(u("carol")),
+                AddToSudoers(u("carol")),
+                write("carol", &["kc"]),
+                ledger(&["bob", "carol"]),
+            ]
+        );
+    }
+
+    #[test]
+    fn sudo_only_for_people() {
+        let desired = DesiredAccounts::for_tests(
+            false,
+            &[
+                ("alice", &["k"]),
+                ("daemon", &["k"]),
+                ("mail", &["k"]),
+                ("nobody", &["k"]),
+                ("root", &["k"]),
+                ("shut", &["k"]),
+                ("sys1", &["k"]),
+            ],
+        );
+        let locals = local(&[
+            ("alice", 1001, "/bin/bash"),
+            ("daemon", 1, "/usr/sbin/nologin"),
+            ("mail", 8, "/bin/bash"),
+            ("nobody", 65534, "/usr/sbin/nologin"),
+            ("root", 0, "/bin/bash"),
+            ("shut", 1500, "/bin/false"),
+            ("sys1", 999, "/bin/sh"),
+        ]);
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
+        let sudo: Vec<&Action> = actions
+            .iter()
+            .filter(|a| matches!(a, AddToSudoers(_)))
+            .collect();
+        assert_eq!(sudo, vec![&AddToSudoers(u("alice"))]);
+        // Everyone but the nologin accounts still gets keys.
+        let keyed: Vec<&str> = actions
+            .iter()
+            .filter_map(|a| match a {
+                WriteKeys { user, .. } => Some(user.as_str()),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(keyed, ["alice", "mail", "root", "shut", "sys1"]);
+        // A lower UID_MIN makes sys1 a person.
+        let low = PlanConfig {
+            deprovision_remove: false,
+            uid_min: 500,
+        };
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, low);
+        assert!(actions.contains(&AddToSudoers(u("sys1"))));
+    }
+
+    #[test]
+    fn an_impossible_user_is_tried_again_only_when_its_keys_change() {
+        let desired = DesiredAccounts::for_tests(false, &[("adm", &["k"]), ("bob", &["kb"])]);
+        let locals = local(&[("bob", 1002, "/bin/bash")]);
+        let mut applied = AppliedKeys::new();
+        applied.settle_with_impossible(&desired, &BTreeSet::new(), &set(&["adm"]), &set(&["adm"]));
+        let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
+        assert_eq!(actions, vec![]);
+        // A later round that did not try adm keeps it aside.
+        let none = BTreeSet::new();
+        applied.settle_with_impossible(&desired, &none, &none, &none);
+        let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
+        assert_eq!(actions, vec![]);
+        let changed = DesiredAccounts::for_tests(false, &[("adm", &["k2"]), ("bob", &["kb"])]);
+        let actions = run(&changed, &applied, &["adm", "bob"], &[], &locals, KEEP);
+        assert_eq!(actions.first(), Some(&CreateUser(u("adm"))));
+        // Planned again (say its account now exists) and not refused: applied as any user.
+        let mut later = applied.clone();
+        later.settle_with_impossible(&desired, &none, &none, &set(&["adm"]));
+        assert_eq!(later.keys("adm"), Some(&["k".to_string()][..]));
+    }
+
+    #[test]
+    fn a_second_name_for_one_home_is_refused_and_kept_out_of_the_ledger() {
+        let locals =
+            parse_passwd(b"root:x:0:0:root:/root:/bin/bash\ntoor:x:0:0::/root:/bin/bash\n");
+        let desired = DesiredAccounts::for_tests(false, &[("root", &["kr"]), ("toor", &["kt"])]);
+        let refused = RefuseSharedHome {
+            user: u("toor"),
+            owner: u("root"),
+        };
+        let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
+        assert_eq!(
+            actions,
+            vec![ledger(&["root"]), write("root", &["kr"]), refused.clone()]
+        );
+        // Still refused when root's keys are applied; toor in an old ledger stays there
+        // untouched (no deprovisioning of a home that is root's).
+        let mut applied = AppliedKeys::new();
+        applied.settle(&desired, &set(&["toor"]));
+        let actions = run(&desired, &applied, &["root", "toor"], &[], &locals, KEEP);
+        assert_eq!(actions, vec![refused]);
+        // root leaves: its lines go first, then toor, managed now, writes its own.
+        let alone = DesiredAccounts::for_tests(false, &[("toor", &["kt"])]);
+        let actions = run(&alone, &applied, &["root", "toor"], &[], &locals, KEEP);
+        let deprovision = actions.iter().position(|a| matches!(a, Deprovision { .. }));
+        let toor = actions.iter().position(|a| *a == write("toor", &["kt"]));
+        assert!(deprovision.is_some() && toor > deprovision, "{actions:?}");
     }
 
     #[test]
@@ -491,11 +720,13 @@ mod tests {
             vec![
                 Deprovision {
                     user: u("alice"),
-                    delete_account: false
+                    delete_account: false,
+                    remove_key_file: false,
                 },
                 Deprovision {
                     user: u("bob"),
-                    delete_account: true
+                    delete_account: true,
+                    remove_key_file: true,
                 },
                 ForgetCreated(u("bob")),
                 ledger(&[]),
@@ -508,14 +739,7 @@ mod tests {
         let locals = parse_passwd(b"root:x:0:0:root:/root:/bin/bash\n");
         let wanted = DesiredAccounts::for_tests(false, &[("root", &["kr"])]);
         let actions = run(&wanted, &AppliedKeys::new(), &[], &[], &locals, REMOVE);
-        assert_eq!(
-            actions,
-            vec![
-                AddToSudoers(u("root")),
-                write("root", &["kr"]),
-                ledger(&["root"])
-            ]
-        );
+        assert_eq!(actions, vec![ledger(&["root"]), write("root", &["kr"])]);
 
         let gone = DesiredAccounts::for_tests(false, &[]);
         let actions = run(
@@ -531,7 +755,8 @@ mod tests {
             vec![
                 Deprovision {
                     user: u("root"),
-                    delete_account: false
+                    delete_account: false,
+                    remove_key_file: false,
                 },
                 ledger(&[])
             ]
@@ -581,8 +806,13 @@ mod tests {
             Deprovision {
                 user: u("a"),
                 delete_account: false,
+                remove_key_file: false,
             },
             ForgetCreated(u("a")),
+            RefuseSharedHome {
+                user: u("a"),
+                owner: u("b"),
+            },
         ];
         for action in &all {
             assert_eq!(action.user().map(Username::as_str), Some("a"), "{action:?}");
@@ -626,7 +856,7 @@ mod tests {
 
         let (desired, notes) = DesiredAccounts::from_snapshot(&snap, 0).unwrap();
         assert_eq!(notes.len(), 9);
-        assert_eq!(desired.next_expiry_check(), Some(1001));
+        assert_eq!(desired.next_expiry_check(), Some(1000));
         let actions = run(&desired, &AppliedKeys::new(), &[], &[], &locals, KEEP);
         let users: BTreeSet<&str> = actions
             .iter()
@@ -634,12 +864,12 @@ mod tests {
             .map(Username::as_str)
             .collect();
         assert_eq!(users, BTreeSet::from(["alice", "bob"]));
-        assert_eq!(actions.last(), Some(&ledger(&["alice", "bob"])));
+        assert_eq!(actions.first(), Some(&ledger(&["alice", "bob"])));
         let mut applied = AppliedKeys::new();
         applied.settle(&desired, &BTreeSet::new());
 
         // The timer fires at the expiry check: only bob's keys are rewritten.
-        let (later, _) = DesiredAccounts::from_snapshot(&snap, 1001).unwrap();
+        let (later, _) = DesiredAccounts::from_snapshot(&snap, 1000).unwrap();
         let actions = run(&later, &applied, &["alice", "bob"], &[], &locals, KEEP);
         assert_eq!(
             actions,

@@ -9,9 +9,13 @@ use std::path::Path;
 use super::authorized_keys::{remove_ours, rewrite};
 use super::commands::{run_template, Commands};
 use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
-use super::passwd::{parse_passwd, parse_uid_min, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH};
+use super::passwd::{
+    parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH,
+};
 use super::plan::{ledger_after_failures, Action};
-use super::ssh_dir::{describe_refusal, open_ssh_dir, read_authorized_keys, KeysRefused};
+use super::ssh_dir::{
+    describe_refusal, open_ssh_dir, read_authorized_keys, remove_key_file_of, KeysRefused,
+};
 use super::username::Username;
 use crate::error::{Context, Error, Result};
 use crate::fsutil;
@@ -130,34 +134,67 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
     Ok(())
 }
 
+/// Whether `/etc/group` has a group called `name`.
+fn names_a_group(name: &str) -> bool {
+    read_required(GROUP_PATH).is_ok_and(|bytes| parse_groups(&bytes).iter().any(|g| g.name == name))
+}
+
 /// Carries out plans; remembers which refusals were already logged.
 #[derive(Default)]
 pub struct Applier {
     refusals_logged: LogOnce,
+    impossible: BTreeSet<Username>,
+    /// New accounts of this run that `useradd -G` already put in their groups, and in
+    /// `google-sudoers`.
+    joined_at_creation: BTreeSet<Username>,
+    sudo_at_creation: BTreeSet<Username>,
 }
 
 impl Applier {
     /// Runs `actions` in order. A failed action skips the rest of that user's actions; the
-    /// users that failed are returned (the daemon retries them).
+    /// users that failed are returned (the daemon retries them). A failed ledger write ends
+    /// the run there: it is the error, and nothing after it is applied.
     pub fn apply(
         &mut self,
         actions: &[Action],
         commands: &Commands,
         state: &mut SystemState,
-    ) -> BTreeSet<Username> {
+    ) -> Result<BTreeSet<Username>> {
         let mut failed: BTreeSet<Username> = BTreeSet::new();
+        self.impossible.clear();
+        self.joined_at_creation.clear();
+        self.sudo_at_creation.clear();
         for action in actions {
-            if action.user().is_some_and(|u| failed.contains(u)) {
+            if action
+                .user()
+                .is_some_and(|u| failed.contains(u) || self.impossible.contains(u))
+            {
                 continue;
             }
-            if let Err(e) = self.apply_one(action, commands, state, &failed) {
-                warn!("{}", e);
-                if let Some(user) = action.user() {
-                    failed.insert(user.clone());
+            match self.apply_one(action, commands, state, &failed) {
+                Ok(()) => {}
+                Err(e) if matches!(action, Action::UpdateLedger(_)) => {
+                    return Err(Error::Msg(format!(
+                        "Could not write the users ledger {}, so no account was changed \
+                         after it. {}",
+                        USERS_LEDGER, e
+                    )));
+                }
+                Err(e) => {
+                    let user = action.user();
+                    if user.is_some_and(|u| self.impossible.contains(u)) {
+                        // Logged once per metadata change of that user (it is not retried).
+                        warn!("{} It is tried again when its metadata changes.", e);
+                        continue;
+                    }
+                    warn!("{}", e);
+                    if let Some(user) = user {
+                        failed.insert(user.clone());
+                    }
                 }
             }
         }
-        failed
+        Ok(failed)
     }
 
     fn apply_one(
@@ -171,8 +208,25 @@ impl Applier {
             Action::CreateUser(user) => {
                 info!("Creating a new user account for {}.", user);
                 let name = user.as_str();
-                run_template(&commands.useradd, &[("user", name)], None)
-                    .map_err(|e| Error::Msg(format!("Could not create user {}. {}.", name, e)))?;
+                let (template, groups) = self.useradd_template(user, commands)?;
+                if let Err(e) =
+                    run_template(&template, &[("user", name), ("groups", &groups)], None)
+                {
+                    self.record_half_made(user, state);
+                    if !state.local_users.contains_key(name) && names_a_group(name) {
+                        // useradd refuses a name that is a group's (adm, video,
+                        // google-sudoers...) for good: no use trying every round.
+                        self.impossible.insert(user.clone());
+                        return Err(Error::Msg(format!(
+                            "Could not create user {}: a group of that name exists. {}.",
+                            name, e
+                        )));
+                    }
+                    return Err(Error::Msg(format!(
+                        "Could not create user {}. {}.",
+                        name, e
+                    )));
+                }
                 if !commands.unlock.trim().is_empty() {
                     let line = format!("{}:*\n", name);
                     run_template(&commands.unlock, &[("user", name)], Some(line.as_bytes()))
@@ -197,8 +251,13 @@ impl Applier {
                 state.created.remove(user);
                 write_ledger(CREATED_LEDGER, &state.created)
             }
+            Action::AddToGroups(user) if self.joined_at_creation.contains(user) => Ok(()),
             Action::AddToGroups(user) => self.add_to_groups(user, commands),
             Action::AddToSudoers(user) => {
+                if self.sudo_at_creation.contains(user) {
+                    info!("Granted sudo to user {} ({}).", user, SUDOERS_GROUP);
+                    return Ok(());
+                }
                 if in_sudoers_group(user.as_str())? {
                     return Ok(());
                 }
@@ -207,13 +266,26 @@ impl Applier {
                     &[("user", user.as_str()), ("group", SUDOERS_GROUP)],
                     None,
                 )
-                .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", user, e)))
+                .map_err(|e| Error::Msg(format!("Could not update user {}. {}.", user, e)))?;
+                info!("Granted sudo to user {} ({}).", user, SUDOERS_GROUP);
+                Ok(())
             }
             Action::WriteKeys { user, keys } => self.write_keys(user, keys, state),
+            Action::RefuseSharedHome { user, owner } => {
+                let line = format!(
+                    "Not managing user {}: its home is also that of user {}, managed already.",
+                    user, owner
+                );
+                if self.refusals_logged.first_time(&line) {
+                    warn!("{}", line);
+                }
+                Ok(())
+            }
             Action::Deprovision {
                 user,
                 delete_account,
-            } => self.deprovision(user, *delete_account, commands, state),
+                remove_key_file,
+            } => self.deprovision(user, *delete_account, *remove_key_file, commands, state),
             Action::UpdateLedger(names) => {
                 let names: BTreeSet<Username> = ledger_after_failures(names, failed, &state.ledger)
                     .into_iter()
@@ -223,6 +295,59 @@ impl Applier {
                 Ok(())
             }
         }
+    }
+
+    /// The users of the last [`Applier::apply`] whose account cannot be made for good
+    /// (not in its failed set: they are tried again only when their metadata changes).
+    pub fn impossible(&self) -> &BTreeSet<Username> {
+        &self.impossible
+    }
+
+    /// After a failed `useradd`: if it wrote the passwd entry anyway (the home could not be
+    /// made, ...), the account is still one the daemon made (it did not exist before the
+    /// call), so it goes into `google_users_created` and can be deleted later.
+    fn record_half_made(&self, user: &Username, state: &mut SystemState) {
+        let Ok(bytes) = read_required(PASSWD_PATH) else {
+            return;
+        };
+        state.local_users = parse_passwd(&bytes);
+        if state.local_users.contains_key(user.as_str()) {
+            state.created.insert(user.clone());
+            match write_ledger(CREATED_LEDGER, &state.created) {
+                Ok(()) => info!("User {} was created in part; it is recorded as ours.", user),
+                Err(e) => warn!("{}", e),
+            }
+        }
+    }
+
+    /// The `useradd` template for a new account and its `{groups}`: with the default
+    /// templates, the configured groups that exist and `google-sudoers` go to `useradd -G`
+    /// (remembered, so the group steps after it run no command).
+    fn useradd_template(
+        &mut self,
+        user: &Username,
+        commands: &Commands,
+    ) -> Result<(String, String)> {
+        let Some(template) = commands.useradd_with_groups() else {
+            return Ok((commands.useradd.clone(), String::new()));
+        };
+        let existing = parse_groups(&read_required(GROUP_PATH)?);
+        let exists = |g: &str| existing.iter().any(|e| e.name == g);
+        let mut groups: Vec<&str> = commands
+            .groups
+            .iter()
+            .map(String::as_str)
+            .filter(|g| exists(g))
+            .collect();
+        if exists(SUDOERS_GROUP) {
+            groups.push(SUDOERS_GROUP);
+            self.sudo_at_creation.insert(user.clone());
+        }
+        self.joined_at_creation.insert(user.clone());
+        if groups.is_empty() {
+            return Ok((commands.useradd.clone(), String::new()));
+        }
+        Ok((template, groups.join(",")))
     }
 
     fn add_to_groups(&self, user: &Username, commands: &Commands) -> Result<()> {
@@ -306,56 +431,97 @@ impl Applier {
         })
     }
 
+    /// Revokes what the daemon granted `user`, each step whatever became of the others:
+    /// sudo first, then the account (when `delete_account`), then the keys. Every failure
+    /// is in the error; the caller keeps the user in the ledger so all is tried again.
     fn deprovision(
         &mut self,
         user: &Username,
         delete_account: bool,
+        remove_key_file: bool,
         commands: &Commands,
         state: &mut SystemState,
     ) -> Result<()> {
         info!("Removing user {}.", user);
         let name = user.as_str();
-        let mut result = Ok(());
-        if let Some(local) = state.local_users.get(name).cloned() {
-            match open_ssh_dir(&local, false)? {
-                Ok(Some(ssh)) => match read_authorized_keys(&ssh, &local)? {
-                    Ok(Some(content)) => {
-                        let kept = remove_ours(&content);
-                        if kept != content {
-                            ssh.write_atomic(
-                                Path::new("authorized_keys"),
-                                &kept,
-                                0o600,
-                                Some((local.uid, local.gid)),
-                            )?;
-                        }
-                    }
-                    Ok(None) => {}
-                    Err(why) => self.refused(name, why),
-                },
-                Ok(None) => {}
-                Err(why) => self.refused(name, why),
-            }
-        }
-        if in_sudoers_group(name)? {
-            if let Err(e) = run_template(
+        let local = state.local_users.get(name).cloned();
+        let mut failures: Vec<String> = Vec::new();
+
+        match in_sudoers_group(name) {
+            Ok(false) => {}
+            Ok(true) => match run_template(
                 &commands.gpasswd_remove,
                 &[("user", name), ("group", SUDOERS_GROUP)],
                 None,
             ) {
-                warn!(
+                Ok(()) => info!("Revoked sudo from user {} ({}).", name, SUDOERS_GROUP),
+                Err(e) => failures.push(format!(
                     "Could not remove user {} from {}. {}.",
                     name, SUDOERS_GROUP, e
-                );
+                )),
+            },
+            Err(e) => failures.push(e.to_string()),
+        }
+
+        if delete_account {
+            match run_template(&commands.userdel, &[("user", name)], None) {
+                Ok(()) => info!("Removed user account {}.", name),
+                Err(e) => failures.push(format!("Could not remove user {}. {}.", name, e)),
+            }
+            match read_required(PASSWD_PATH) {
+                Ok(bytes) => state.local_users = parse_passwd(&bytes),
+                Err(e) => failures.push(e.to_string()),
             }
         }
-        if delete_account {
-            result = run_template(&commands.userdel, &[("user", name)], None)
-                .map(|()| info!("Removed user account {}.", name))
-                .map_err(|e| Error::Msg(format!("Could not remove user {}. {}.", name, e)));
-            state.local_users = parse_passwd(&read_required(PASSWD_PATH)?);
+
+        if let Some(local) = local {
+            let revoked = if remove_key_file {
+                remove_key_file_of(&local)
+            } else {
+                self.remove_our_lines(name, &local)
+            };
+            if let Err(e) = revoked {
+                failures.push(format!("Could not remove the keys of user {}. {}", name, e));
+            }
         }
-        result
+
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(Error::Msg(failures.join(" ")))
+        }
+    }
+
+    /// Takes our lines out of the `authorized_keys` of an account that existed before the
+    /// daemon (root, an image's admin): every other line stays.
+    fn remove_our_lines(&mut self, name: &str, local: &LocalUser) -> Result<()> {
+        let ssh = match open_ssh_dir(local, false)? {
+            Ok(Some(ssh)) => ssh,
+            Ok(None) => return Ok(()),
+            Err(why) => {
+                self.refused(name, why);
+                return Ok(());
+            }
+        };
+        match read_authorized_keys(&ssh, local)? {
+            Ok(Some(content)) => {
+                let kept = remove_ours(&content);
+                if kept != content {
+                    ssh.write_atomic(
+                        Path::new("authorized_keys"),
+                        &kept,
+                        0o600,
+                        Some((local.uid, local.gid)),
+                    )?;
+                }
+                Ok(())
+            }
+            Ok(None) => Ok(()),
+            Err(why) => {
+                self.refused(name, why);
+                Ok(())
+            }
+        }
     }
 }
 

@@ -43,6 +43,7 @@ pub fn describe(action: &Action) -> String {
         Action::Deprovision {
             user,
             delete_account: true,
+            ..
         } => format!("deprovision {} and delete the account", user),
         Action::Deprovision { user, .. } => {
             format!("deprovision {} (remove its Google keys and sudo)", user)
@@ -119,9 +120,17 @@ pub fn apply(plan: &PreparePlan, config: &Config) -> bool {
         let commands = Commands::from_settings(&AccountsSettings::read(config));
         match SystemState::read() {
             Ok(mut state) => {
-                let failed = Applier::default().apply(&plan.account_actions, &commands, &mut state);
+                let outcome =
+                    Applier::default().apply(&plan.account_actions, &commands, &mut state);
+                if let Err(e) = &outcome {
+                    println!("failed: the accounts ledger: {}", e);
+                    ok = false;
+                }
                 for action in &plan.account_actions {
-                    let user_failed = action.user().is_some_and(|u| failed.contains(u));
+                    let user_failed = match &outcome {
+                        Ok(failed) => action.user().is_some_and(|u| failed.contains(u)),
+                        Err(_) => true,
+                    };
                     if user_failed {
                         println!("failed: {}", describe(action));
                         ok = false;

@@ -259,9 +259,11 @@ pub fn keys_path(user: &str) -> String {
     }
 }
 
-/// A user's `authorized_keys` ("" when absent).
+/// A user's `authorized_keys` ("" when absent, also when it goes while being read: the
+/// daemon removes the whole file of an account it created when the user is removed).
 pub fn keys_of(sb: &Sandbox, user: &str) -> String {
-    sb.read_string(keys_path(user)).unwrap_or_default()
+    sb.sh(&format!("cat -- {} 2>/dev/null; true", keys_path(user)))
+        .stdout_text()
 }
 
 /// The key lines under `# Added by Google` markers in `content`.
