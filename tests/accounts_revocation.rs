@@ -128,8 +128,15 @@ fn a_revocation_blocked_by_the_group_lock_is_retried_until_it_works() {
     assert!(sb.wait_until(Duration::from_secs(20), || in_sudoers(&sb, "alice")));
 
     // Another tool holds /etc/group.lock (shadow-utils' lock file naming a live process:
-    // the sandbox's init), so `gpasswd -d` fails.
-    sb.sh("printf 1 > /etc/group.lock").assert_success();
+    // the sandbox's init), so `gpasswd -d` fails. Taken only once no command of the first
+    // round holds it (noclobber): overwriting a running useradd's own lock would let that
+    // useradd remove it on exit.
+    let first = fake_key(1, "alice");
+    wait_keys(&sb, "alice", Duration::from_secs(20), |k| {
+        k.contains(&first)
+    });
+    sb.sh("i=0; until (set -C; printf 1 > /etc/group.lock) 2>/dev/null; do i=$((i+1)); [ $i -lt 2000 ] || exit 1; sleep 0.01; done")
+        .assert_success();
     clear_calls(&sb);
     set_keys(&sb, "");
     let tried_twice = sb.wait_until(Duration::from_secs(20), || {
