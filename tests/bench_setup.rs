@@ -1,4 +1,4 @@
-//! Bench for issue #13 (ignored by default): wall time of `google_instance_setup` excluding
+//! Bench of instance setup (ignored by default): wall time of `google_instance_setup` excluding
 //! key generation (Python 0.62 s, the Go agent's part 0.98 s; the goal is 20 ms or less).
 //!
 //! Method: in the sandbox, with the metadata emulator serving a document, a first boot

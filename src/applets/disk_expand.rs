@@ -1,5 +1,5 @@
 //! `google_disk_expand`: grows the root partition and its file system to fill the disk
-//! (SPEC §8). Option parsing and wiring only; the work is in `crate::disk`.
+//! before or after the root is mounted. Option parsing and wiring only; the work is in `crate::disk`.
 
 use std::path::PathBuf;
 

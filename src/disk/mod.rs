@@ -1,4 +1,4 @@
-//! Root disk expansion (SPEC §8): finds the root partition and its disk through sysfs,
+//! Root disk expansion: finds the root partition and its disk through sysfs,
 //! plans growing it with the pure table readers ([`gpt`], [`mbr`], [`table`]), applies the
 //! plan under `flock` on the whole disk ([`device`], the only block-device I/O), tells the
 //! kernel, then grows the file system ([`grow_fs`]) — always, also when the partition had

@@ -1,4 +1,4 @@
-//! `/etc/boto.cfg` for a standalone gsutil (Py§10.4): `/etc/boto.cfg.template` (missing =
+//! `/etc/boto.cfg` for a standalone gsutil (as the original wrote it): `/etc/boto.cfg.template` (missing =
 //! empty) plus `[GSUtil] default_project_id = <numeric project id>`, `default_api_version
 //! = 2` and `[GoogleCompute] service_account = default`, with Python's "generated, do not
 //! edit" header, written atomically under `/var/lock/google_boto.lock`.

@@ -1,4 +1,4 @@
-//! SSH host keys (SPEC §6, Py§10.3): when `instance/id` differs from `[Instance]
+//! SSH host keys (as the original instance setup made them): when `instance/id` differs from `[Instance]
 //! instance_id`, every host key present plus each of `host_key_types` is made anew —
 //! `ssh-keygen` into `/etc/ssh`, or on dropbear images (`/etc/dropbear` and no
 //! `ssh-keygen`) `dropbearkey` into `/etc/dropbear`. Keys are made in a private 0700

@@ -1,4 +1,4 @@
-//! The host name from metadata (SPEC §6; what Google's DHCP hook did, without the hook):
+//! The host name from metadata (what Google's DHCP hook did, without the hook):
 //! the short name is `instance/hostname` up to the first dot, only `[A-Za-z0-9-]`, cut to
 //! 63 bytes; it is set with `sethostname(2)` and written to `/etc/hostname` (switch
 //! `[InstanceSetup] set_hostname`). `/etc/hosts` gets one `# Added by Google` line with the

@@ -1,4 +1,4 @@
-//! Local SSD tuning (Py§10.5, `google_optimize_local_ssd`, done natively): every NVMe
+//! Local SSD tuning (`google_optimize_local_ssd`, done natively): every NVMe
 //! controller's MSI interrupts pinned round-robin to one CPU each; on virtio-scsi local SSDs
 //! (model `EphemeralDisk`) the original queue settings (scheduler `none`, `add_random=0`,
 //! `nr_requests=512`, `rotational=0`, `rq_affinity=0`, `nomerges=1`) and the controller's

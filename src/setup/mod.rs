@@ -1,4 +1,4 @@
-//! `google_instance_setup` (SPEC §6, Python 2.8's step order): load the configuration, wait
+//! `google_instance_setup` (in Python 2.8's step order): load the configuration, wait
 //! (bounded) for the metadata server, regenerate `instance_configs.cfg`, then host keys,
 //! boto, local SSD, multiqueue, hostname and `vm.overcommit_memory`, store the instance id,
 //! write the done marker and tell systemd it is ready. Each step has its `[InstanceSetup]`

@@ -1,4 +1,4 @@
-//! Multiqueue (Py§10.6, `google_set_multiqueue`, 2.8's algorithm done natively): every
+//! Multiqueue (`google_set_multiqueue`, 2.8's algorithm done natively): every
 //! virtio-net NIC gets all the combined channels it offers (ethtool's netlink family, the
 //! `ethtool` program only on kernels without it); each virtio-net input/output queue
 //! interrupt goes to the CPU of its queue number (INTx interrupts to CPU 0); each transmit
