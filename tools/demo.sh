@@ -35,6 +35,14 @@ ip addr add 169.254.169.254/32 dev lo
 # A NIC with the sample's MAC (a veth pair in the private network namespace), and a sysfs
 # that shows this namespace's interfaces, for the IP-forwarding daemon to find it by.
 mount -t sysfs -o ro sysfs /sys
+# Kernel knobs in /proc/sys (but net, which is per namespace) and IRQ affinities have no
+# namespace: the host's must not change, so instance setup's tuning steps meet read-only
+# files here and say so.
+for p in /proc/sys /proc/irq /proc/sysrq-trigger; do
+  [ -e "$p" ] || continue
+  mount --bind "$p" "$p"; mount -o remount,bind,ro "$p"
+done
+mount --bind /proc/sys/net /proc/sys/net; mount -o remount,bind,rw /proc/sys/net
 ip link add eth0 type veth peer name peer0
 ip link set eth0 address 42:01:0a:80:00:02
 ip link set eth0 up
