@@ -79,21 +79,33 @@ cp /bin/busybox "$RFS/bin/busybox"
 for l in $(/bin/busybox --list-full); do
   [ -e "$RFS/$l" ] || [ -L "$RFS/$l" ] || ln -s /bin/busybox "$RFS/$l"
 done
-# dropbear, and shadow's useradd & co. (Debian's busybox-static has no adduser/addgroup),
-# with the shared libraries they need, from the host's Debian packages.
-for b in /usr/sbin/dropbear /usr/bin/dropbearkey \
-  /usr/sbin/useradd /usr/sbin/groupadd /usr/sbin/usermod /usr/sbin/userdel /usr/bin/gpasswd; do
-  mkdir -p "$RFS$(dirname "$b")"
-  cp "$b" "$RFS$b"
-  for lib in $(ldd "$b" | grep -o '/[^ ]*\.so[^ ]*'); do
+# dropbear; shadow's useradd & co. (Debian's busybox-static has no adduser/addgroup);
+# sudo with its sudoers plugin and two PAM modules (pam_permit for account and session,
+# pam_deny for passwords: only NOPASSWD rules can work): with the shared libraries they
+# need, from the host's Debian packages.
+copy_bin() { # FILE [MODE]
+  mkdir -p "$RFS$(dirname "$1")"
+  cp "$1" "$RFS$1"
+  chmod "${2:-755}" "$RFS$1"
+  for lib in $(ldd "$1" | grep -o '/[^ ]*\.so[^ ]*'); do
     mkdir -p "$RFS$(dirname "$lib")"
     [ -e "$RFS$lib" ] || cp "$(readlink -f "$lib")" "$RFS$lib"
   done
+}
+for b in /usr/sbin/dropbear /usr/bin/dropbearkey \
+  /usr/sbin/useradd /usr/sbin/groupadd /usr/sbin/usermod /usr/sbin/userdel /usr/bin/gpasswd \
+  /usr/libexec/sudo/sudoers.so /usr/libexec/sudo/group_file.so /usr/libexec/sudo/system_group.so \
+  /usr/lib/x86_64-linux-gnu/security/pam_permit.so /usr/lib/x86_64-linux-gnu/security/pam_deny.so; do
+  copy_bin "$b"
 done
+copy_bin /usr/bin/sudo 4755
 [ -f /etc/login.defs ] && cp /etc/login.defs "$RFS/etc/login.defs"
 cp -r "$HERE"/guest/etc/. "$RFS/etc/"
 chmod 755 "$RFS"/etc/init.d/*
 chmod 600 "$RFS/etc/shadow"
+chmod 440 "$RFS/etc/sudoers"
+mkdir -p "$RFS/etc/sudoers.d"
+chmod 750 "$RFS/etc/sudoers.d"
 cp "$VM/keys/harness.pub" "$RFS/root/.ssh/authorized_keys"
 chmod 600 "$RFS/root/.ssh/authorized_keys"
 # gce-guest, as a distribution would install it (appends to inittab and mdev.conf).
