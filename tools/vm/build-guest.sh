@@ -10,6 +10,7 @@
 # Usage: build-guest.sh GCE_GUEST_BINARY   (root; the host is not changed beyond target/vm)
 set -euo pipefail
 BIN=$(realpath "${1:?usage: build-guest.sh GCE_GUEST_BINARY}")
+[ "$(id -u)" = 0 ] || { echo "build-guest: needs root (the image's files must be root's)" >&2; exit 1; }
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 VM="$ROOT/target/vm"
 CACHE="$VM/cache"
