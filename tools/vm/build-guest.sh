@@ -111,8 +111,10 @@ cp "$VM/keys/harness.pub" "$RFS/root/.ssh/authorized_keys"
 chmod 600 "$RFS/root/.ssh/authorized_keys"
 # gce-guest, as a distribution would install it (appends to inittab and mdev.conf).
 make -s -C "$ROOT" install DESTDIR="$RFS" INIT=busybox BIN="$BIN" >/dev/null
-# The distribution's own shutdown lines go after gce-guest's shutdown-script line.
+# The distribution's own shutdown lines go after gce-guest's shutdown-script line: stop
+# the daemons (dropbear, the guest daemon) so that / can be remounted read-only.
 cat >> "$RFS/etc/inittab" <<'EOF'
+::shutdown:/bin/sh -c 'kill -TERM -1; sleep 1'
 ::shutdown:/bin/umount -a -r
 EOF
 
