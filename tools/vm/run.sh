@@ -7,7 +7,8 @@
 # prints one line per named check: `vm-check NAME: ok|FAILED (details, seconds)`.
 # Usage: run.sh PRODUCT_BINARY EMULATOR_BINARY   (root). Every wait is bounded; the
 # namespace, the tap, QEMU and the emulator are removed on every exit path.
-# VM_KEEP=1 keeps the work directory (serial logs) for a look afterwards.
+# The serial logs of the last run are copied to target/vm/last-run/; VM_KEEP=1 keeps the
+# whole work directory.
 set -euo pipefail
 BIN=$(realpath "${1:?usage: run.sh PRODUCT_BINARY EMULATOR_BINARY}")
 EMU=$(realpath "${2:?usage: run.sh PRODUCT_BINARY EMULATOR_BINARY}")
@@ -26,6 +27,7 @@ cleanup() {
   [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null && wait "$QEMU_PID" 2>/dev/null
   [ -n "$EMU_PID" ] && kill "$EMU_PID" 2>/dev/null && wait "$EMU_PID" 2>/dev/null
   ip netns del "$NS" 2>/dev/null
+  mkdir -p "$VM/last-run" && cp "$WORK"/serial*.log "$WORK"/emulator.log "$VM/last-run/" 2>/dev/null
   if [ "${VM_KEEP:-0}" = 1 ]; then echo "vm-test: work directory kept: $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
@@ -268,12 +270,14 @@ mq=$(ssh_as root "$VM/keys/harness" '
     printf "irq:%s=%s " "$name" "$(cat /proc/irq/$irq/smp_affinity_list)"
   done; echo' 2>/dev/null | tr '\n' ' ')
 echo "vm-note multiqueue: $mq"
-xps_set=$(echo "$mq" | grep -o 'xps:tx-[0-9]*=[0-9a-f,]*' | grep -vc '=0*$' || true)
-pinned=$(echo "$mq" | grep -o 'irq:virtio[0-9]*-\(input\|output\)\.[0-9]*=[0-9]*' | cut -d= -f2 | grep -cx '[0-9]' || true)
-if echo "$mq" | grep -q 'rx=4 tx=4' && [ "$xps_set" = 4 ] && [ "$pinned" = 8 ]; then
-  check multiqueue ok "4 queue pairs; XPS on 4 tx queues; 8 queue IRQs each on one CPU" "$s"
+# S30vm-scramble put every queue IRQ on CPU 3 and XPS on all CPUs before instance setup:
+# queue N's IRQs on CPU N and XPS of tx-N on CPU N only are instance setup's doing.
+xps_set=$(echo "$mq" | grep -o 'xps:tx-[0-3]=[0-9a-f]*' | grep -cx 'xps:tx-0=1\|xps:tx-1=2\|xps:tx-2=4\|xps:tx-3=8' || true)
+pinned=$(echo "$mq" | grep -o 'irq:virtio[0-9]*-\(input\|output\)\.[0-9]*=[0-9-]*' | sed 's/.*\.\([0-9]*\)=\(.*\)/\1=\2/' | awk -F= '$1 == $2' | wc -l)
+if echo "$mq" | grep -q 'rx=4 tx=4' && grep -aq 'vm-scramble: .* now input.0=3 tx-0=f' "$SERIAL" && [ "$xps_set" = 4 ] && [ "$pinned" = 8 ]; then
+  check multiqueue ok "4 queue pairs; after a scramble before setup, queue N's 2 IRQs on CPU N and tx-N's XPS on CPU N" "$s"
 else
-  check multiqueue FAILED "queues ${mq%% xps*}; XPS set on $xps_set of 4 tx queues; $pinned of 8 queue IRQs pinned to one CPU" "$s"
+  check multiqueue FAILED "queues ${mq%% xps*}; XPS right on $xps_set of 4 tx queues; $pinned of 8 queue IRQs on their queue's CPU" "$s"
 fi
 
 # 6c. local SSDs: a virtio-scsi one (model EphemeralDisk: the original queue settings and
