@@ -18,7 +18,7 @@ DISTDIR     ?= target/dist
 VERSION     := $(shell sed -n 's/^version *= *"\(.*\)"/\1/p' Cargo.toml | head -n 1)
 BIN_DEP     := $(if $(filter $(RELEASE_BIN),$(BIN)),release)
 
-.PHONY: all release tiny emulator test test-long demo bench hot-code install deb rpm tarball packages prereqs clean fmt lint
+.PHONY: all release tiny emulator test test-long vm-test demo bench hot-code install deb rpm tarball packages prereqs clean fmt lint
 
 all: release
 
@@ -57,6 +57,14 @@ test-long: prereqs
 	GCE_GUEST_LONG=1 $(CARGO) test --locked --target $(TARGET) --features emulator,test-hooks \
 	  --test integration -- --ignored accounts_long::
 	bash tests/fuzz/run-all.sh
+
+# Boots a busybox-only guest whose only agent is gce-guest under QEMU (TCG unless KVM
+# works; VM_KVM=1 asks for KVM) and prints one `vm-check NAME: ok|FAILED` line per check
+# (tools/vm/, README "VM test"). Needs root; not part of `make test` yet.
+vm-test: release emulator
+	sh tools/vm/prereqs.sh
+	bash tools/vm/build-guest.sh $(RELEASE_BIN)
+	bash tools/vm/run.sh $(RELEASE_BIN) $(EMU_BIN)
 
 demo: emulator
 	bash tools/demo.sh $(EMU_BIN)
