@@ -69,7 +69,9 @@ impl Tree {
     }
 
     /// Writes `value` unless the file already reads `value`; logs `line` when it writes and
-    /// a warning when the write fails. Returns whether it wrote.
+    /// a warning when the write fails. Returns whether it wrote. An interrupt whose affinity
+    /// the kernel manages itself (NVMe I/O queues: the write fails with EIO) is left as it
+    /// is with an INFO line, not a warning at every boot.
     pub(crate) fn set(&self, rel: &str, value: &str, line: &str) -> bool {
         if self.read(rel).as_deref() == Some(value) {
             return false;
@@ -77,6 +79,14 @@ impl Tree {
         info!("{}", line);
         match self.write(rel, value) {
             Ok(()) => true,
+            Err(e) if rel.starts_with("proc/irq/") && is_eio(&e) => {
+                info!(
+                    "{} is managed by the kernel; left as it is.",
+                    rel.trim_end_matches("/smp_affinity_list")
+                        .trim_end_matches("/smp_affinity")
+                );
+                false
+            }
             Err(e) => {
                 warn!("{}", e);
                 false
@@ -151,6 +161,11 @@ pub(crate) fn cpu_mask(cpus: &[usize], ncpus: usize) -> String {
         out.push_str(&format!(",{:08x}", w));
     }
     out
+}
+
+/// Whether an error is the kernel's EIO (what writing a managed interrupt's affinity gives).
+fn is_eio(e: &crate::Error) -> bool {
+    matches!(e, crate::Error::Io { source, .. } if source.raw_os_error() == Some(libc::EIO))
 }
 
 #[cfg(test)]
