@@ -463,13 +463,7 @@ fn deprovision_sandbox(config: Option<&str>) -> Option<(Sandbox, common::Daemon)
     if let Some(config) = config {
         builder = builder.file("/etc/default/instance_configs.cfg", config, 0o644);
     }
-    let sb = match builder.try_build() {
-        Ok(sb) => sb,
-        Err(reason) => {
-            common::skip_or_fail(&reason);
-            return None;
-        }
-    };
+    let sb = builder.build_or_skip()?;
     sb.sh("chown -R bob:users /home/bob && chmod 700 /home/bob/.ssh")
         .assert_success();
     let daemon = spawn_daemon(&sb);

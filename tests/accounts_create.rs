@@ -18,13 +18,7 @@ fn two_new_users(config: Option<&str>) -> Option<(Sandbox, common::Daemon)> {
     if let Some(config) = config {
         builder = builder.file("/etc/default/instance_configs.cfg", config, 0o644);
     }
-    let sb = match builder.try_build() {
-        Ok(sb) => sb,
-        Err(reason) => {
-            common::skip_or_fail(&reason);
-            return None;
-        }
-    };
+    let sb = builder.build_or_skip()?;
     let daemon = spawn_daemon(&sb);
     wait_keys(&sb, "bob", Duration::from_secs(20), |k| {
         k.contains(&fake_key(2, "b"))

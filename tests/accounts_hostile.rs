@@ -18,7 +18,7 @@
 use std::time::Duration;
 
 use crate::accounts_support::*;
-use crate::common::{self, Daemon, Sandbox};
+use crate::common::{Daemon, Sandbox};
 
 /// Paths that creating accounts with shadow-utils legitimately touches, besides the homes.
 const ACCOUNT_FILES: &[&str] = &[
@@ -61,13 +61,7 @@ fn keys_for(round: u64) -> String {
 impl Attack {
     fn start() -> Option<Attack> {
         let builder = with_recorders(Sandbox::builder().metadata(&keys_document(&keys_for(0))));
-        let sb = match builder.try_build() {
-            Ok(sb) => sb,
-            Err(reason) => {
-                common::skip_or_fail(&reason);
-                return None;
-            }
-        };
+        let sb = builder.build_or_skip()?;
         let daemon = spawn_daemon(&sb);
         wait_keys(&sb, "zoe", Duration::from_secs(20), |k| {
             k.contains(&fake_key(2000, "zoe"))

@@ -355,6 +355,14 @@ impl SandboxBuilder {
         Ok(self.start())
     }
 
+    /// [`SandboxBuilder::try_build`] for helpers that return an `Option`: `None` after
+    /// [`skip_or_fail`] when sandboxes are not available (a failure in CI).
+    pub fn build_or_skip(self) -> Option<Sandbox> {
+        self.try_build()
+            .map_err(|reason| skip_or_fail(&reason))
+            .ok()
+    }
+
     fn start(self) -> Sandbox {
         let base = base_dir().unwrap_or_else(|e| panic!("sandbox: {}", e));
         let dir = make_sandbox_dir(&base);
