@@ -53,20 +53,21 @@ fn alice_with_own_key(sb: &Sandbox) -> (common::Daemon, common::Daemon) {
     wait_keys(sb, "alice", Duration::from_secs(20), |k| {
         k.contains(&google)
     });
-    sb.program([
-        "su",
-        "-s",
-        "/bin/sh",
-        "alice",
-        "-c",
+    as_alice(
+        sb,
         &format!("printf '%s\\n' '{}' >> ~/.ssh/authorized_keys", own),
-    ])
-    .output()
-    .assert_success();
+    );
     assert_login_and_sudo(sb, SSHD_PORT, "google", "alice");
     assert_login_and_sudo(sb, SSHD_PORT, "own", "alice");
     assert!(sudo_works(sb, "alice"));
     (sshd, daemon)
+}
+
+/// Runs `script` as alice in the sandbox (her own doing, not root's); it must succeed.
+fn as_alice(sb: &Sandbox, script: &str) {
+    sb.program(["su", "-s", "/bin/sh", "alice", "-c", script])
+        .output()
+        .assert_success();
 }
 
 #[test]
@@ -76,16 +77,10 @@ fn a_removed_user_cannot_block_their_removal_with_an_oversized_key_file() {
     ));
     let (_sshd, mut daemon) = alice_with_own_key(&sb);
     // Alice makes her file larger than the daemon ever reads (4 MiB).
-    sb.program([
-        "su",
-        "-s",
-        "/bin/sh",
-        "alice",
-        "-c",
+    as_alice(
+        &sb,
         "yes '# padding padding padding' | head -c 6000000 >> ~/.ssh/authorized_keys",
-    ])
-    .output()
-    .assert_success();
+    );
     let size = sb
         .sh(&format!("stat -c %s {}", keys_path("alice")))
         .stdout_text();

@@ -574,10 +574,10 @@ fn df_bytes_script(mnt: &str) -> String {
     format!("df -B1 --output=size {} | tail -1", mnt)
 }
 
-fn xfs_grows_online(ss: u32, label: &str) {
-    need_root!();
-    let dir = Scratch::new(&format!("xfs-{}-{}", ss, label));
-    let (_img, l) = loop_disk_labelled(&dir, ss, label, &["mkfs.xfs", "-q", "-f"]);
+/// Mounts partition 2 of `l` under `dir`, runs `google_disk_expand` on the disk while it is
+/// mounted, and unmounts it; the run must succeed. Gives its output and the file system's
+/// size in bytes (`df`) before and after.
+fn grow_mounted(dir: &Scratch, l: &Loop) -> (String, Vec<u64>) {
     let mnt = dir.join("mnt");
     fs::create_dir_all(&mnt).unwrap();
     let m = mnt.display().to_string();
@@ -591,10 +591,18 @@ fn xfs_grows_online(ss: u32, label: &str) {
     let out = in_namespace(&script, &[]);
     let t = text(&out);
     assert!(out.status.success(), "{}", t);
-    let sizes: Vec<u64> = String::from_utf8_lossy(&out.stdout)
+    let sizes = String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .collect();
+    (t, sizes)
+}
+
+fn xfs_grows_online(ss: u32, label: &str) {
+    need_root!();
+    let dir = Scratch::new(&format!("xfs-{}-{}", ss, label));
+    let (_img, l) = loop_disk_labelled(&dir, ss, label, &["mkfs.xfs", "-q", "-f"]);
+    let (t, sizes) = grow_mounted(&dir, &l);
     assert_eq!(sizes.len(), 2, "{}", t);
     assert!(sizes[1] > sizes[0] + GIB + GIB / 2, "df grew: {:?}", sizes);
     assert!(t.contains("grew the file system"), "{}", t);
@@ -672,23 +680,7 @@ fn ext4_grows_offline_and_online_or_says_why_not() {
     // Online: a second disk, mounted.
     let dir2 = Scratch::new("ext4-online");
     let (_img2, l2) = loop_disk(&dir2, 512, &["mkfs.ext4", "-q", "-F"]);
-    let mnt = dir2.join("mnt");
-    fs::create_dir_all(&mnt).unwrap();
-    let m = mnt.display().to_string();
-    let script = format!(
-        "mount {part} {m} && {df} && \"$BIN\" google_disk_expand -d --device {dev} --partition 2; \
-         rc=$?; {df}; umount {m}; exit $rc",
-        part = l2.part(2),
-        dev = l2.dev,
-        df = df_bytes_script(&m),
-    );
-    let out = in_namespace(&script, &[]);
-    let t = text(&out);
-    assert!(out.status.success(), "{}", t);
-    let sizes: Vec<u64> = String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect();
+    let (t, sizes) = grow_mounted(&dir2, &l2);
     if has_sys_resource() {
         assert!(sizes[1] > sizes[0] + GIB, "{:?} {}", sizes, t);
     } else {
