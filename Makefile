@@ -79,6 +79,8 @@ bench: release tiny emulator
 	  --test integration -- --ignored --nocapture --test-threads=1 bench_accounts:: bench_scripts:: bench_setup::
 	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
 	  --test integration -- --ignored --nocapture --test-threads=1 ip_forwarding::bench_ disk_expand::bench_
+	CARGO_TARGET_DIR=target/bench $(CARGO) test --release --locked --target $(TARGET) --features emulator,test-hooks \
+	  --lib -- --ignored --nocapture accounts::round_costs::
 
 # Re-profiles which code the daemons run and rewrites src/link/hot-code.ld (see
 # tools/hot_code.py). Needs valgrind; run it when `make bench` shows the idle RSS creeping up.

@@ -33,7 +33,7 @@ pub mod error;
 pub(crate) mod exec;
 pub(crate) mod fsutil;
 pub mod ini;
-pub(crate) mod json;
+pub mod json;
 pub mod mds;
 pub mod netlink;
 pub mod network;

@@ -79,7 +79,7 @@ pub fn device_name_from_identify(page: &[u8]) -> Option<String> {
     if text.is_empty() {
         return None;
     }
-    let name = match text.parse::<tinyjson::JsonValue>() {
+    let name = match crate::json::parse_json(text) {
         Ok(tinyjson::JsonValue::Object(map)) => match map.get("device_name") {
             Some(tinyjson::JsonValue::String(s)) => s.clone(),
             _ => return None,

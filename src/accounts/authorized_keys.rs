@@ -64,9 +64,10 @@ pub(crate) fn our_keys(content: &[u8]) -> Vec<&[u8]> {
 
 /// The file's new content: the foreign lines of `content`, then each of `keys` under a
 /// marker line.
-pub fn merge(content: &[u8], keys: &[String]) -> Vec<u8> {
-    let mut out =
-        Vec::with_capacity(content.len() + keys.iter().map(|k| k.len() + 20).sum::<usize>());
+pub fn merge(content: &[u8], keys: &[impl AsRef<str>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(
+        content.len() + keys.iter().map(|k| k.as_ref().len() + 20).sum::<usize>(),
+    );
     for line in foreign_lines(content) {
         out.extend_from_slice(line);
         out.push(b'\n');
@@ -74,7 +75,7 @@ pub fn merge(content: &[u8], keys: &[String]) -> Vec<u8> {
     for key in keys {
         out.extend_from_slice(MARKER.as_bytes());
         out.push(b'\n');
-        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(key.as_ref().as_bytes());
         out.push(b'\n');
     }
     out
@@ -82,13 +83,14 @@ pub fn merge(content: &[u8], keys: &[String]) -> Vec<u8> {
 
 /// The content with only our lines taken out (deprovisioning: the user's own keys stay).
 pub(crate) fn remove_ours(content: &[u8]) -> Vec<u8> {
-    merge(content, &[])
+    let no_keys: &[&str] = &[];
+    merge(content, no_keys)
 }
 
 /// What to write so the file holds exactly `keys` as ours: `None` when nothing needs
 /// writing (the content would not change, or there is no file and no key to put in one).
 /// `existing` is the current content, `None` when the file does not exist.
-pub(crate) fn rewrite(existing: Option<&[u8]>, keys: &[String]) -> Option<Vec<u8>> {
+pub(crate) fn rewrite(existing: Option<&[u8]>, keys: &[impl AsRef<str>]) -> Option<Vec<u8>> {
     match existing {
         None if keys.is_empty() => None,
         None => Some(merge(b"", keys)),

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tinyjson::JsonValue;
 
 use super::commands::Commands;
-use super::desired::DesiredAccounts;
+use super::desired::{DesiredAccounts, KeyLineCache};
 use super::plan::{plan, AppliedKeys, PlanConfig, SystemView};
-use super::system::{ensure_sudoers, Applier, SystemState};
+use super::system::{ensure_sudoers, Applier, SystemCache, SystemState};
 use super::NoteLog;
 use crate::error::{Error, Result};
 use crate::json::{self, Slice};
@@ -39,6 +39,8 @@ pub struct AccountsDaemon {
     commands: Commands,
     deprovision_remove: bool,
     applied: AppliedKeys,
+    key_lines: KeyLineCache,
+    system: SystemCache,
     notes: NoteLog,
     applier: Applier,
     last: Option<Snapshot>,
@@ -53,6 +55,8 @@ impl AccountsDaemon {
             commands: Commands::from_settings(settings),
             deprovision_remove: settings.deprovision_remove,
             applied: AppliedKeys::new(),
+            key_lines: KeyLineCache::default(),
+            system: SystemCache::default(),
             notes: NoteLog::default(),
             applier: Applier::default(),
             last: None,
@@ -96,13 +100,14 @@ impl AccountsDaemon {
         let now = crate::timing::unix_now();
         // A document the planner refuses (no `instance`) changes nothing and is not retried:
         // the same document would be refused again. The next change is looked at afresh.
-        let (desired, notes) = match DesiredAccounts::from_snapshot(snapshot, now) {
-            Ok(read) => read,
-            Err(e) => {
-                warn!("{}; leaving every account as it is.", e);
-                return Ok(());
-            }
-        };
+        let (desired, notes) =
+            match DesiredAccounts::from_snapshot_cached(snapshot, now, &mut self.key_lines) {
+                Ok(read) => read,
+                Err(e) => {
+                    warn!("{}; leaving every account as it is.", e);
+                    return Ok(());
+                }
+            };
         self.notes.log(&notes);
         self.next_expiry = desired.next_expiry_check();
         self.oslogin_changed(desired.oslogin_enabled());
@@ -111,7 +116,7 @@ impl AccountsDaemon {
                 warn!("{}", e);
             }
         }
-        let mut state = SystemState::read()?;
+        let mut state = SystemState::read_cached(&mut self.system)?;
         let view = SystemView {
             ledger: &state.ledger,
             created: &state.created,
@@ -142,7 +147,7 @@ impl AccountsDaemon {
         }));
         let planned: BTreeSet<_> = actions.iter().filter_map(|a| a.user().cloned()).collect();
         self.applied.settle_with_impossible(
-            &desired,
+            desired,
             &not_applied,
             self.applier.impossible(),
             &planned,

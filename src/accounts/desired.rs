@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use tinyjson::JsonValue;
 
-use super::keys::parse_key_line;
+use super::keys::{read_key_line, KeyText, LineRead};
 use super::username::Username;
 use super::Note;
 use crate::error::{Error, Result};
@@ -46,11 +46,45 @@ impl<'a> Attributes<'a> {
     }
 }
 
+/// The key lines of the last document, read, in their order: when one key among 1,000
+/// users changes, the 999 lines that stayed are not checked again (the time-dependent part,
+/// a key's expiry, is still looked at every time). Lines are matched in order, a few ahead
+/// (a key added, changed or removed); a document in another order is simply read afresh.
+#[derive(Debug, Default)]
+pub struct KeyLineCache {
+    lines: Vec<(String, LineRead)>,
+}
+
+/// How far ahead of the next expected line a line of the last document is looked for.
+const LOOK_AHEAD: usize = 4;
+
+impl KeyLineCache {
+    /// `line` read: taken from `earlier` (the last document's lines, from `next` on) when
+    /// it is there, else read now.
+    fn take_or_read(
+        earlier: &mut [Option<(String, LineRead)>],
+        next: &mut usize,
+        line: &str,
+    ) -> (String, LineRead) {
+        let end = (*next + LOOK_AHEAD).min(earlier.len());
+        let window = earlier.get_mut(*next..end).unwrap_or_default();
+        for (offset, slot) in window.iter_mut().enumerate() {
+            if slot.as_ref().is_some_and(|(text, _)| text == line) {
+                if let Some(entry) = slot.take() {
+                    *next += offset + 1;
+                    return entry;
+                }
+            }
+        }
+        (line.to_string(), read_key_line(line))
+    }
+}
+
 /// The users and keys metadata asks for, as of one document and one moment.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DesiredAccounts {
     oslogin: bool,
-    users: BTreeMap<Username, Vec<String>>,
+    users: BTreeMap<Username, Vec<KeyText>>,
     next_expiry_check: Option<i64>,
 }
 
@@ -59,7 +93,17 @@ impl DesiredAccounts {
     /// `expireOn` has passed are left out). Returns the wanted state and what was skipped.
     /// Fails, and so changes nothing, when the document has no `instance` object.
     pub fn from_snapshot(snapshot: &Snapshot, now: i64) -> Result<(DesiredAccounts, Vec<Note>)> {
-        from_document(&snapshot.doc, now)
+        from_document(&snapshot.doc, now, &mut KeyLineCache::default())
+    }
+
+    /// As [`from_snapshot`](Self::from_snapshot), reading only the lines that `cache` has
+    /// not seen before, and leaving in it the lines of this document.
+    pub fn from_snapshot_cached(
+        snapshot: &Snapshot,
+        now: i64,
+        cache: &mut KeyLineCache,
+    ) -> Result<(DesiredAccounts, Vec<Note>)> {
+        from_document(&snapshot.doc, now, cache)
     }
 
     /// Whether OS Login manages logins (then [`users`](Self::users) is empty).
@@ -69,14 +113,20 @@ impl DesiredAccounts {
 
     /// The users the daemon should manage, each with its keys in order of first appearance,
     /// without duplicates. Every user has at least one key.
-    pub fn users(&self) -> &BTreeMap<Username, Vec<String>> {
+    pub fn users(&self) -> &BTreeMap<Username, Vec<KeyText>> {
         &self.users
+    }
+
+    /// The wanted users and their keys, taken.
+    pub fn into_users(self) -> BTreeMap<Username, Vec<KeyText>> {
+        self.users
     }
 
     /// The keys wanted for `user`, if that user is wanted.
     #[cfg(test)]
-    pub fn keys(&self, user: &str) -> Option<&[String]> {
-        self.users.get(user).map(Vec::as_slice)
+    pub fn keys(&self, user: &str) -> Option<Vec<String>> {
+        let keys = self.users.get(user)?;
+        Some(keys.iter().map(|k| k.to_string()).collect())
     }
 
     /// The first unix second at which a wanted key will have expired (its `expireOn`): the
@@ -93,7 +143,7 @@ impl DesiredAccounts {
             .iter()
             .map(|(name, keys)| {
                 let name = Username::parse(name).expect("test user names are valid");
-                (name, keys.iter().map(|k| k.to_string()).collect())
+                (name, keys.iter().map(|k| KeyText::from(*k)).collect())
             })
             .collect();
         DesiredAccounts {
@@ -144,7 +194,11 @@ fn attributes<'a>(
     }
 }
 
-fn from_document(doc: &JsonValue, now: i64) -> Result<(DesiredAccounts, Vec<Note>)> {
+fn from_document(
+    doc: &JsonValue,
+    now: i64,
+    cache: &mut KeyLineCache,
+) -> Result<(DesiredAccounts, Vec<Note>)> {
     let instance = match doc {
         JsonValue::Object(root) => match root.get("instance") {
             Some(instance @ JsonValue::Object(_)) => instance,
@@ -157,14 +211,24 @@ fn from_document(doc: &JsonValue, now: i64) -> Result<(DesiredAccounts, Vec<Note
     let project_attrs = attributes(crate::json::lookup(doc, "project"), "Project", &mut notes);
 
     let oslogin = oslogin_enabled(instance_attrs, project_attrs);
-    let mut users: BTreeMap<Username, Vec<String>> = BTreeMap::new();
+    let mut users: BTreeMap<Username, Vec<KeyText>> = BTreeMap::new();
     let mut next_expiry: Option<i64> = None;
+    let mut earlier: Vec<Option<(String, LineRead)>> = std::mem::take(&mut cache.lines)
+        .into_iter()
+        .map(Some)
+        .collect();
+    let mut next = 0;
     if !oslogin {
         let lines = key_values(instance_attrs, project_attrs)
             .into_iter()
             .flat_map(|v| v.split('\n'));
         for line in lines {
-            let Some(wanted) = parse_key_line(line, now, &mut notes) else {
+            let entry = KeyLineCache::take_or_read(&mut earlier, &mut next, line);
+            cache.lines.push(entry);
+            let Some((_, read)) = cache.lines.last() else {
+                continue;
+            };
+            let Some(wanted) = read.wanted_at(now, &mut notes) else {
                 continue;
             };
             let keys = users.entry(wanted.user).or_default();
@@ -267,7 +331,7 @@ mod tests {
         assert!(notes.is_empty(), "{notes:?}");
         assert!(!d.oslogin_enabled());
         assert_eq!(names(&d), ["alice", "bob", "carol"]);
-        assert_eq!(d.keys("alice").map(<[String]>::len), Some(1));
+        assert_eq!(d.keys("alice").map(|k| k.len()), Some(1));
         assert!(d.keys("bob").is_some_and(|k| k[0].contains("google-ssh")));
         let expire = crate::timing::days_from_civil(2099, 12, 31) * 86_400 + 86_399;
         assert_eq!(d.next_expiry_check(), Some(expire));
@@ -316,7 +380,7 @@ mod tests {
             let (d, notes) = read(&doc(&instance, &p_both));
             assert!(notes.is_empty(), "{instance}: {notes:?}");
             let expected: Vec<String> = expected.into_iter().cloned().collect();
-            assert_eq!(d.keys("u"), Some(&expected[..]), "{instance}");
+            assert_eq!(d.keys("u"), Some(expected), "{instance}");
         }
     }
 
@@ -328,8 +392,8 @@ mod tests {
         let project = format!(r#""ssh-keys":{}"#, js(&format!("u:{c}\nu:{a}")));
         let (d, notes) = read(&doc(&instance, &project));
         assert!(notes.is_empty());
-        assert_eq!(d.keys("u"), Some(&[b.clone(), a.clone(), c][..]));
-        assert_eq!(d.keys("v"), Some(&[a][..]));
+        assert_eq!(d.keys("u"), Some(vec![b.clone(), a.clone(), c]));
+        assert_eq!(d.keys("v"), Some(vec![a]));
     }
 
     #[test]
@@ -394,6 +458,68 @@ mod tests {
         assert_eq!(notes.len(), 10);
     }
 
+    /// A document whose instance `ssh-keys` holds `lines`.
+    fn keys_doc(lines: &[String]) -> Snapshot {
+        doc(&format!(r#""ssh-keys":{}"#, js(&lines.join("\n"))), "")
+    }
+
+    #[test]
+    fn the_line_cache_gives_what_a_fresh_read_gives() {
+        let line = |user: &str, seed: u8| format!("{}:{}", user, ed25519(seed, "c"));
+        let expiring = format!(
+            "carol:{}",
+            ed25519(
+                9,
+                r#"google-ssh {"userName":"c@d.e","expireOn":"1970-01-01T00:30:00Z"}"#
+            )
+        );
+        let rounds: Vec<Vec<String>> = vec![
+            vec![
+                line("a", 1),
+                line("b", 2),
+                "junk".into(),
+                line("c", 3),
+                expiring.clone(),
+            ],
+            // One key changed, one added, one removed.
+            vec![
+                line("a", 1),
+                line("b", 4),
+                "junk".into(),
+                line("d", 5),
+                expiring.clone(),
+            ],
+            // Another order altogether; a line twice.
+            vec![
+                expiring.clone(),
+                line("d", 5),
+                line("a", 1),
+                line("a", 1),
+                line("b", 4),
+            ],
+            vec![],
+            vec![line("a", 1)],
+        ];
+        let mut cache = KeyLineCache::default();
+        for (round, lines) in rounds.iter().enumerate() {
+            // The expiring key is wanted before its expireOn (1800) and not after, even
+            // though the line was read and kept earlier.
+            for now in [1_000, 2_000] {
+                let snap = keys_doc(lines);
+                let cached = DesiredAccounts::from_snapshot_cached(&snap, now, &mut cache);
+                let fresh = DesiredAccounts::from_snapshot(&snap, now);
+                assert_eq!(cached.unwrap(), fresh.unwrap(), "round {round} at {now}");
+            }
+            // An empty value is one blank line.
+            let kept = lines.len().max(1);
+            assert_eq!(
+                cache.lines.len(),
+                kept,
+                "only this document's lines are kept"
+            );
+        }
+    }
+
     #[test]
     fn expired_keys_leave_and_the_earliest_future_expiry_is_exposed() {
         let expiring = |seed, when: &str| {
@@ -411,7 +537,7 @@ mod tests {
 
         let (d, notes) = DesiredAccounts::from_snapshot(&snap, 1_000).unwrap();
         assert_eq!(names(&d), ["a", "b", "c"]); // d's only key expired: d is not wanted
-        assert_eq!(d.keys("a"), Some(&[later.clone()][..]));
+        assert_eq!(d.keys("a"), Some(vec![later.clone()]));
         assert_eq!(d.next_expiry_check(), Some(1800));
         assert_eq!(notes.len(), 2);
         assert!(notes.iter().all(|n| matches!(n, Note::ExpiredKey { .. })));

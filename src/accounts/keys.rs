@@ -10,6 +10,7 @@
 //! comes before the FIRST colon, verbatim; the key is the rest, trimmed.
 
 use std::fmt;
+use std::sync::Arc;
 
 use tinyjson::JsonValue;
 
@@ -109,7 +110,7 @@ pub(crate) struct PublicKey<'a> {
 
 /// A key's expiry, from its `google-ssh` comment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Expiry {
+pub enum Expiry {
     /// No `google-ssh` comment, or one without `expireOn`.
     Never,
     /// Valid before this second (unix time): expired from the moment the clock reaches it.
@@ -129,12 +130,16 @@ impl Expiry {
 }
 
 /// A key wanted for a user, from one metadata line.
+/// A key as it goes into `authorized_keys` (options, type, base64 data, comment), shared:
+/// the line cache, the wanted state and the applied state hold one copy of the text.
+pub type KeyText = Arc<str>;
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WantedKey {
     /// The account.
     pub user: Username,
     /// The key line as it goes into `authorized_keys` (trimmed, otherwise verbatim).
-    pub key: String,
+    pub key: KeyText,
     /// The `expireOn` second, when the key has one it could read.
     pub expire_on: Option<i64>,
 }
@@ -144,82 +149,117 @@ pub(crate) fn is_key_type(word: &str) -> bool {
     KEY_TYPES.contains(&word)
 }
 
+/// One line of an `ssh-keys`/`sshKeys` value, read without regard to the time (so that
+/// it can be kept and used again while the line stays in metadata).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LineRead {
+    /// Nothing but white space: ignored silently.
+    Blank,
+    /// A usable key line; whether the key has expired depends on the time it is used at.
+    Key {
+        user: Username,
+        key: KeyText,
+        expiry: Expiry,
+    },
+    /// A line that is not used, and why.
+    Skipped(Note),
+}
+
+impl LineRead {
+    /// The key this line gives at time `now`, or `None` with a note pushed explaining why
+    /// not (blank lines give neither).
+    pub fn wanted_at(&self, now: i64, notes: &mut Vec<Note>) -> Option<WantedKey> {
+        let (user, key, expiry) = match self {
+            LineRead::Blank => return None,
+            LineRead::Skipped(note) => {
+                notes.push(note.clone());
+                return None;
+            }
+            LineRead::Key { user, key, expiry } => (user, key, *expiry),
+        };
+        if expiry.is_expired(now) {
+            let key =
+                check_public_key(key).map_or_else(|_| "key".to_string(), |k| describe_key(&k));
+            notes.push(Note::ExpiredKey {
+                user: user.clone(),
+                key,
+            });
+            return None;
+        }
+        if expiry == Expiry::Unreadable {
+            notes.push(Note::UnreadableExpiry { user: user.clone() });
+        }
+        Some(WantedKey {
+            user: user.clone(),
+            key: key.clone(),
+            expire_on: match expiry {
+                Expiry::At(t) => Some(t),
+                _ => None,
+            },
+        })
+    }
+}
+
 /// Parses one line of an `ssh-keys`/`sshKeys` value at time `now`. Returns the wanted key,
 /// or `None` with a note pushed explaining why not (blank lines give neither).
 pub fn parse_key_line(line: &str, now: i64, notes: &mut Vec<Note>) -> Option<WantedKey> {
+    read_key_line(line).wanted_at(now, notes)
+}
+
+/// Reads one line of an `ssh-keys`/`sshKeys` value (see the module doc for the rules).
+pub fn read_key_line(line: &str) -> LineRead {
     let line = line.trim_matches(|c: char| c.is_ascii_whitespace());
     if line.is_empty() {
-        return None;
+        return LineRead::Blank;
     }
     if looks_like_private_key(line) {
-        notes.push(Note::PrivateKeyLine);
-        return None;
+        return LineRead::Skipped(Note::PrivateKeyLine);
     }
     let split = line.split_once(':');
     if !line.is_ascii() {
         let user = split.map(|(user, _)| printable(user));
-        notes.push(Note::SkippedKey {
+        return LineRead::Skipped(Note::SkippedKey {
             user,
             reason: SkipReason::NonAscii,
         });
-        return None;
     }
     let Some((user_text, key_text)) = split else {
-        notes.push(Note::SkippedKey {
+        return LineRead::Skipped(Note::SkippedKey {
             user: None,
             reason: SkipReason::NoColon,
         });
-        return None;
     };
     let user = match Username::parse(user_text) {
         Ok(user) => user,
         // `ssh-ed25519 AAAA... me:laptop`: the "name" would be the key itself.
         Err(_) if user_text.split(' ').next().is_some_and(is_key_type) => {
-            notes.push(Note::SkippedKey {
+            return LineRead::Skipped(Note::SkippedKey {
                 user: None,
                 reason: SkipReason::NoUserName,
             });
-            return None;
         }
         Err(reason) => {
-            notes.push(Note::RefusedName {
+            return LineRead::Skipped(Note::RefusedName {
                 name: printable(user_text),
                 reason,
             });
-            return None;
         }
     };
     let key_text = key_text.trim_matches(|c: char| c.is_ascii_whitespace());
     let key = match check_public_key(key_text) {
         Ok(key) => key,
         Err(reason) => {
-            notes.push(Note::SkippedKey {
+            return LineRead::Skipped(Note::SkippedKey {
                 user: Some(user.to_string()),
                 reason,
             });
-            return None;
         }
     };
-    let expiry = key_expiry(key.comment);
-    if expiry.is_expired(now) {
-        notes.push(Note::ExpiredKey {
-            user,
-            key: describe_key(&key),
-        });
-        return None;
-    }
-    if expiry == Expiry::Unreadable {
-        notes.push(Note::UnreadableExpiry { user: user.clone() });
-    }
-    let expire_on = match expiry {
-        Expiry::At(t) => Some(t),
-        _ => None,
-    };
-    Some(WantedKey {
+    LineRead::Key {
+        expiry: key_expiry(key.comment),
         user,
-        key: key_text.to_string(),
-        expire_on,
-    })
+        key: Arc::from(key_text),
+    }
 }
 
 /// Whether a metadata line looks like part of a private key pasted by mistake: a PEM or
@@ -272,7 +312,7 @@ pub(crate) fn check_public_key(text: &str) -> Result<PublicKey<'_>, SkipReason> 
     if text.bytes().any(|b| b.is_ascii_control() && !is_blank(b)) {
         return Err(SkipReason::ControlCharacter);
     }
-    let first_word = text.split([' ', '\t']).next().unwrap_or("");
+    let first_word = split_word(text).0;
     let (options, rest) = if is_key_type(first_word) {
         (None, text)
     } else {
@@ -305,7 +345,8 @@ pub(crate) fn check_public_key(text: &str) -> Result<PublicKey<'_>, SkipReason> 
 
 /// Splits off the first word; the rest has its leading blanks removed.
 fn split_word(text: &str) -> (&str, &str) {
-    match text.find([' ', '\t']) {
+    // Bytes, not chars: a blank is ASCII, and a key's base64 word is long.
+    match text.bytes().position(is_blank) {
         Some(i) => (&text[..i], text[i..].trim_start_matches([' ', '\t'])),
         None => (text, ""),
     }
@@ -857,13 +898,13 @@ mod tests {
         assert!(notes.is_empty());
         let wanted = wanted.unwrap();
         assert_eq!(wanted.user.as_str(), "alice");
-        assert_eq!(wanted.key, key);
+        assert_eq!(&*wanted.key, key);
         assert_eq!(wanted.expire_on, None);
 
         // A colon inside the key part (an option value, a comment) stays in the key.
         let with_colon = format!(r#"command="echo a:b" {key} c:d"#);
         let (wanted, _) = parse(&format!("bob:{with_colon}"), 0);
-        assert_eq!(wanted.unwrap().key, with_colon);
+        assert_eq!(&*wanted.unwrap().key, with_colon);
         // `root:x:...` can only ever name root, never a user `root:x`.
         let (wanted, notes) = parse("root:x:ssh-ed25519", 0);
         assert_eq!(wanted, None);
@@ -887,7 +928,7 @@ mod tests {
         ] {
             let (wanted, notes) = parse(&line, 0);
             assert!(notes.is_empty(), "{line:?}");
-            assert_eq!(wanted.unwrap().key, key, "{line:?}");
+            assert_eq!(&*wanted.unwrap().key, key, "{line:?}");
         }
         for blank in ["", " ", "\r", "\t \r"] {
             assert_eq!(parse(blank, 0), (None, vec![]), "{blank:?}");
@@ -1098,7 +1139,7 @@ mod tests {
         let (wanted, notes) = parse(&format!("alice:{key}"), i64::MAX);
         let wanted = wanted.unwrap();
         assert_eq!(wanted.expire_on, None);
-        assert_eq!(wanted.key, key);
+        assert_eq!(&*wanted.key, key);
         assert_eq!(
             notes,
             vec![Note::UnreadableExpiry {

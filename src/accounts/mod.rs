@@ -226,3 +226,114 @@ mod tests {
         assert_eq!(log.fresh(std::slice::from_ref(&b)), vec![&b]);
     }
 }
+
+/// `make bench`: the daemon's own work in one round for 1,000 users when one key changed
+/// (parse the document, read the keys, parse the system files, plan), without I/O, as a
+/// breakdown of the end-to-end figure `tests/bench_accounts.rs` measures. `#[ignore]`d;
+/// meaningful in a release build.
+#[cfg(test)]
+mod round_costs {
+    use std::collections::BTreeSet;
+    use std::time::{Duration, Instant};
+
+    use super::desired::{DesiredAccounts, KeyLineCache};
+    use super::keys::fixtures::encode_base64;
+    use super::passwd::parse_passwd;
+    use super::plan::{plan, AppliedKeys, PlanConfig, SystemView};
+    use super::username::Username;
+
+    fn key(i: u64) -> String {
+        let mut data = 11u32.to_be_bytes().to_vec();
+        data.extend_from_slice(b"ssh-ed25519");
+        data.extend_from_slice(&32u32.to_be_bytes());
+        for k in 0..4u64 {
+            data.extend_from_slice(&(i.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ k).to_le_bytes());
+        }
+        format!("ssh-ed25519 {} u{:04}", encode_base64(&data), i)
+    }
+
+    /// The metadata document with user `changed`'s key replaced by key `version`.
+    fn document(users: u64, changed: u64, version: u64) -> String {
+        let value: Vec<String> = (0..users)
+            .map(|i| {
+                let seed = if i == changed { 1_000_000 + version } else { i };
+                format!("u{:04}:{}", i, key(seed))
+            })
+            .collect();
+        format!(
+            r#"{{"instance":{{"id":1,"attributes":{{"ssh-keys":{}}}}},"project":{{"attributes":{{}}}}}}"#,
+            tinyjson::JsonValue::String(value.join("\n"))
+                .stringify()
+                .expect("a string")
+        )
+    }
+
+    fn median(mut samples: Vec<Duration>) -> Duration {
+        samples.sort();
+        samples[samples.len() / 2]
+    }
+
+    #[test]
+    #[ignore]
+    fn bench_one_change_among_1000_users() {
+        let users = 1000;
+        let passwd: String = (0..users)
+            .map(|i| format!("u{:04}:x:{}:100::/home/u{:04}:/bin/bash\n", i, 5000 + i, i))
+            .collect();
+        let ledger: BTreeSet<Username> = (0..users)
+            .map(|i| Username::parse(&format!("u{:04}", i)).expect("valid"))
+            .collect();
+        let local = parse_passwd(passwd.as_bytes());
+        let mut cache = KeyLineCache::default();
+        let mut applied = AppliedKeys::new();
+        let (mut parse, mut read, mut planning, mut passwd_parse) =
+            (vec![], vec![], vec![], vec![]);
+        for version in 0..21 {
+            let text = document(users, users / 2, version);
+            let t = Instant::now();
+            let doc = crate::json::parse_json(&text).expect("JSON");
+            let parsed = t.elapsed();
+            let snapshot = crate::mds::Snapshot {
+                etag: None,
+                doc: std::sync::Arc::new(doc),
+            };
+            let t = Instant::now();
+            let (desired, _) =
+                DesiredAccounts::from_snapshot_cached(&snapshot, 0, &mut cache).expect("usable");
+            let desired_read = t.elapsed();
+            let t = Instant::now();
+            let _ = parse_passwd(passwd.as_bytes());
+            let passwd_parsed = t.elapsed();
+            let view = SystemView {
+                ledger: &ledger,
+                created: &ledger,
+                local_users: &local,
+            };
+            let config = PlanConfig {
+                deprovision_remove: false,
+                uid_min: 1000,
+            };
+            let t = Instant::now();
+            let actions = plan(&desired, &applied, &view, &config);
+            let planned = t.elapsed();
+            applied.settle(&desired, &BTreeSet::new());
+            // The first round reads every line and writes every user.
+            if version > 0 {
+                assert_eq!(actions.len(), 2, "one user's sudo check and key write");
+                parse.push(parsed);
+                read.push(desired_read);
+                planning.push(planned);
+                passwd_parse.push(passwd_parsed);
+            }
+        }
+        let us = |d: Duration| d.as_secs_f64() * 1e6;
+        println!(
+            "accounts round, 1,000 users, one key changed (median of 20, no I/O): JSON {:.0} us, \
+             keys {:.0} us, plan {:.0} us; /etc/passwd parse {:.0} us (skipped when unchanged)",
+            us(median(parse)),
+            us(median(read)),
+            us(median(planning)),
+            us(median(passwd_parse))
+        );
+    }
+}

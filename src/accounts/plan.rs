@@ -16,9 +16,16 @@
 //! - Only a [`DesiredAccounts`] can ask for removals, and one can only be built from a
 //!   successfully read metadata document: a failed read plans nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::borrow::{Borrow, Cow};
+use std::cmp::Ordering;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::iter::Peekable;
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 
 use super::desired::DesiredAccounts;
+use super::keys::KeyText;
 use super::passwd::LocalUsers;
 use super::username::Username;
 
@@ -44,7 +51,7 @@ pub enum Action {
     /// Our lines of the user's `~/.ssh/authorized_keys` become exactly `keys`
     /// ([`super::authorized_keys::rewrite`]; nothing is written when nothing changes).
     /// Never planned for a user whose shell is `nologin`.
-    WriteKeys { user: Username, keys: Vec<String> },
+    WriteKeys { user: Username, keys: Vec<KeyText> },
     /// Metadata no longer wants this ledger user (log `Removing user <user>.`). Three steps,
     /// each done whatever became of the others: `gpasswd_remove_cmd` (sudo revoked first),
     /// `userdel_cmd` if `delete_account`, then the keys — with `remove_key_file` (an account
@@ -90,10 +97,10 @@ impl Action {
 /// The keys last applied per user, kept in memory by the daemon between plans.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct AppliedKeys {
-    users: BTreeMap<Username, Vec<String>>,
+    users: BTreeMap<Username, Vec<KeyText>>,
     /// Users whose account cannot be made for good (`useradd` refuses the name), with the
     /// keys they had then: not tried again until those change.
-    impossible: BTreeMap<Username, Vec<String>>,
+    impossible: BTreeMap<Username, Vec<KeyText>>,
 }
 
 impl AppliedKeys {
@@ -103,8 +110,10 @@ impl AppliedKeys {
     }
 
     /// The keys last applied for `user`.
-    pub fn keys(&self, user: &str) -> Option<&[String]> {
-        self.users.get(user).map(Vec::as_slice)
+    #[cfg(test)]
+    pub fn keys(&self, user: &str) -> Option<Vec<String>> {
+        let keys = self.users.get(user)?;
+        Some(keys.iter().map(|k| k.to_string()).collect())
     }
 
     /// Records the outcome of applying a plan made from `desired`: every wanted user is
@@ -112,35 +121,33 @@ impl AppliedKeys {
     /// longer wanted are forgotten.
     #[cfg(test)]
     pub fn settle(&mut self, desired: &DesiredAccounts, failed: &BTreeSet<Username>) {
-        self.settle_with_impossible(desired, failed, &BTreeSet::new(), &BTreeSet::new());
+        let none = BTreeSet::new();
+        self.settle_with_impossible(desired.clone(), failed, &none, &none);
     }
 
     /// As [`AppliedKeys::settle`], with the users whose account cannot be made for good:
     /// they are left alone until their keys in metadata change. `planned`: the users the
     /// plan had actions for (an earlier impossible user not among them stays aside).
+    /// `desired` is taken, not copied: its users become the applied ones.
     pub fn settle_with_impossible(
         &mut self,
-        desired: &DesiredAccounts,
+        desired: DesiredAccounts,
         failed: &BTreeSet<Username>,
         impossible: &BTreeSet<Username>,
         planned: &BTreeSet<Username>,
     ) {
-        let pick = |keep: &dyn Fn(&Username) -> bool| {
-            desired
-                .users()
-                .iter()
-                .filter(|(user, _)| keep(user))
-                .map(|(user, keys)| (user.clone(), keys.clone()))
-                .collect()
-        };
         // Still impossible: refused this time, or earlier with the same keys (not planned).
         let before = std::mem::take(&mut self.impossible);
-        let still = |u: &Username| {
-            impossible.contains(u)
-                || (!planned.contains(u) && before.get(u) == desired.users().get(u))
-        };
-        self.users = pick(&|u| !failed.contains(u) && !still(u));
-        self.impossible = pick(&|u| still(u));
+        let (still, rest): (Vec<_>, Vec<_>) =
+            desired.into_users().into_iter().partition(|(user, keys)| {
+                impossible.contains(user)
+                    || (!planned.contains(user) && before.get(user) == Some(keys))
+            });
+        self.users = rest
+            .into_iter()
+            .filter(|(user, _)| !failed.contains(user))
+            .collect();
+        self.impossible = still.into_iter().collect();
     }
 }
 
@@ -182,35 +189,49 @@ pub fn plan(
     let mut actions = Vec::new();
 
     // Two wanted names with one home: the first (by name) has it, the others are refused.
-    let mut home_owner: BTreeMap<&std::path::Path, &Username> = BTreeMap::new();
+    let mut home_owner: HashMap<Cow<'_, [u8]>, &Username> = HashMap::with_capacity(wanted.len());
     let mut shared: BTreeMap<&Username, &Username> = BTreeMap::new();
+    let mut local_users = system.local_users.iter().peekable();
     for user in wanted.keys() {
-        if let Some(local) = system.local_users.get(user.as_str()) {
-            match home_owner.get(local.home.as_path()) {
-                Some(owner) => {
-                    shared.insert(user, owner);
+        if let Some(local) = seek(&mut local_users, user.as_str()) {
+            match home_owner.entry(home_key(&local.home)) {
+                Entry::Occupied(owner) => {
+                    shared.insert(user, owner.get());
                 }
-                None => {
-                    home_owner.insert(local.home.as_path(), user);
+                Entry::Vacant(slot) => {
+                    slot.insert(user);
                 }
             }
         }
     }
-    let managed: BTreeSet<&Username> = wanted.keys().filter(|u| !shared.contains_key(u)).collect();
+    // The names managed: wanted and not refused for a shared home, in name order.
+    let managed = || wanted.keys().filter(|u| !shared.contains_key(*u));
 
     // Write-ahead: every wanted name is in the ledger before any of them gets access.
-    let with_new: BTreeSet<Username> = system
-        .ledger
-        .iter()
-        .chain(managed.iter().copied())
-        .cloned()
-        .collect();
-    if with_new.len() != system.ledger.len() {
-        actions.push(Action::UpdateLedger(with_new.iter().cloned().collect()));
+    let mut ledger_names = system.ledger.iter().map(Username::as_str).peekable();
+    let adds_names = managed().any(|u| !seek_name(&mut ledger_names, u.as_str()));
+    let with_new: Option<BTreeSet<&Username>> =
+        adds_names.then(|| system.ledger.iter().chain(managed()).collect());
+    if let Some(names) = &with_new {
+        actions.push(Action::UpdateLedger(
+            names.iter().map(|u| (*u).clone()).collect(),
+        ));
     }
+    // The ledger's names once the new ones are in.
+    let ledger_with_new = || -> Box<dyn Iterator<Item = &Username> + '_> {
+        match &with_new {
+            Some(names) => Box::new(names.iter().copied()),
+            None => Box::new(system.ledger.iter()),
+        }
+    };
 
     // Revocations first: nothing granted below can be taken away by them.
-    for user in system.ledger.iter().filter(|u| !managed.contains(u)) {
+    let mut managed_names = managed().map(Username::as_str).peekable();
+    for user in system
+        .ledger
+        .iter()
+        .filter(|u| !seek_name(&mut managed_names, u.as_str()))
+    {
         // A refused name keeps its place until it is no longer wanted: its home's lines
         // belong to the name that has it.
         if shared.contains_key(user) {
@@ -232,7 +253,12 @@ pub fn plan(
         }
     }
 
+    // Walked alongside `wanted` (all three are sorted by name): no lookup per user.
+    let mut local_users = system.local_users.iter().peekable();
+    let mut applied_users = applied.users.iter().peekable();
     for (user, keys) in wanted {
+        let local = seek(&mut local_users, user.as_str());
+        let applied_keys = seek(&mut applied_users, user.as_str());
         if let Some(owner) = shared.get(user) {
             actions.push(Action::RefuseSharedHome {
                 user: user.clone(),
@@ -240,8 +266,7 @@ pub fn plan(
             });
             continue;
         }
-        let local = system.local_users.get(user.as_str());
-        if local.is_some() && applied.keys(user.as_str()) == Some(keys.as_slice()) {
+        if local.is_some() && applied_keys == Some(keys) {
             continue;
         }
         if local.is_none() && applied.impossible.get(user) == Some(keys) {
@@ -272,21 +297,79 @@ pub fn plan(
 
     // A name we created whose account has since gone (deleted by someone else) must not
     // make a later account of the same name look like ours.
+    let mut local_names = system.local_users.keys().map(String::as_str).peekable();
+    let mut wanted_names = wanted.keys().map(Username::as_str).peekable();
     for user in system.created {
-        if !system.local_users.contains_key(user.as_str()) && !wanted.contains_key(user) {
+        let is_local = seek_name(&mut local_names, user.as_str());
+        if !is_local && !seek_name(&mut wanted_names, user.as_str()) {
             actions.push(Action::ForgetCreated(user.clone()));
         }
     }
 
-    let final_names: BTreeSet<Username> = with_new
-        .iter()
-        .filter(|u| managed.contains(u) || shared.contains_key(u))
-        .cloned()
-        .collect();
-    if final_names != with_new {
-        actions.push(Action::UpdateLedger(final_names.into_iter().collect()));
+    // Names no longer wanted leave the ledger once their revocation is planned (a wanted
+    // name is managed, or refused for a shared home and keeps its place).
+    let mut wanted_names = wanted.keys().map(Username::as_str).peekable();
+    if !ledger_with_new().all(|u| seek_name(&mut wanted_names, u.as_str())) {
+        let final_names = ledger_with_new()
+            .filter(|u| wanted.contains_key(*u))
+            .cloned()
+            .collect();
+        actions.push(Action::UpdateLedger(final_names));
     }
     actions
+}
+
+/// The value for `key` in a sorted map walked alongside sorted keys: `entries` is left at
+/// the first entry not below `key`, so each call must name a key not below the last one's.
+fn seek<'m, K: Borrow<str> + 'm, V: 'm>(
+    entries: &mut Peekable<impl Iterator<Item = (&'m K, &'m V)>>,
+    key: &str,
+) -> Option<&'m V> {
+    while let Some((k, v)) = entries.peek() {
+        match (*k).borrow().cmp(key) {
+            Ordering::Less => {
+                entries.next();
+            }
+            Ordering::Equal => return Some(*v),
+            Ordering::Greater => return None,
+        }
+    }
+    None
+}
+
+/// Whether `key` is among sorted `names` walked alongside sorted keys (as [`seek`]).
+fn seek_name<'m>(names: &mut Peekable<impl Iterator<Item = &'m str>>, key: &str) -> bool {
+    while let Some(name) = names.peek() {
+        match (*name).cmp(key) {
+            Ordering::Less => {
+                names.next();
+            }
+            Ordering::Equal => return true,
+            Ordering::Greater => return false,
+        }
+    }
+    false
+}
+
+/// Two spellings of one directory (`/root`, `/root/`, `//root`) are one home: the path's
+/// bytes with repeated and trailing slashes dropped (as `Path` compares, without its cost).
+fn home_key(home: &Path) -> Cow<'_, [u8]> {
+    let bytes = home.as_os_str().as_bytes();
+    let plain =
+        !bytes.windows(2).any(|w| w == b"//") && (bytes.len() < 2 || !bytes.ends_with(b"/"));
+    if plain {
+        return Cow::Borrowed(bytes);
+    }
+    let mut key = Vec::with_capacity(bytes.len());
+    for &b in bytes {
+        if !(b == b'/' && key.last() == Some(&b'/')) {
+            key.push(b);
+        }
+    }
+    if key.len() > 1 && key.last() == Some(&b'/') {
+        key.pop();
+    }
+    Cow::Owned(key)
 }
 
 /// The `google_users` content to write for an [`Action::UpdateLedger`] after some actions
@@ -335,7 +418,7 @@ mod tests {
     fn write(name: &str, keys: &[&str]) -> Action {
         WriteKeys {
             user: u(name),
-            keys: keys.iter().map(|k| k.to_string()).collect(),
+            keys: keys.iter().map(|k| KeyText::from(*k)).collect(),
         }
     }
 
@@ -594,12 +677,17 @@ mod tests {
         let desired = DesiredAccounts::for_tests(false, &[("adm", &["k"]), ("bob", &["kb"])]);
         let locals = local(&[("bob", 1002, "/bin/bash")]);
         let mut applied = AppliedKeys::new();
-        applied.settle_with_impossible(&desired, &BTreeSet::new(), &set(&["adm"]), &set(&["adm"]));
+        applied.settle_with_impossible(
+            desired.clone(),
+            &BTreeSet::new(),
+            &set(&["adm"]),
+            &set(&["adm"]),
+        );
         let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
         assert_eq!(actions, vec![]);
         // A later round that did not try adm keeps it aside.
         let none = BTreeSet::new();
-        applied.settle_with_impossible(&desired, &none, &none, &none);
+        applied.settle_with_impossible(desired.clone(), &none, &none, &none);
         let actions = run(&desired, &applied, &["adm", "bob"], &[], &locals, KEEP);
         assert_eq!(actions, vec![]);
         let changed = DesiredAccounts::for_tests(false, &[("adm", &["k2"]), ("bob", &["kb"])]);
@@ -607,8 +695,8 @@ mod tests {
         assert_eq!(actions.first(), Some(&CreateUser(u("adm"))));
         // Planned again (say its account now exists) and not refused: applied as any user.
         let mut later = applied.clone();
-        later.settle_with_impossible(&desired, &none, &none, &set(&["adm"]));
-        assert_eq!(later.keys("adm"), Some(&["k".to_string()][..]));
+        later.settle_with_impossible(desired.clone(), &none, &none, &set(&["adm"]));
+        assert_eq!(later.keys("adm"), Some(vec!["k".to_string()]));
     }
 
     #[test]
@@ -769,7 +857,7 @@ mod tests {
         let locals = local(&[("alice", 1001, "/bin/bash"), ("bob", 1002, "/bin/bash")]);
         let mut applied = AppliedKeys::new();
         applied.settle(&desired, &set(&["bob"]));
-        assert_eq!(applied.keys("alice"), Some(&["ka".to_string()][..]));
+        assert_eq!(applied.keys("alice"), Some(vec!["ka".to_string()]));
         assert_eq!(applied.keys("bob"), None);
         let actions = run(&desired, &applied, &["alice", "bob"], &[], &locals, KEEP);
         assert_eq!(actions, vec![AddToSudoers(u("bob")), write("bob", &["kb"])]);

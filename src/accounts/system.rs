@@ -5,9 +5,11 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::Arc;
 
 use super::authorized_keys::{remove_ours, rewrite};
 use super::commands::{run_template, Commands};
+use super::keys::KeyText;
 use super::ledger::{format_ledger, parse_ledger, CREATED_LEDGER, LEDGER_MODE, USERS_LEDGER};
 use super::passwd::{
     parse_passwd, parse_uid_min, LocalUser, LocalUsers, LOGIN_DEFS_PATH, PASSWD_PATH,
@@ -28,80 +30,131 @@ pub const SUDOERS_FILE: &str = "/etc/sudoers.d/google_sudoers";
 const SUDOERS_LINE: &str = "%google-sudoers ALL=(ALL:ALL) NOPASSWD:ALL\n";
 const GROUP_PATH: &str = "/etc/group";
 
-/// A line of `/etc/group`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct GroupEntry {
-    pub name: String,
-    pub members: Vec<String>,
+/// A well-formed line of `/etc/group`, borrowed from the file's content (nothing is
+/// copied: `google-sudoers` can list a thousand members).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupLine<'a> {
+    pub name: &'a str,
+    members: &'a str,
 }
 
-/// Parses `/etc/group` (malformed lines are skipped).
-pub fn parse_groups(content: &[u8]) -> Vec<GroupEntry> {
-    String::from_utf8_lossy(content)
-        .lines()
-        .filter_map(|line| {
-            let fields: Vec<&str> = line.split(':').collect();
-            if fields.len() < 4 || fields[0].is_empty() {
-                return None;
-            }
-            let members = fields[3]
-                .split(',')
-                .filter(|m| !m.is_empty())
-                .map(str::to_string)
-                .collect();
-            Some(GroupEntry {
-                name: fields[0].to_string(),
-                members,
-            })
-        })
-        .collect()
+impl GroupLine<'_> {
+    /// Whether `user` is listed as a member.
+    pub fn has_member(&self, user: &str) -> bool {
+        !user.is_empty() && self.members.split(',').any(|m| m == user)
+    }
+}
+
+/// The lines of `/etc/group` content with a name and at least four fields; malformed
+/// lines are skipped.
+pub fn group_lines(content: &str) -> impl Iterator<Item = GroupLine<'_>> {
+    content.lines().filter_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next().filter(|n| !n.is_empty())?;
+        let members = fields.nth(2)?;
+        Some(GroupLine { name, members })
+    })
+}
+
+/// The `/etc/group` file as it is now, as text.
+fn read_groups() -> Result<String> {
+    let bytes = read_required(GROUP_PATH)?;
+    Ok(String::from_utf8(bytes)
+        .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()))
+}
+
+/// Whether `/etc/group` content names the group `name`.
+fn has_group(content: &str, name: &str) -> bool {
+    group_lines(content).any(|g| g.name == name)
 }
 
 /// Whether `user` is a member of `google-sudoers` in `/etc/group` as it is now.
 fn in_sudoers_group(user: &str) -> Result<bool> {
-    let groups = parse_groups(&read_required(GROUP_PATH)?);
-    Ok(groups
-        .iter()
-        .any(|g| g.name == SUDOERS_GROUP && g.members.iter().any(|m| m == user)))
+    let groups = read_groups()?;
+    let found = group_lines(&groups).any(|g| g.name == SUDOERS_GROUP && g.has_member(user));
+    Ok(found)
 }
 
 fn read_required(path: &str) -> Result<Vec<u8>> {
     std::fs::read(path).context("read", path)
 }
 
-/// What the system holds, read fresh before each plan. Every read must succeed.
+/// What the system holds, read fresh before each plan. Every read must succeed. The parsed
+/// files are shared with the [`SystemCache`] they came from; a change copies them.
 pub struct SystemState {
-    pub local_users: LocalUsers,
-    pub ledger: BTreeSet<Username>,
-    pub created: BTreeSet<Username>,
+    pub local_users: Arc<LocalUsers>,
+    pub ledger: Arc<BTreeSet<Username>>,
+    pub created: Arc<BTreeSet<Username>>,
     pub uid_min: u32,
 }
 
-fn read_ledger(path: &str) -> Result<BTreeSet<Username>> {
-    match fsutil::read_optional(Path::new(path))? {
-        None => Ok(BTreeSet::new()),
-        Some(bytes) => {
-            let read = parse_ledger(&bytes);
-            for bad in &read.ignored {
-                warn!("Ignoring invalid name {:?} in {}.", bad, path);
-            }
-            Ok(read.names)
+/// A file's parsed content, with the bytes it was parsed from.
+struct ParsedFile<T> {
+    bytes: Vec<u8>,
+    value: Arc<T>,
+}
+
+/// `/etc/passwd` and the ledgers as last parsed: each round reads the files afresh, and a
+/// file whose bytes are the same as last time is not parsed again (1,000 accounts cost
+/// about a millisecond to parse; comparing the bytes, microseconds).
+#[derive(Default)]
+pub struct SystemCache {
+    passwd: Option<ParsedFile<LocalUsers>>,
+    ledger: Option<ParsedFile<BTreeSet<Username>>>,
+    created: Option<ParsedFile<BTreeSet<Username>>>,
+}
+
+/// The parse of `bytes`: the one kept in `slot` when the bytes are the same, else a new one
+/// (kept for next time).
+fn parsed<T>(
+    slot: &mut Option<ParsedFile<T>>,
+    bytes: Vec<u8>,
+    parse: impl FnOnce(&[u8]) -> T,
+) -> Arc<T> {
+    match slot {
+        Some(file) if file.bytes == bytes => Arc::clone(&file.value),
+        _ => {
+            let value = Arc::new(parse(&bytes));
+            *slot = Some(ParsedFile {
+                bytes,
+                value: Arc::clone(&value),
+            });
+            value
         }
     }
+}
+
+fn ledger_names(path: &str, bytes: &[u8]) -> BTreeSet<Username> {
+    let read = parse_ledger(bytes);
+    for bad in &read.ignored {
+        warn!("Ignoring invalid name {:?} in {}.", bad, path);
+    }
+    read.names
 }
 
 impl SystemState {
     /// Reads `/etc/passwd`, both ledgers and `UID_MIN`.
     pub fn read() -> Result<SystemState> {
-        let local_users = parse_passwd(&read_required(PASSWD_PATH)?);
+        SystemState::read_cached(&mut SystemCache::default())
+    }
+
+    /// As [`read`](Self::read), parsing only the files that changed since `cache` saw them.
+    pub fn read_cached(cache: &mut SystemCache) -> Result<SystemState> {
+        let passwd = read_required(PASSWD_PATH)?;
+        let local_users = parsed(&mut cache.passwd, passwd, parse_passwd);
         let uid_min = match fsutil::read_optional(Path::new(LOGIN_DEFS_PATH))? {
             Some(bytes) => parse_uid_min(&bytes),
             None => super::passwd::DEFAULT_UID_MIN,
         };
+        // A missing ledger is an empty one.
+        let ledger = |slot: &mut Option<ParsedFile<_>>, path: &'static str| -> Result<_> {
+            let bytes = fsutil::read_optional(Path::new(path))?.unwrap_or_default();
+            Ok(parsed(slot, bytes, |b| ledger_names(path, b)))
+        };
         Ok(SystemState {
             local_users,
-            ledger: read_ledger(USERS_LEDGER)?,
-            created: read_ledger(CREATED_LEDGER)?,
+            ledger: ledger(&mut cache.ledger, USERS_LEDGER)?,
+            created: ledger(&mut cache.created, CREATED_LEDGER)?,
             uid_min,
         })
     }
@@ -115,8 +168,7 @@ fn write_ledger(path: &str, names: &BTreeSet<Username>) -> Result<()> {
 
 /// Makes sure `google-sudoers` and its sudoers file exist (created only when absent).
 pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
-    let groups = parse_groups(&read_required(GROUP_PATH)?);
-    if !groups.iter().any(|g| g.name == SUDOERS_GROUP) {
+    if !has_group(&read_groups()?, SUDOERS_GROUP) {
         run_template(&commands.groupadd, &[("group", SUDOERS_GROUP)], None)
             .map_err(|e| Error::Msg(format!("Could not create the sudoers group. {}", e)))?;
     }
@@ -136,7 +188,7 @@ pub fn ensure_sudoers(commands: &Commands) -> Result<()> {
 
 /// Whether `/etc/group` has a group called `name`.
 fn names_a_group(name: &str) -> bool {
-    read_required(GROUP_PATH).is_ok_and(|bytes| parse_groups(&bytes).iter().any(|g| g.name == name))
+    read_groups().is_ok_and(|groups| has_group(&groups, name))
 }
 
 /// Carries out plans; remembers which refusals were already logged.
@@ -234,7 +286,7 @@ impl Applier {
                             Error::Msg(format!("Could not unlock user {}. {}.", name, e))
                         })?;
                 }
-                state.local_users = parse_passwd(&read_required(PASSWD_PATH)?);
+                state.local_users = Arc::new(parse_passwd(&read_required(PASSWD_PATH)?));
                 if !state.local_users.contains_key(name) {
                     return Err(Error::Msg(format!(
                         "Could not create user {}: it is not in {}.",
@@ -244,11 +296,11 @@ impl Applier {
                 Ok(())
             }
             Action::RecordCreated(user) => {
-                state.created.insert(user.clone());
+                Arc::make_mut(&mut state.created).insert(user.clone());
                 write_ledger(CREATED_LEDGER, &state.created)
             }
             Action::ForgetCreated(user) => {
-                state.created.remove(user);
+                Arc::make_mut(&mut state.created).remove(user);
                 write_ledger(CREATED_LEDGER, &state.created)
             }
             Action::AddToGroups(user) if self.joined_at_creation.contains(user) => Ok(()),
@@ -291,7 +343,7 @@ impl Applier {
                     .into_iter()
                     .collect();
                 write_ledger(USERS_LEDGER, &names)?;
-                state.ledger = names;
+                state.ledger = Arc::new(names);
                 Ok(())
             }
         }
@@ -310,9 +362,9 @@ impl Applier {
         let Ok(bytes) = read_required(PASSWD_PATH) else {
             return;
         };
-        state.local_users = parse_passwd(&bytes);
+        state.local_users = Arc::new(parse_passwd(&bytes));
         if state.local_users.contains_key(user.as_str()) {
-            state.created.insert(user.clone());
+            Arc::make_mut(&mut state.created).insert(user.clone());
             match write_ledger(CREATED_LEDGER, &state.created) {
                 Ok(()) => info!("User {} was created in part; it is recorded as ours.", user),
                 Err(e) => warn!("{}", e),
@@ -331,8 +383,8 @@ impl Applier {
         let Some(template) = commands.useradd_with_groups() else {
             return Ok((commands.useradd.clone(), String::new()));
         };
-        let existing = parse_groups(&read_required(GROUP_PATH)?);
-        let exists = |g: &str| existing.iter().any(|e| e.name == g);
+        let existing = read_groups()?;
+        let exists = |g: &str| has_group(&existing, g);
         let mut groups: Vec<&str> = commands
             .groups
             .iter()
@@ -351,12 +403,12 @@ impl Applier {
     }
 
     fn add_to_groups(&self, user: &Username, commands: &Commands) -> Result<()> {
-        let existing = parse_groups(&read_required(GROUP_PATH)?);
+        let existing = read_groups()?;
         let groups: Vec<&str> = commands
             .groups
             .iter()
             .map(String::as_str)
-            .filter(|g| existing.iter().any(|e| e.name == *g))
+            .filter(|g| has_group(&existing, g))
             .collect();
         if groups.is_empty() {
             return Ok(());
@@ -390,7 +442,7 @@ impl Applier {
         }
     }
 
-    fn write_keys(&mut self, user: &Username, keys: &[String], state: &SystemState) -> Result<()> {
+    fn write_keys(&mut self, user: &Username, keys: &[KeyText], state: &SystemState) -> Result<()> {
         let Some(local) = state.local_users.get(user.as_str()) else {
             return Err(Error::Msg(format!(
                 "Could not update keys for {}: no such account.",
@@ -469,7 +521,7 @@ impl Applier {
                 Err(e) => failures.push(format!("Could not remove user {}. {}.", name, e)),
             }
             match read_required(PASSWD_PATH) {
-                Ok(bytes) => state.local_users = parse_passwd(&bytes),
+                Ok(bytes) => state.local_users = Arc::new(parse_passwd(&bytes)),
                 Err(e) => failures.push(e.to_string()),
             }
         }
@@ -530,10 +582,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_is_parsed_again_only_when_its_bytes_change() {
+        let mut slot = None;
+        let mut parses = 0;
+        let mut parse = |bytes: &[u8]| {
+            parses += 1;
+            bytes.len()
+        };
+        let first = parsed(&mut slot, b"alice\n".to_vec(), &mut parse);
+        let same = parsed(&mut slot, b"alice\n".to_vec(), &mut parse);
+        assert!(Arc::ptr_eq(&first, &same));
+        let changed = parsed(&mut slot, b"alice\nbob\n".to_vec(), &mut parse);
+        assert_eq!((*first, *changed), (6, 10));
+        assert_eq!(parses, 2);
+    }
+
+    #[test]
     fn group_file_lines_are_parsed() {
-        let g = parse_groups(b"root:x:0:\ngoogle-sudoers:x:1001:alice,bob\nbroken\n");
+        let text = "root:x:0:\ngoogle-sudoers:x:1001:alice,bob\nbroken\n:x:3:carol\n";
+        let g: Vec<GroupLine<'_>> = group_lines(text).collect();
         assert_eq!(g.len(), 2);
-        assert_eq!(g[1].members, ["alice", "bob"]);
-        assert!(g[0].members.is_empty());
+        assert_eq!((g[0].name, g[1].name), ("root", "google-sudoers"));
+        assert!(g[1].has_member("alice") && g[1].has_member("bob"));
+        assert!(!g[1].has_member("al") && !g[0].has_member("alice") && !g[0].has_member(""));
+        assert!(has_group(text, "root") && !has_group(text, "broken"));
     }
 }

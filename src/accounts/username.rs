@@ -9,6 +9,7 @@
 
 use std::borrow::Borrow;
 use std::fmt;
+use std::sync::Arc;
 
 /// Longest accepted name (the `{0,31}` of the Python regex, plus the first character).
 pub(crate) const MAX_LEN: usize = 32;
@@ -16,7 +17,7 @@ pub(crate) const MAX_LEN: usize = 32;
 /// A name that is safe to hand to `useradd`, to use as a path component and to write to
 /// the ledger. Ordered and compared as its text.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Username(String);
+pub struct Username(Arc<str>);
 
 /// Why a name was refused.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -75,7 +76,7 @@ impl Username {
         if bytes.iter().all(u8::is_ascii_digit) {
             return Err(NameRefusal::AllDigits);
         }
-        Ok(Username(name.to_string()))
+        Ok(Username(Arc::from(name)))
     }
 
     /// The name.

@@ -51,8 +51,8 @@ pub(super) fn handle(shared: &Shared, req: &Request) -> Response {
         },
         ("/emulator/metadata", "PATCH") => match body_json(req) {
             Err(resp) => resp,
-            Ok(patch) => match shared.patch_document(&patch) {
-                Ok(doc) => json(200, &doc),
+            Ok(patch) => match shared.patch_document(patch) {
+                Ok(()) => json(200, &JsonValue::Object(Default::default())),
                 Err(e) => bad(&e),
             },
         },

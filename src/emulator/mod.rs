@@ -26,7 +26,7 @@
 //! | --- | --- |
 //! | `GET /emulator/metadata` | the current document (JSON, keys sorted) |
 //! | `PUT /emulator/metadata` | replace it (body: a JSON object); answers the new document |
-//! | `PATCH /emulator/metadata` | RFC 7386 merge patch; answers the new document |
+//! | `PATCH /emulator/metadata` | RFC 7386 merge patch; answers `{}` (a large document is not rendered for nothing: GET it) |
 //! | `GET /emulator/faults` | the queued faults (JSON array) |
 //! | `POST /emulator/faults` | queue a fault (a JSON object, or an array of them) |
 //! | `DELETE /emulator/faults` | clear the queue |
@@ -148,6 +148,8 @@ struct State {
     log: Vec<RequestRecord>,
     /// The record id of `log[0]`.
     log_base: u64,
+    /// The last answer rendered, for (version, path, recursive, json).
+    last_render: Option<((u64, String, bool, bool), http::Response)>,
 }
 
 impl State {
@@ -188,6 +190,7 @@ impl Shared {
                 faults: VecDeque::new(),
                 log: Vec::new(),
                 log_base: 0,
+                last_render: None,
             }),
             changed: Condvar::new(),
             started: Instant::now(),
@@ -273,17 +276,16 @@ impl Shared {
         self.bump(&mut st);
     }
 
-    /// Applies a merge patch; the result must stay an object.
-    fn patch_document(&self, patch: &JsonValue) -> Result<JsonValue, String> {
-        let mut st = self.lock();
-        let mut doc = st.doc.clone();
-        tree::merge_patch(&mut doc, patch);
-        if !matches!(doc, JsonValue::Object(_)) {
+    /// Applies a merge patch, in place; the result must stay an object, so the patch must
+    /// be one.
+    fn patch_document(&self, patch: JsonValue) -> Result<(), String> {
+        if !matches!(patch, JsonValue::Object(_)) {
             return Err("the patched document must stay a JSON object".into());
         }
-        st.doc = doc.clone();
+        let mut st = self.lock();
+        tree::merge_patch(&mut st.doc, patch);
         self.bump(&mut st);
-        Ok(doc)
+        Ok(())
     }
 }
 
@@ -374,7 +376,7 @@ impl Emulator {
     /// Applies an RFC 7386 merge patch to the document; fails (changing nothing) if the
     /// result would not be an object.
     pub fn patch_document(&self, patch: &JsonValue) -> Result<(), String> {
-        self.shared.patch_document(patch).map(|_| ())
+        self.shared.patch_document(patch.clone())
     }
 
     /// A copy of the current document.

@@ -420,7 +420,7 @@ fn long_poll(shared: &Shared, q: &Query, path: &str, gone: &dyn Fn() -> bool) ->
     let mut baseline = q.last_etag.clone();
     let mut st = shared.lock();
     loop {
-        let resp = render(&st, q, path);
+        let resp = render_cached(&mut st, q, path);
         if !q.wait || resp.status != 200 {
             return Some(resp);
         }
@@ -469,6 +469,20 @@ fn token(doc: &JsonValue, account: &str) -> Option<String> {
     let own = crate::json::lookup_str(entry, "token");
     let default = crate::json::lookup_str(doc, "instance/serviceAccounts/default/token");
     Some(own.or(default).unwrap_or(DEFAULT_TOKEN).to_string())
+}
+
+/// [`render`], remembering the last answer: a watch's next request (which renders only to
+/// compare ETags), and every other watch of the same path, reuse it until the next change.
+fn render_cached(st: &mut State, q: &Query, path: &str) -> Response {
+    let key = (st.version, path.to_string(), q.recursive, q.json);
+    if let Some((cached_key, resp)) = &st.last_render {
+        if *cached_key == key {
+            return resp.clone();
+        }
+    }
+    let resp = render(st, q, path);
+    st.last_render = Some((key, resp.clone()));
+    resp
 }
 
 /// Renders the current answer to a read (200 with its ETag, or 404), without waiting.

@@ -344,7 +344,13 @@ impl Pipe {
     }
 
     fn snapshot(&self) -> Vec<u8> {
-        self.data.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.snapshot_from(0)
+    }
+
+    /// The bytes received after the first `offset`.
+    fn snapshot_from(&self, offset: usize) -> Vec<u8> {
+        let data = self.data.lock().unwrap_or_else(|e| e.into_inner());
+        data.get(offset..).unwrap_or_default().to_vec()
     }
 
     /// Waits for the end of the output; processes of the command's group that still hold
@@ -559,6 +565,15 @@ impl Daemon {
     pub fn stderr_text(&self) -> String {
         let bytes = self.stderr.as_ref().map(Pipe::snapshot).unwrap_or_default();
         String::from_utf8_lossy(&bytes).into_owned()
+    }
+
+    /// What it wrote on stderr after its first `offset` bytes (raw: a multi-byte character
+    /// may be cut at `offset`), for a poll loop that must not copy a long log every time.
+    pub fn stderr_since(&self, offset: usize) -> Vec<u8> {
+        self.stderr
+            .as_ref()
+            .map(|pipe| pipe.snapshot_from(offset))
+            .unwrap_or_default()
     }
 
     /// Kills it (and all it started) and returns what it left.
