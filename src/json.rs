@@ -22,6 +22,36 @@ pub fn parse_json(text: &str) -> std::result::Result<JsonValue, String> {
     Ok(value)
 }
 
+/// Where the run of plain string bytes starting at `from` ends: at the first `"`, `\\` or
+/// control character (or the end). Eight bytes at a time while none of them is one.
+fn plain_run_end(bytes: &[u8], from: usize) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGHS: u64 = 0x8080_8080_8080_8080;
+    // Non-zero when a byte of `x` is below `n` (n <= 128): never misses one; may also flag
+    // a byte above one that is (the byte loop below finds the exact place).
+    let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
+    let mut i = from;
+    while let Some(chunk) = bytes.get(i..i + 8) {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(chunk);
+        let word = u64::from_le_bytes(word);
+        let special = below(word ^ (ONES * u64::from(b'"')), 1)
+            | below(word ^ (ONES * u64::from(b'\\')), 1)
+            | below(word, 0x20);
+        if special != 0 {
+            break;
+        }
+        i += 8;
+    }
+    while bytes
+        .get(i)
+        .is_some_and(|&b| b != b'"' && b != b'\\' && b >= 0x20)
+    {
+        i += 1;
+    }
+    i
+}
+
 /// A recursive-descent parser over the bytes of a `str` (it splits the text only at ASCII
 /// bytes, so every piece it copies is valid UTF-8).
 struct Parser<'t> {
@@ -134,12 +164,7 @@ impl Parser<'_> {
         let mut out = String::new();
         loop {
             let run_start = self.pos;
-            while let Some(&b) = bytes.get(self.pos) {
-                if b == b'"' || b == b'\\' || b < 0x20 {
-                    break;
-                }
-                self.pos += 1;
-            }
+            self.pos = plain_run_end(bytes, self.pos);
             out.push_str(&self.text[run_start..self.pos]);
             match self.peek() {
                 None => return Err(self.error("unterminated string")),
@@ -331,6 +356,31 @@ mod tests {
                 "tinyjson accepted {:?}",
                 text
             );
+        }
+    }
+
+    #[test]
+    fn plain_runs_end_at_quotes_backslashes_and_controls() {
+        for (text, from, end) in [
+            ("", 0, 0),
+            ("abc", 0, 3),
+            ("abcdefghijklmnop\"", 0, 16),
+            ("abcdefgh\\ijk", 0, 8),
+            ("abcdefghijklm\nop", 2, 13),
+            ("\u{7f}\u{e9}\u{20ac}xyzabcdef\u{1f}", 0, 15),
+            ("a\"", 1, 1),
+        ] {
+            assert_eq!(plain_run_end(text.as_bytes(), from), end, "{:?}", text);
+        }
+        // Every position of every byte value, against the plain definition.
+        for special in 0u8..=255 {
+            for at in 0..20 {
+                let mut bytes = vec![b'x'; 20];
+                bytes[at] = special;
+                let plain = |b: u8| b != b'"' && b != b'\\' && b >= 0x20;
+                let expected = bytes.iter().position(|&b| !plain(b)).unwrap_or(20);
+                assert_eq!(plain_run_end(&bytes, 0), expected, "{special} at {at}");
+            }
         }
     }
 

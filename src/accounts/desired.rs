@@ -217,6 +217,7 @@ fn from_document(
         .into_iter()
         .map(Some)
         .collect();
+    cache.lines.reserve(earlier.len());
     let mut next = 0;
     if !oslogin {
         let lines = key_values(instance_attrs, project_attrs)
