@@ -6,7 +6,8 @@
 #               mounts the root (/dev/sda1) and switches to it
 #   disk-INIT.raw  for each INIT (busybox, openrc): a GPT disk whose image is 1 GiB (one
 #               ext4 partition, made with sfdisk and mkfs.ext4 -d, no mounting) holding
-#               busybox, dropbear, sudo and gce-guest installed with `make install INIT=...`:
+#               busybox (with adduser & co., tests/busybox/build.sh), dropbear, sudo and
+#               gce-guest installed with `make install INIT=...`:
 #               busybox init running rcS.d-style scripts, or busybox init running OpenRC
 #               (Debian's openrc binaries) as Alpine does; run.sh grows a copy to 2 GiB
 # Usage: build-guest.sh GCE_GUEST_BINARY [INIT...]   (root; the host is not changed beyond
@@ -109,22 +110,22 @@ build_tree() { # INIT RFS
   chmod 700 "$RFS/root" "$RFS/root/.ssh"
   ln -s /run "$RFS/var/run"
   ln -s /run/lock "$RFS/var/lock"
-  cp /bin/busybox "$RFS/bin/busybox"
-  for l in $(/bin/busybox --list-full); do
+  # busybox built from Debian's source with adduser & co. (Debian's busybox-static has no
+  # adduser/addgroup/deluser/delgroup): the accounts daemon runs its busybox commands, as
+  # there are no shadow tools in the guest.
+  cp "$BUSYBOX" "$RFS/bin/busybox"
+  for l in $("$BUSYBOX" --list-full); do
     [ -e "$RFS/$l" ] || [ -L "$RFS/$l" ] || ln -s /bin/busybox "$RFS/$l"
   done
-  # dropbear; shadow's useradd & co. (Debian's busybox-static has no adduser/addgroup);
-  # sudo with its sudoers plugin and two PAM modules (pam_permit for account and session,
-  # pam_deny for passwords: only NOPASSWD rules can work): with the shared libraries they
-  # need, from the host's Debian packages.
+  # dropbear; sudo with its sudoers plugin and two PAM modules (pam_permit for account and
+  # session, pam_deny for passwords: only NOPASSWD rules can work): with the shared
+  # libraries they need, from the host's Debian packages.
   for b in /usr/sbin/dropbear /usr/bin/dropbearkey \
-    /usr/sbin/useradd /usr/sbin/groupadd /usr/sbin/usermod /usr/sbin/userdel /usr/bin/gpasswd \
     /usr/libexec/sudo/sudoers.so /usr/libexec/sudo/group_file.so /usr/libexec/sudo/system_group.so \
     /usr/lib/x86_64-linux-gnu/security/pam_permit.so /usr/lib/x86_64-linux-gnu/security/pam_deny.so; do
     copy_bin "$RFS" "$b"
   done
   copy_bin "$RFS" /usr/bin/sudo 4755
-  [ -f /etc/login.defs ] && cp /etc/login.defs "$RFS/etc/login.defs"
   cp -r "$HERE"/guest/. "$RFS/"
   cp -r "$HERE/guest-$init"/. "$RFS/"
   if [ "$init" = openrc ]; then
@@ -198,7 +199,10 @@ build_disk() { # RFS DISK
   echo "guest: disk $(basename "$DISK") $(du -h --apparent-size "$DISK" | cut -f1) (partition at sector $start, $size sectors), $(du -sh "$RFS" | cut -f1) of files"
 }
 
-echo "guest: kernel $KVER, initrd $(stat -c %s "$VM/initrd") bytes"
+# The guests' busybox (tests/busybox/build.sh: built once, cached outside the tree).
+BUSYBOX=$(bash "$ROOT/tests/busybox/build.sh")
+"$BUSYBOX" adduser --help >/dev/null 2>&1 || { echo "build-guest: $BUSYBOX has no adduser" >&2; exit 1; }
+echo "guest: kernel $KVER, initrd $(stat -c %s "$VM/initrd") bytes, busybox $BUSYBOX"
 for init in "${INITS[@]}"; do
   case "$init" in busybox|openrc) ;; *) echo "build-guest: INIT must be busybox or openrc, not $init" >&2; exit 2 ;; esac
   build_tree "$init" "$VM/rootfs-$init"

@@ -106,16 +106,22 @@ as_root() { ssh_as root "$VM/keys/harness" "$@"; }
 # byte offset where the current boot starts, and console() prints it from there.
 SERIAL=
 BOOT_OFF=0
+# The helpers grep a snapshot file, never a pipe (grep -q ending a pipe early would make
+# the writer fail under pipefail).
 console() { tail -c +$((BOOT_OFF + 1)) "$SERIAL" 2>/dev/null | tr -d '\r'; }
-serial_value() { console | grep -a -- "$1" | tail -n1; }
-serial_line() { console | grep -an -- "$1" | head -n1 | cut -d: -f1; }
+snapshot() { console >"$WORK/console.txt"; echo "$WORK/console.txt"; }
+serial_has() { grep -aq -- "$1" "$(snapshot)"; }
+serial_count() { grep -ac -- "$1" "$(snapshot)" || true; }
+serial_value() { grep -a -- "$1" "$(snapshot)" | tail -n1; }
+serial_first() { grep -a -m1 -- "$1" "$(snapshot)" || true; }
+serial_line() { grep -an -m1 -- "$1" "$(snapshot)" | cut -d: -f1; }
 # wait_serial PATTERN SECONDS: 0 when a line matching PATTERN appears in the current boot;
 # 1 after SECONDS, or at once when QEMU has ended or the kernel panicked.
 wait_serial() {
   local end=$(($(date +%s) + $2))
   while [ "$(date +%s)" -lt "$end" ]; do
-    console | grep -aq -- "$1" && return 0
-    console | grep -aq 'Kernel panic' && { echo "vm-test: kernel panic on the console" >&2; return 1; }
+    serial_has "$1" && return 0
+    serial_has 'Kernel panic' && { echo "vm-test: kernel panic on the console" >&2; return 1; }
     [ -n "$QEMU_PID" ] && ! kill -0 "$QEMU_PID" 2>/dev/null && return 1
     sleep 0.2
   done
@@ -286,7 +292,14 @@ check_login() {
     return 0
   fi
   BOOT_TO_SSH=$(since "$BOOT_T")
-  check ssh-login ok "as $login, ${BOOT_TO_SSH}s after QEMU started" "$s"
+  # The account was made by busybox's adduser: the guest has no shadow tools.
+  local tools
+  tools=$(as_root 'echo "useradd: $(command -v useradd || echo none), adduser: $(readlink "$(command -v adduser)")"' 2>/dev/null || true)
+  if [ "$tools" = "useradd: none, adduser: /bin/busybox" ]; then
+    check ssh-login ok "as $login, ${BOOT_TO_SSH}s after QEMU started; the account made by busybox adduser ($tools)" "$s"
+  else
+    check ssh-login FAILED "as $login, but the guest's user tools are not busybox's: ${tools:-unknown}" "$s"
+  fi
   s=$(now)
   sudo=$(ssh_as vmtest "$VM/keys/user" 'sudo -n true && echo sudo-ok' 2>&1 | tr '\n' ' ' || true)
   if [ "${sudo% }" = sudo-ok ]; then
@@ -302,11 +315,11 @@ check_poweroff() {
   local s
   s=$(now)
   as_root 'poweroff' >/dev/null 2>&1 || true
-  if qemu_exited 90 && [ "$QEMU_RC" = 0 ] && console | grep -aq 'vm-shutdown-marker' &&
-    console | grep -aq 'Finished running shutdown scripts'; then
+  if qemu_exited 90 && [ "$QEMU_RC" = 0 ] && serial_has 'vm-shutdown-marker' &&
+    serial_has 'Finished running shutdown scripts'; then
     check poweroff ok "QEMU ended (status 0); on the console: $(serial_value 'vm-shutdown-marker' | sed 's/.*INFO //'); $(serial_value 'Finished running shutdown scripts' | sed 's/.*INFO //')" "$s"
   else
-    check poweroff FAILED "shutdown marker: $(console | grep -ac vm-shutdown-marker), QEMU ended: $([ -z "$QEMU_PID" ] && echo "yes, status $QEMU_RC" || echo no)" "$s"
+    check poweroff FAILED "shutdown marker: $(serial_count vm-shutdown-marker), QEMU ended: $([ -z "$QEMU_PID" ] && echo "yes, status $QEMU_RC" || echo no)" "$s"
     stop_qemu
   fi
 }
@@ -373,7 +386,7 @@ print(json.dumps(doc))')" >/dev/null
   echo "vm-note multiqueue: $mq"
   xps_set=$(echo "$mq" | grep -o 'xps:tx-[0-3]=[0-9a-f]*' | grep -cx 'xps:tx-0=1\|xps:tx-1=2\|xps:tx-2=4\|xps:tx-3=8' || true)
   pinned=$(echo "$mq" | grep -o 'irq:virtio[0-9]*-\(input\|output\)\.[0-9]*=[0-9-]*' | sed 's/.*\.\([0-9]*\)=\(.*\)/\1=\2/' | awk -F= '$1 == $2' | wc -l)
-  if echo "$mq" | grep -q 'rx=4 tx=4' && console | grep -aq 'vm-scramble: .* now input.0=3 tx-0=f' && [ "$xps_set" = 4 ] && [ "$pinned" = 8 ]; then
+  if echo "$mq" | grep -q 'rx=4 tx=4' && serial_has 'vm-scramble: .* now input.0=3 tx-0=f' && [ "$xps_set" = 4 ] && [ "$pinned" = 8 ]; then
     check multiqueue ok "4 queue pairs; after a scramble before setup, queue N's 2 IRQs on CPU N and tx-N's XPS on CPU N" "$s"
   else
     check multiqueue FAILED "queues ${mq%% xps*}; XPS right on $xps_set of 4 tx queues; $pinned of 8 queue IRQs on their queue's CPU" "$s"
@@ -392,7 +405,7 @@ print(json.dumps(doc))')" >/dev/null
     echo "by-id: $(ls /dev/disk/by-id 2>/dev/null | tr "\n" " ")"' 2>/dev/null | tr '\n' ' ')
   if echo "$ssd" | grep -q 'sd[a-z]: scheduler=\[none\].* add_random=0 nr_requests=512 rotational=0 rq_affinity=0 nomerges=1;' &&
     echo "$ssd" | grep -q 'nvme0n1: scheduler=\[none\]' && echo "$ssd" | grep -q 'by-id:.* google-local-ssd-0' &&
-    ! console | grep -a 'instance-setup: WARNING' | grep -q 'nr_requests\|sd[a-z]'; then
+    ! serial_has 'instance-setup: WARNING.*\(nr_requests\|sd[a-z]\)'; then
     check local-ssd ok "$ssd" "$s"
   else
     check local-ssd FAILED "want the scsi local SSD's queue settings (no warning), NVMe scheduler none, a google-local-ssd-0 link: $ssd" "$s"
@@ -420,7 +433,7 @@ print(json.dumps(doc))')" >/dev/null
   synced_up=$(as_root "grep -m1 'google-clock-skew: INFO Synced system time' /run/vm-syslog.log | cut -d' ' -f1" 2>/dev/null || true)
   started_up=$(as_root "grep -m1 'google-guest-daemon: INFO Starting daemons' /run/vm-syslog.log | cut -d' ' -f1" 2>/dev/null || true)
   read -r sys rtc hwr < <(as_root 'echo "$(date +%s) $(cat /sys/class/rtc/rtc0/since_epoch) $(hwclock -r -u | tr -s " " | cut -d" " -f1-5) / date: $(date)"' 2>/dev/null || echo "0 0 -")
-  first=$(console | grep -a -m1 'google-clock-skew: INFO Synced system time' || true)
+  first=$(serial_first 'google-clock-skew: INFO Synced system time')
   dt=$((${sys:-0} - ${rtc:-0}))
   if [ -n "$first" ] && [ -n "$synced_up" ] && [ -n "$started_up" ] && abs_below "$dt" 3 && abs_below $((boot_skew + 3600)) 30; then
     check clock-first-sync ok "'${first#* * * }' at guest uptime ${synced_up}s (daemon started at ${started_up}s); then system - RTC = $dt s (hwclock -r: $hwr), so the clock stays an hour behind the host" "$s"
@@ -474,8 +487,8 @@ print(json.dumps(doc))')" >/dev/null
   # The second boot starts where the initramfs prints its first line after the offset.
   if wait_serial 'vm-initramfs: start' 90; then
     local shutdown_on_reboot
-    shutdown_on_reboot=$(console | grep -ac 'vm-shutdown-marker' || true)
-    BOOT_OFF=$(grep -abo 'vm-initramfs: start' "$SERIAL" | awk -F: -v o="$off" '$1 >= o { print $1; exit }')
+    shutdown_on_reboot=$(serial_count 'vm-shutdown-marker')
+    BOOT_OFF=$(grep -abo 'vm-initramfs: start' "$SERIAL" | awk -F: -v o="$off" '$1 >= o && !found { print $1; found = 1 }')
     BOOT_OFF=${BOOT_OFF:-$off}
     BOOT_T=$(now)
     keys2=
@@ -485,7 +498,7 @@ print(json.dumps(doc))')" >/dev/null
       clk=$(serial_value 'vm-report clock:')
       skew2=$(awk -v g="$(echo "$clk" | sed -n 's/.*sys=\([0-9]*\).*/\1/p')" -v h="$BOOT_DONE_T" 'BEGIN { printf "%.0f", g - h }')
       if [ "$QEMU_PID" = "$old_pid" ] && kill -0 "$QEMU_PID" 2>/dev/null && [ -n "$keys2" ] &&
-        [ "$keys2" != "$keys1" ] && console | grep -aq "Generating SSH host keys for instance $id2" &&
+        [ "$keys2" != "$keys1" ] && serial_has "Generating SSH host keys for instance $id2" &&
         [ "$shutdown_on_reboot" -ge 1 ]; then
         check reboot-new-id ok "same QEMU (pid $QEMU_PID); the shutdown script ran on reboot; second boot done at guest uptime $(serial_value 'vm-report boot-done' | awk '{ print $NF }'), host keys for instance $id2: $keys2 (before: $keys1); clock at the second boot: guest - host $skew2 s (the RTC kept the hwclock -w value)" "$s"
       else
