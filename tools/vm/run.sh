@@ -145,7 +145,9 @@ if [ -w /dev/kvm ] && [ "${VM_KVM:-0}" = 1 ]; then ACCEL=kvm; fi
 # boot INIT: a fresh copy of that guest's disk grown to 2 GiB and fresh local SSDs, then
 # QEMU in the namespace with the RTC an hour behind the host. A guest reboot resets the
 # machine in the same QEMU (the RTC keeps what the guest wrote to it); poweroff ends QEMU
-# (status 0), a kernel panic too (pvpanic, status 1).
+# (status 0), a kernel panic too (pvpanic, status 1). The virtio-scsi queue is 1024 deep:
+# with QEMU's default of 256 the local SSD's nr_requests stays at most 256 and instance
+# setup's 512 fails with EINVAL (a warning); GCE's own virtio-scsi queue takes 512.
 boot() {
   local rtc
   cp --sparse=always "$VM/disk-$1.raw" "$WORK/disk.raw"
