@@ -434,8 +434,8 @@ print(json.dumps(doc))')" >/dev/null
   boot_sys=$(echo "$clk" | sed -n 's/.*sys=\([0-9]*\).*/\1/p')
   boot_rtc=$(echo "$clk" | sed -n 's/.*rtc=\([0-9]*\).*/\1/p')
   local boot_skew boot_rtc_skew
-  boot_skew=$(awk -v g="${boot_sys:-0}" -v h="$BOOT_DONE_T" 'BEGIN { printf "%.0f", g - h }')
-  boot_rtc_skew=$(awk -v g="${boot_rtc:-0}" -v h="$BOOT_DONE_T" 'BEGIN { printf "%.0f", g - h }')
+  boot_skew=$(awk -v g="${boot_sys:-0}" -v h="$BOOT_DONE_T" 'BEGIN { printf "%d", int(g - h + (g < h ? -0.5 : 0.5)) }')
+  boot_rtc_skew=$(awk -v g="${boot_rtc:-0}" -v h="$BOOT_DONE_T" 'BEGIN { printf "%d", int(g - h + (g < h ? -0.5 : 0.5)) }')
   if abs_below $((boot_skew + 3600)) 30 && abs_below $((boot_rtc_skew + 3600)) 30; then
     check clock-boot ok "guest - host at boot: system clock $boot_skew s, RTC $boot_rtc_skew s (QEMU started the RTC an hour behind)" "$s"
   else
@@ -516,7 +516,7 @@ print(json.dumps(doc))')" >/dev/null
       BOOT_DONE_T=$(now)
       wait_for 15 eval 'keys2=$(hostkeys); [ -n "$keys2" ]' || true
       clk=$(serial_value 'vm-report clock:')
-      skew2=$(awk -v g="$(echo "$clk" | sed -n 's/.*sys=\([0-9]*\).*/\1/p')" -v h="$BOOT_DONE_T" 'BEGIN { printf "%.0f", g - h }')
+      skew2=$(awk -v g="$(echo "$clk" | sed -n 's/.*sys=\([0-9]*\).*/\1/p')" -v h="$BOOT_DONE_T" 'BEGIN { printf "%d", int(g - h + (g < h ? -0.5 : 0.5)) }')
       if [ "$QEMU_PID" = "$old_pid" ] && kill -0 "$QEMU_PID" 2>/dev/null && [ -n "$keys2" ] &&
         [ "$keys2" != "$keys1" ] && serial_has "Generating SSH host keys for instance $id2" &&
         [ "$shutdown_on_reboot" -ge 1 ]; then
