@@ -58,9 +58,10 @@ test-long: prereqs
 	  --test integration -- --ignored accounts_long::
 	bash tests/fuzz/run-all.sh
 
-# Boots a busybox-only guest whose only agent is gce-guest under QEMU (TCG unless KVM
-# works; VM_KVM=1 asks for KVM) and prints one `vm-check NAME: ok|FAILED` line per check
-# (tools/vm/, README "VM test"). Needs root; not part of `make test` yet.
+# Boots busybox-only guests whose only agent is gce-guest under QEMU (TCG unless KVM
+# works; VM_KVM=1 asks for KVM), installed with INIT=busybox and INIT=openrc, and prints
+# one `vm-check RUN/NAME: ok|FAILED` line per check (tools/vm/, README "VM test"). Needs
+# root; CI runs it after `make test`.
 vm-test: release emulator
 	sh tools/vm/prereqs.sh
 	bash tools/vm/build-guest.sh $(RELEASE_BIN)

@@ -1,14 +1,16 @@
 #!/bin/sh
 # Installs what make vm-test needs when it is missing: QEMU 7.2 from Debian (qemu-utils
 # pinned to the same version: the machine image may carry a newer one from backports),
-# busybox-static, dropbear-bin, the shadow tools (passwd) copied into the guest, the host's
-# ssh client, sfdisk, mkfs.ext4, curl. The kernel is fetched by build-guest.sh.
+# busybox-static (the initramfs), dropbear-bin, sudo and openrc copied into the guests,
+# dpkg-dev for the guests' busybox built from source (tests/busybox/build.sh), the host's
+# ssh client, sfdisk, mkfs.ext4, curl, python3, ip. build-guest.sh fetches the kernel.
 set -eu
 missing=
 command -v qemu-system-x86_64 >/dev/null || missing=qemu
 [ -x /bin/busybox ] && /bin/busybox --list | grep -qx switch_root || missing="$missing busybox-static"
-for p in /usr/sbin/dropbear:dropbear-bin /usr/sbin/useradd:passwd /usr/bin/ssh:openssh-client \
-  /usr/sbin/sfdisk:fdisk /usr/sbin/mkfs.ext4:e2fsprogs /usr/bin/curl:curl; do
+for p in /usr/sbin/dropbear:dropbear-bin /usr/bin/ssh:openssh-client /usr/bin/dpkg-source:dpkg-dev \
+  /usr/sbin/sfdisk:fdisk /usr/sbin/mkfs.ext4:e2fsprogs /usr/bin/curl:curl /usr/bin/sudo:sudo \
+  /sbin/openrc:openrc /usr/bin/python3:python3 /sbin/ip:iproute2; do
   [ -x "${p%%:*}" ] || missing="$missing ${p#*:}"
 done
 [ -z "$missing" ] && exit 0
