@@ -206,9 +206,11 @@ fn accounts_bench() {
 
     // --- 2: one key changes among 10 and among 1,000 managed users (one key each, as
     // the budget is stated), then among 1,000 users with 5 keys each (a large document). ---
-    let small = one_change_among(10, 1);
-    let large = one_change_among(1000, 1);
-    let heavy = one_change_among(1000, 5);
+    let mut compared = one_change_among(&[(10, 1), (1000, 1)], 30).into_iter();
+    let (Some(small), Some(large)) = (compared.next(), compared.next()) else {
+        unreachable!("two setups, two results");
+    };
+    let heavy = one_change_among(&[(1000, 5)], 20).remove(0);
 
     // --- 4: 1,000 new users from nothing (real useradd), one key each. ---
     let creation = create_thousand_users();
@@ -252,19 +254,31 @@ fn accounts_bench() {
             ms(inside_p99)
         ),
     );
-    let within = large.total_median <= small.total_median + Duration::from_millis(2);
-    for (label, run, budget, ok) in [
-        ("10 users, one key changes (20 changes)", &small, "", None),
+    // The budget is for the whole path (emulator included) and, apart, for the daemon's own
+    // part: the emulator's work grows with the document too, a real server's is its own.
+    let two_ms = Duration::from_millis(2);
+    let within = large.total_median <= small.total_median + two_ms;
+    let within_inside = large.inside_median <= small.inside_median + two_ms;
+    for (label, run, budget, ok, inside_ok) in [
         (
-            "1,000 users, one key changes (20 changes)",
+            "10 users, one key changes (30 changes)",
+            &small,
+            "",
+            None,
+            None,
+        ),
+        (
+            "1,000 users, one key changes (30, in turn with the 10)",
             &large,
             "<= 10 users + 2 ms",
             Some(within),
+            Some(within_inside),
         ),
         (
             "1,000 users with 5 keys each, one key changes",
             &heavy,
             "",
+            None,
             None,
         ),
     ] {
@@ -280,18 +294,20 @@ fn accounts_bench() {
             ok.map_or("", mark)
         );
         println!(
-            "{:<58} {:>28}",
+            "{:<58} {:>28}  {:<22} {}",
             "  of which the daemon, from the server's reply",
             format!(
                 "median {:.2} ms, p99 {:.2} ms",
                 ms(run.inside_median),
                 ms(run.inside_p99)
             ),
+            budget,
+            inside_ok.map_or("", mark)
         );
         println!(
             "{:<58} {:>28}  {:<22} {}",
             format!(
-                "  files written per change (max of 20; {} KB document)",
+                "  files written per change (max; {} KB document)",
                 run.document_kib
             ),
             format!(
@@ -380,76 +396,131 @@ struct OneChange {
     peak_kib: u64,
 }
 
-/// `count` existing managed users with `keys_each` keys each; after the first sync, one key
-/// of the middle user changes 20 times (the whole `ssh-keys` value is sent again, as GCE
-/// does): the change's latency, and how many files and paths each change touched.
-fn one_change_among(count: usize, keys_each: u64) -> OneChange {
-    let users: Vec<String> = (0..count).map(|i| format!("u{:04}", i)).collect();
-    let middle = count / 2;
-    let value = |changed: u64| -> String {
-        let mut lines = Vec::new();
-        for (i, u) in users.iter().enumerate() {
-            for k in 0..keys_each {
-                let seed = if i == middle && k == 0 {
-                    500_000 + changed
-                } else {
-                    i as u64 * 10 + k
-                };
-                lines.push(format!("{}:{}", u, fake_key(seed, u)));
-            }
+/// One sandbox of [`one_change_among`]: `users` managed, `keys_each` keys each.
+struct ChangeRun {
+    users: Vec<String>,
+    keys_each: u64,
+    sb: Sandbox,
+    daemon: Daemon,
+    hosts: Vec<std::path::PathBuf>,
+    first_sync: Duration,
+    total: Vec<Duration>,
+    inside: Vec<Duration>,
+    max_written: usize,
+    max_paths: usize,
+}
+
+/// The `ssh-keys` value of `users` with `keys_each` keys each, after `changed` changes of
+/// the middle user's first key.
+fn change_value(users: &[String], keys_each: u64, changed: u64) -> String {
+    let middle = users.len() / 2;
+    let mut lines = Vec::new();
+    for (i, u) in users.iter().enumerate() {
+        for k in 0..keys_each {
+            let seed = if i == middle && k == 0 {
+                500_000 + changed
+            } else {
+                i as u64 * 10 + k
+            };
+            lines.push(format!("{}:{}", u, fake_key(seed, u)));
         }
-        lines.join("\n")
-    };
-    let document_kib = value(0).len() / 1024;
-    let builder = Sandbox::builder()
-        .time_scale(1.0)
-        .metadata(&keys_document(&value(0)));
-    let sb = built(with_accounts(builder, &users, 5000, &users));
-    let daemon = debug_daemon(&sb);
-    let names: Vec<&str> = users.iter().map(String::as_str).collect();
-    let settle_start = Instant::now();
-    wait_ledger(&sb, &names, Duration::from_secs(120));
-    let hosts: Vec<_> = users
-        .iter()
-        .map(|u| upper_path(&sb, &keys_path(u)))
-        .collect();
-    // The ledger is written ahead of the keys: the sync ends when every file is there.
-    assert!(sb.wait_until(Duration::from_secs(120), || hosts
-        .iter()
-        .all(|h| h.exists())));
-    let first_sync = settle_start.elapsed();
-    let (mut total, mut inside) = (Vec::new(), Vec::new());
-    let (mut max_written, mut max_paths) = (0, 0);
-    for round in 1..=20u64 {
-        let ids: Vec<_> = hosts.iter().map(|h| file_id(h)).collect();
-        let checkpoint = Checkpoint::take(&sb);
-        let key = fake_key(500_000 + round, &users[middle]);
-        let (t, d) = change_and_time(&sb, &daemon, &value(round), &hosts[middle], &key);
-        total.push(t);
-        inside.push(d);
+    }
+    lines.join("\n")
+}
+
+impl ChangeRun {
+    fn value(&self, changed: u64) -> String {
+        change_value(&self.users, self.keys_each, changed)
+    }
+
+    /// The sandbox with the accounts existing and the daemon's first sync done.
+    fn start(count: usize, keys_each: u64) -> ChangeRun {
+        let users: Vec<String> = (0..count).map(|i| format!("u{:04}", i)).collect();
+        let builder = Sandbox::builder()
+            .time_scale(1.0)
+            .metadata(&keys_document(&change_value(&users, keys_each, 0)));
+        let sb = built(with_accounts(builder, &users, 5000, &users));
+        let daemon = debug_daemon(&sb);
+        let names: Vec<&str> = users.iter().map(String::as_str).collect();
+        let settle_start = Instant::now();
+        wait_ledger(&sb, &names, Duration::from_secs(120));
+        let hosts: Vec<_> = users
+            .iter()
+            .map(|u| upper_path(&sb, &keys_path(u)))
+            .collect();
+        // The ledger is written ahead of the keys: the sync ends when every file is there.
+        assert!(sb.wait_until(Duration::from_secs(120), || hosts
+            .iter()
+            .all(|h| h.exists())));
+        ChangeRun {
+            users,
+            keys_each,
+            sb,
+            daemon,
+            hosts,
+            first_sync: settle_start.elapsed(),
+            total: Vec::new(),
+            inside: Vec::new(),
+            max_written: 0,
+            max_paths: 0,
+        }
+    }
+
+    /// Change number `round`, timed; then how many files and paths it touched.
+    fn change(&mut self, round: u64) {
+        let middle = self.users.len() / 2;
+        let ids: Vec<_> = self.hosts.iter().map(|h| file_id(h)).collect();
+        let checkpoint = Checkpoint::take(&self.sb);
+        let key = fake_key(500_000 + round, &self.users[middle]);
+        let value = self.value(round);
+        let (t, d) = change_and_time(&self.sb, &self.daemon, &value, &self.hosts[middle], &key);
+        self.total.push(t);
+        self.inside.push(d);
         std::thread::sleep(Duration::from_millis(300));
-        let written = hosts
+        let written = self
+            .hosts
             .iter()
             .zip(&ids)
             .filter(|(h, id)| file_id(h) != **id)
             .count();
-        max_written = max_written.max(written);
-        max_paths = max_paths.max(checkpoint.changed_since(&Checkpoint::take(&sb)).len());
+        self.max_written = self.max_written.max(written);
+        let changed = checkpoint.changed_since(&Checkpoint::take(&self.sb)).len();
+        self.max_paths = self.max_paths.max(changed);
     }
-    let (total_median, total_p99) = median_p99(&mut total);
-    let (inside_median, inside_p99) = median_p99(&mut inside);
-    OneChange {
-        users: count,
-        document_kib,
-        first_sync,
-        total_median,
-        total_p99,
-        inside_median,
-        inside_p99,
-        max_written,
-        max_paths,
-        peak_kib: peak_rss_kib(daemon.pid()),
+
+    fn finish(mut self) -> OneChange {
+        let (total_median, total_p99) = median_p99(&mut self.total);
+        let (inside_median, inside_p99) = median_p99(&mut self.inside);
+        OneChange {
+            users: self.users.len(),
+            document_kib: self.value(0).len() / 1024,
+            first_sync: self.first_sync,
+            total_median,
+            total_p99,
+            inside_median,
+            inside_p99,
+            max_written: self.max_written,
+            max_paths: self.max_paths,
+            peak_kib: peak_rss_kib(self.daemon.pid()),
+        }
     }
+}
+
+/// For each of `setups` (users, keys each), that many existing managed users; after the
+/// first syncs, one key of the middle user changes `rounds` times in each sandbox in turn
+/// (so that every setup sees the machine in the same state; the whole `ssh-keys` value is
+/// sent again, as GCE does): the change's latency, and the files and paths it touched.
+fn one_change_among(setups: &[(usize, u64)], rounds: u64) -> Vec<OneChange> {
+    let mut runs: Vec<ChangeRun> = setups
+        .iter()
+        .map(|&(count, keys_each)| ChangeRun::start(count, keys_each))
+        .collect();
+    for round in 1..=rounds {
+        for run in &mut runs {
+            run.change(round);
+        }
+    }
+    runs.into_iter().map(ChangeRun::finish).collect()
 }
 
 /// Starts the daemon on a metadata document naming 1,000 users that do not exist yet (one
