@@ -24,17 +24,16 @@ pub fn parse_json(text: &str) -> std::result::Result<JsonValue, String> {
 
 /// Where the run of plain string bytes starting at `from` ends: at the first `"`, `\\` or
 /// control character (or the end). Eight bytes at a time while none of them is one.
-fn plain_run_end(bytes: &[u8], from: usize) -> usize {
+pub(crate) fn plain_run_end(bytes: &[u8], from: usize) -> usize {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGHS: u64 = 0x8080_8080_8080_8080;
     // Non-zero when a byte of `x` is below `n` (n <= 128): never misses one; may also flag
     // a byte above one that is (the byte loop below finds the exact place).
     let below = |x: u64, n: u64| x.wrapping_sub(ONES * n) & !x & HIGHS;
     let mut i = from;
-    while let Some(chunk) = bytes.get(i..i + 8) {
-        let mut word = [0u8; 8];
-        word.copy_from_slice(chunk);
-        let word = u64::from_le_bytes(word);
+    // A reference to an array, not copy_from_slice (a memcpy call at opt-level "z").
+    while let Some(Ok(w)) = bytes.get(i..i + 8).map(<&[u8; 8]>::try_from) {
+        let word = u64::from_le_bytes(*w);
         let special = below(word ^ (ONES * u64::from(b'"')), 1)
             | below(word ^ (ONES * u64::from(b'\\')), 1)
             | below(word, 0x20);

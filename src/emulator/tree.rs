@@ -168,14 +168,15 @@ fn write_json(out: &mut String, v: &JsonValue) {
 /// A string as a JSON string literal.
 pub fn write_json_string(out: &mut String, s: &str) {
     out.push('"');
-    // Runs that need no escape are copied whole.
-    let mut run_start = 0;
-    for (i, b) in s.bytes().enumerate() {
-        if b != b'"' && b != b'\\' && b >= 0x20 {
-            continue;
-        }
-        out.push_str(&s[run_start..i]);
-        run_start = i + 1;
+    let bytes = s.as_bytes();
+    let mut at = 0;
+    loop {
+        // Runs that need no escape are copied whole.
+        let end = crate::json::plain_run_end(bytes, at);
+        out.push_str(&s[at..end]);
+        let Some(&b) = bytes.get(end) else {
+            break;
+        };
         match b {
             b'"' => out.push_str("\\\""),
             b'\\' => out.push_str("\\\\"),
@@ -186,8 +187,8 @@ pub fn write_json_string(out: &mut String, s: &str) {
                 let _ = write!(out, "\\u{:04x}", c);
             }
         }
+        at = end + 1;
     }
-    out.push_str(&s[run_start..]);
     out.push('"');
 }
 
@@ -294,22 +295,19 @@ fn walk_text(out: &mut String, prefix: &str, v: &JsonValue, keys: Keys) {
 /// The ETag of a body, as 16 hex digits: FNV-1a 64 over the body's 8-byte words (a word at
 /// a time, so a 500 KB document hashes in tens of microseconds), then its length.
 pub fn etag(body: &[u8]) -> String {
+    const PRIME: u64 = 0x0000_0100_0000_01b3;
     let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut mix = |word: u64| {
-        hash ^= word;
-        hash = hash.wrapping_mul(0x0000_0100_0000_01b3);
-        hash ^= hash >> 29;
-    };
     let mut words = body.chunks_exact(8);
-    for word in &mut words {
-        let mut bytes = [0u8; 8];
-        bytes.copy_from_slice(word);
-        mix(u64::from_le_bytes(bytes));
+    for w in words.by_ref().filter_map(|w| <&[u8; 8]>::try_from(w).ok()) {
+        hash = (hash ^ u64::from_le_bytes(*w)).wrapping_mul(PRIME);
+        hash ^= hash >> 29;
     }
     let mut last = [0u8; 8];
     last[..words.remainder().len()].copy_from_slice(words.remainder());
-    mix(u64::from_le_bytes(last));
-    mix(body.len() as u64);
+    for word in [u64::from_le_bytes(last), body.len() as u64] {
+        hash = (hash ^ word).wrapping_mul(PRIME);
+        hash ^= hash >> 29;
+    }
     format!("{:016x}", hash)
 }
 
