@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
-use crate::json::Slice;
+use crate::json::{self, Slice};
 
 use crate::error::Result;
 use crate::fsutil::{self, LockGuard};
@@ -368,7 +368,9 @@ impl DaemonTurns {
         self.pending = false;
         let doc = self.latest.clone()?;
         if let Some(applied) = &self.applied {
-            if Arc::ptr_eq(applied, &doc) || self.daemon.slice(applied) == self.daemon.slice(&doc) {
+            if Arc::ptr_eq(applied, &doc)
+                || json::same_slices(&self.daemon.slice(applied), &self.daemon.slice(&doc))
+            {
                 return None;
             }
         }

@@ -51,6 +51,51 @@ pub(crate) fn plain_run_end(bytes: &[u8], from: usize) -> usize {
     i
 }
 
+/// Whether two byte strings are equal, eight bytes at a time (musl's `memcmp`, which `==`
+/// on slices calls, goes a byte at a time; the accounts daemon compares a few hundred KB of
+/// metadata values, file contents and key lines every round).
+pub fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    let (mut left, mut right) = (a.chunks_exact(8), b.chunks_exact(8));
+    for (l, r) in left.by_ref().zip(right.by_ref()) {
+        let (Ok(l), Ok(r)) = (<&[u8; 8]>::try_from(l), <&[u8; 8]>::try_from(r)) else {
+            return false;
+        };
+        if u64::from_ne_bytes(*l) != u64::from_ne_bytes(*r) {
+            return false;
+        }
+    }
+    left.remainder() == right.remainder()
+}
+
+/// Whether two JSON values are equal (as `==`, with strings compared by [`same_bytes`]).
+pub fn same_value(a: &JsonValue, b: &JsonValue) -> bool {
+    match (a, b) {
+        (JsonValue::String(a), JsonValue::String(b)) => same_bytes(a.as_bytes(), b.as_bytes()),
+        (JsonValue::Array(a), JsonValue::Array(b)) => {
+            a.len() == b.len() && a.iter().zip(b).all(|(a, b)| same_value(a, b))
+        }
+        (JsonValue::Object(a), JsonValue::Object(b)) => {
+            a.len() == b.len()
+                && a.iter()
+                    .all(|(k, v)| b.get(k).is_some_and(|w| same_value(v, w)))
+        }
+        _ => a == b,
+    }
+}
+
+/// Whether two daemons' slices are equal part by part (see [`Slice`]).
+pub fn same_slices(a: &Slice<'_>, b: &Slice<'_>) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|pair| match pair {
+            (Some(a), Some(b)) => same_value(a, b),
+            (None, None) => true,
+            _ => false,
+        })
+}
+
 /// A recursive-descent parser over the bytes of a `str` (it splits the text only at ASCII
 /// bytes, so every piece it copies is valid UTF-8).
 struct Parser<'t> {
@@ -381,6 +426,42 @@ mod tests {
                 assert_eq!(plain_run_end(&bytes, 0), expected, "{special} at {at}");
             }
         }
+    }
+
+    #[test]
+    fn same_bytes_and_values_agree_with_eq() {
+        let texts: [&[u8]; 7] = [
+            b"",
+            b"a",
+            b"abcdefgh",
+            b"abcdefgi",
+            b"abcdefghX",
+            b"abcdefghY",
+            b"bbcdefgh",
+        ];
+        for a in texts {
+            for b in texts {
+                assert_eq!(same_bytes(a, b), a == b, "{:?} {:?}", a, b);
+            }
+        }
+        let docs = [
+            r#"{"a":"0123456789abcdef","b":[1,{"c":null}]}"#,
+            r#"{"a":"0123456789abcdeX","b":[1,{"c":null}]}"#,
+            r#"{"a":"0123456789abcdef","b":[1,{"c":false}]}"#,
+            r#"{"a":"0123456789abcdef","b":[1,{"c":null}],"d":1}"#,
+            r#"["0123456789abcdef"]"#,
+        ];
+        for a in docs {
+            for b in docs {
+                let (a, b) = (parse_json(a).unwrap(), parse_json(b).unwrap());
+                assert_eq!(same_value(&a, &b), a == b);
+                assert_eq!(
+                    same_slices(&vec![Some(&a), None], &vec![Some(&b), None]),
+                    a == b
+                );
+            }
+        }
+        assert!(!same_slices(&vec![None], &vec![Some(&JsonValue::Null)]));
     }
 
     #[test]

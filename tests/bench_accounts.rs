@@ -10,11 +10,14 @@
 //!    daemon runs with `--debug`, whose stderr line `GET ...: HTTP 200` the same loop
 //!    watches every ~200 us): the guest's own work (body, parsing, planning, writing)
 //!    without the emulator's.
-//! 2. One key changes among 10 managed users, among 1,000 (one key each), and among 1,000
-//!    with 5 keys each (a 460 KB document): the whole `ssh-keys` value is sent again, as GCE
-//!    does; the same latency, and how many of the files were written (inode or mtime
-//!    changed) and how many paths changed anywhere under the overlays. The 1,000-user
-//!    figure's budget is the 10-user one plus 2 ms.
+//! 2. One key changes among 10 managed users and among 1,000 (one key each), in turn (so
+//!    that both see the machine in the same state), then among 1,000 with 5 keys each (a
+//!    460 KB document): the whole `ssh-keys` value is sent again, as GCE does. Timed from
+//!    the moment the change took effect in the emulator (its PATCH reply says when, wall
+//!    clock in microseconds) to the new file, and, for reference, from the admin request
+//!    (which adds uploading the whole value to the emulator and parsing it there). Also:
+//!    how many of the files were written (inode or mtime changed) and how many paths
+//!    changed anywhere under the overlays. Budget: 1,000 users within 2 ms of 10 users.
 //! 3. VmRSS of an idle `google_accounts_daemon` 20 s after it applied one user, and how
 //!    much of it is anonymous memory (the rest is the binary's pages, shared with every
 //!    other process running the same multicall binary, here the emulator).
@@ -55,16 +58,27 @@ fn has_reply(log: &[u8]) -> bool {
         .any(|l| l.contains("wait_for_change=true") && l.ends_with(": HTTP 200"))
 }
 
+/// How long a change took to reach the file, from three starting points.
+struct Latency {
+    /// From just before the admin PATCH was sent (it carries the whole value, which the
+    /// emulator reads and parses before the change takes effect).
+    from_request: Duration,
+    /// From the moment the change took effect in the emulator (the PATCH reply says when;
+    /// wall clock, microseconds): the metadata change as a guest sees it.
+    from_change: Duration,
+    /// From the moment the daemon got the server's reply (its `--debug` line).
+    from_reply: Duration,
+}
+
 /// Sets the instance `ssh-keys` to `value`; returns how long until the file at `host` (an
-/// upper-directory path) is replaced and holds `needle`, measured from just before the
-/// admin PATCH (end to end) and from the moment the daemon got the server's reply.
+/// upper-directory path) is replaced and holds `needle`.
 fn change_and_time(
     sb: &Sandbox,
     daemon: &Daemon,
     value: &str,
     host: &Path,
     needle: &str,
-) -> (Duration, Duration) {
+) -> Latency {
     let before = file_id(host);
     // Only what the daemon logs from now on is scanned (its log of a first sync of 1,000
     // users is long: copying it every 200 us would steal the daemon's CPU).
@@ -72,7 +86,7 @@ fn change_and_time(
     let patch = instance_patch(&[("ssh-keys", value)]);
     let emu = sb.emulator();
     let t0 = Instant::now();
-    emu.patch(&patch);
+    let changed_at = emu.patch_at(&patch);
     // Poll without hogging a core (the machine may have only two): a stat every ~50 us,
     // and the daemon's stderr every ~200 us until the reply's line is there.
     let mut reply_at = None;
@@ -89,7 +103,7 @@ fn change_and_time(
         if file_id(host) != before
             && std::fs::read_to_string(host).is_ok_and(|c| c.contains(needle))
         {
-            break Instant::now();
+            break (Instant::now(), std::time::SystemTime::now());
         }
         assert!(
             now < deadline,
@@ -98,8 +112,13 @@ fn change_and_time(
         );
         std::thread::sleep(Duration::from_micros(50));
     };
+    let (seen, seen_wall) = seen;
     let reply_at = reply_at.unwrap_or(seen);
-    (seen - t0, seen - reply_at)
+    Latency {
+        from_request: seen - t0,
+        from_change: seen_wall.duration_since(changed_at).unwrap_or_default(),
+        from_reply: seen - reply_at,
+    }
 }
 
 /// `google_accounts_daemon --debug` (its stderr marks each metadata reply), from the
@@ -192,10 +211,9 @@ fn accounts_bench() {
     let (mut latencies, mut inside) = (Vec::new(), Vec::new());
     for i in 1..=50u64 {
         let key = fake_key(i, "bench");
-        let (total, daemon_side) =
-            change_and_time(&sb, &daemon, &format!("alice:{}", key), &host, &key);
-        latencies.push(total);
-        inside.push(daemon_side);
+        let latency = change_and_time(&sb, &daemon, &format!("alice:{}", key), &host, &key);
+        latencies.push(latency.from_request);
+        inside.push(latency.from_reply);
         std::thread::sleep(Duration::from_millis(30));
     }
     let (median, p99) = median_p99(&mut latencies);
@@ -254,10 +272,11 @@ fn accounts_bench() {
             ms(inside_p99)
         ),
     );
-    // The budget is for the whole path (emulator included) and, apart, for the daemon's own
-    // part: the emulator's work grows with the document too, a real server's is its own.
+    // The budget is for the metadata change (from the moment it took effect in the emulator)
+    // to the file; the same from the admin request is shown too (it adds the upload of the
+    // whole value to the emulator and its parsing there, which a real server does elsewhere).
     let two_ms = Duration::from_millis(2);
-    let within = large.total_median <= small.total_median + two_ms;
+    let within = large.change_median <= small.change_median + two_ms;
     let within_inside = large.inside_median <= small.inside_median + two_ms;
     for (label, run, budget, ok, inside_ok) in [
         (
@@ -287,11 +306,20 @@ fn accounts_bench() {
             label,
             format!(
                 "median {:.2} ms, p99 {:.2} ms",
-                ms(run.total_median),
-                ms(run.total_p99)
+                ms(run.change_median),
+                ms(run.change_p99)
             ),
             budget,
             ok.map_or("", mark)
+        );
+        println!(
+            "{:<58} {:>28}",
+            "  the same from the admin request (upload of the value)",
+            format!(
+                "median {:.2} ms, p99 {:.2} ms",
+                ms(run.total_median),
+                ms(run.total_p99)
+            ),
         );
         println!(
             "{:<58} {:>28}  {:<22} {}",
@@ -389,6 +417,8 @@ struct OneChange {
     first_sync: Duration,
     total_median: Duration,
     total_p99: Duration,
+    change_median: Duration,
+    change_p99: Duration,
     inside_median: Duration,
     inside_p99: Duration,
     max_written: usize,
@@ -405,6 +435,7 @@ struct ChangeRun {
     hosts: Vec<std::path::PathBuf>,
     first_sync: Duration,
     total: Vec<Duration>,
+    from_change: Vec<Duration>,
     inside: Vec<Duration>,
     max_written: usize,
     max_paths: usize,
@@ -460,6 +491,7 @@ impl ChangeRun {
             hosts,
             first_sync: settle_start.elapsed(),
             total: Vec::new(),
+            from_change: Vec::new(),
             inside: Vec::new(),
             max_written: 0,
             max_paths: 0,
@@ -473,9 +505,10 @@ impl ChangeRun {
         let checkpoint = Checkpoint::take(&self.sb);
         let key = fake_key(500_000 + round, &self.users[middle]);
         let value = self.value(round);
-        let (t, d) = change_and_time(&self.sb, &self.daemon, &value, &self.hosts[middle], &key);
-        self.total.push(t);
-        self.inside.push(d);
+        let latency = change_and_time(&self.sb, &self.daemon, &value, &self.hosts[middle], &key);
+        self.total.push(latency.from_request);
+        self.from_change.push(latency.from_change);
+        self.inside.push(latency.from_reply);
         std::thread::sleep(Duration::from_millis(300));
         let written = self
             .hosts
@@ -490,6 +523,7 @@ impl ChangeRun {
 
     fn finish(mut self) -> OneChange {
         let (total_median, total_p99) = median_p99(&mut self.total);
+        let (change_median, change_p99) = median_p99(&mut self.from_change);
         let (inside_median, inside_p99) = median_p99(&mut self.inside);
         OneChange {
             users: self.users.len(),
@@ -497,6 +531,8 @@ impl ChangeRun {
             first_sync: self.first_sync,
             total_median,
             total_p99,
+            change_median,
+            change_p99,
             inside_median,
             inside_p99,
             max_written: self.max_written,

@@ -69,7 +69,10 @@ impl KeyLineCache {
         let end = (*next + LOOK_AHEAD).min(earlier.len());
         let window = earlier.get_mut(*next..end).unwrap_or_default();
         for (offset, slot) in window.iter_mut().enumerate() {
-            if slot.as_ref().is_some_and(|(text, _)| text == line) {
+            if slot
+                .as_ref()
+                .is_some_and(|(text, _)| crate::json::same_bytes(text.as_bytes(), line.as_bytes()))
+            {
                 if let Some(entry) = slot.take() {
                     *next += offset + 1;
                     return entry;

@@ -112,7 +112,7 @@ fn parsed<T>(
     parse: impl FnOnce(&[u8]) -> T,
 ) -> Arc<T> {
     match slot {
-        Some(file) if file.bytes == bytes => Arc::clone(&file.value),
+        Some(file) if crate::json::same_bytes(&file.bytes, &bytes) => Arc::clone(&file.value),
         _ => {
             let value = Arc::new(parse(&bytes));
             *slot = Some(ParsedFile {

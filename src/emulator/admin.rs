@@ -52,7 +52,10 @@ pub(super) fn handle(shared: &Shared, req: &Request) -> Response {
         ("/emulator/metadata", "PATCH") => match body_json(req) {
             Err(resp) => resp,
             Ok(patch) => match shared.patch_document(patch) {
-                Ok(()) => json(200, &JsonValue::Object(Default::default())),
+                Ok(at) => {
+                    let field = ("changedAtMicros".to_string(), JsonValue::Number(at as f64));
+                    json(200, &JsonValue::Object([field].into_iter().collect()))
+                }
                 Err(e) => bad(&e),
             },
         },

@@ -26,7 +26,7 @@
 //! | --- | --- |
 //! | `GET /emulator/metadata` | the current document (JSON, keys sorted) |
 //! | `PUT /emulator/metadata` | replace it (body: a JSON object); answers the new document |
-//! | `PATCH /emulator/metadata` | RFC 7386 merge patch; answers `{}` (a large document is not rendered for nothing: GET it) |
+//! | `PATCH /emulator/metadata` | RFC 7386 merge patch; answers `{"changedAtMicros": N}`, when the change took effect (wall clock, µs since the epoch; GET has the new document) |
 //! | `GET /emulator/faults` | the queued faults (JSON array) |
 //! | `POST /emulator/faults` | queue a fault (a JSON object, or an array of them) |
 //! | `DELETE /emulator/faults` | clear the queue |
@@ -277,15 +277,16 @@ impl Shared {
     }
 
     /// Applies a merge patch, in place; the result must stay an object, so the patch must
-    /// be one.
-    fn patch_document(&self, patch: JsonValue) -> Result<(), String> {
+    /// be one. Returns when it took effect (wall clock, microseconds since the epoch).
+    fn patch_document(&self, patch: JsonValue) -> Result<u128, String> {
         if !matches!(patch, JsonValue::Object(_)) {
             return Err("the patched document must stay a JSON object".into());
         }
         let mut st = self.lock();
         tree::merge_patch(&mut st.doc, patch);
         self.bump(&mut st);
-        Ok(())
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+        Ok(now.map_or(0, |d| d.as_micros()))
     }
 }
 
@@ -376,7 +377,7 @@ impl Emulator {
     /// Applies an RFC 7386 merge patch to the document; fails (changing nothing) if the
     /// result would not be an object.
     pub fn patch_document(&self, patch: &JsonValue) -> Result<(), String> {
-        self.shared.patch_document(patch.clone())
+        self.shared.patch_document(patch.clone()).map(|_| ())
     }
 
     /// A copy of the current document.

@@ -189,6 +189,25 @@ impl Emulator {
         self.expect_ok("PATCH", "/emulator/metadata", Some(json));
     }
 
+    /// As [`patch`](Self::patch); returns when the change took effect in the emulator.
+    pub fn patch_at(&self, json: &str) -> std::time::SystemTime {
+        let reply = self
+            .expect_ok("PATCH", "/emulator/metadata", Some(json))
+            .json();
+        match &reply {
+            JsonValue::Object(map) => match map.get("changedAtMicros") {
+                Some(JsonValue::Number(us)) => {
+                    std::time::UNIX_EPOCH + Duration::from_micros(*us as u64)
+                }
+                _ => panic!("emulator admin: no changedAtMicros in {:?}", reply),
+            },
+            _ => panic!(
+                "emulator admin: the PATCH reply is not an object: {:?}",
+                reply
+            ),
+        }
+    }
+
     /// Queues one fault (a JSON object) or several (an array), for example
     /// `{"mode":"status","status":503,"count":5}`.
     pub fn fault(&self, json: &str) {
