@@ -48,6 +48,14 @@ pub fn unix_now() -> i64 {
         .unwrap_or(0)
 }
 
+/// Microseconds since the epoch.
+pub fn unix_micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
 /// A random number from the kernel (for jitter); falls back to the clock's nanoseconds.
 pub(crate) fn random_u64() -> u64 {
     let mut buf = [0u8; 8];

@@ -331,9 +331,7 @@ fn half_a_megabyte_of_keys_and_garbage() {
     }
     let value = lines.join("\n");
     assert!(value.len() >= 512 * 1024, "at least 512 KB of ssh-keys");
-    let sb = sandbox_or_skip!(with_recorders(
-        Sandbox::builder().metadata(&keys_document(""))
-    ));
+    let sb = sandbox_or_skip!(recording_builder());
     let mut daemon = spawn_daemon(&sb);
     assert!(sb.wait_for_log(Duration::from_secs(10), "Starting google-accounts."));
     set_keys(&sb, &value);
@@ -425,9 +423,7 @@ fn a_four_mib_document_is_used_in_bounded_memory_and_a_larger_one_is_refused() {
         k += 1;
     }
     let per_user = k;
-    let sb = sandbox_or_skip!(with_recorders(
-        Sandbox::builder().metadata(&keys_document(""))
-    ));
+    let sb = sandbox_or_skip!(recording_builder());
     let daemon = sb.spawn_env(["google_guest_daemon"], &[("PATH", RECORD_PATH)]);
     assert!(sb.wait_for_log(Duration::from_secs(10), "Starting daemons:"));
     set_keys(&sb, &lines.join("\n"));

@@ -22,7 +22,7 @@ const DROPBEAR_PORT: u16 = 2223;
 
 /// A sandbox with recorders and no key yet in metadata.
 fn sandbox() -> common::SandboxBuilder {
-    with_recorders(Sandbox::builder().metadata(&keys_document("")))
+    recording_builder()
 }
 
 #[test]

@@ -26,16 +26,14 @@ use crate::common::Sandbox;
 #[test]
 fn a_half_made_account_is_still_recorded_as_created() {
     let key = fake_key(1, "alice");
-    let sb = sandbox_or_skip!(
-        with_recorders(Sandbox::builder().metadata(&keys_document("")))
-            // The home cannot be made: a file is in its place.
-            .file("/home/alice", "not a directory\n", 0o644)
-            .file(
-                "/etc/default/instance_configs.cfg",
-                "[Accounts]\ndeprovision_remove = true\n",
-                0o644
-            )
-    );
+    let sb = sandbox_or_skip!(recording_builder()
+        // The home cannot be made: a file is in its place.
+        .file("/home/alice", "not a directory\n", 0o644)
+        .file(
+            "/etc/default/instance_configs.cfg",
+            "[Accounts]\ndeprovision_remove = true\n",
+            0o644
+        ));
     // The home cannot be made: /home is read-only.
     sb.sh("mount -t tmpfs -o ro tmpfs /home").assert_success();
     let mut daemon = spawn_daemon(&sb);
@@ -71,9 +69,7 @@ fn useradd_calls_for(sb: &Sandbox, name: &str) -> usize {
 
 #[test]
 fn a_name_useradd_refuses_for_good_is_tried_again_only_when_its_metadata_changes() {
-    let sb = sandbox_or_skip!(with_recorders(
-        Sandbox::builder().metadata(&keys_document(""))
-    ));
+    let sb = sandbox_or_skip!(recording_builder());
     let mut daemon = spawn_daemon(&sb);
     // `adm` names an existing group: useradd refuses it for good.
     for round in 0..4u64 {
@@ -118,9 +114,7 @@ fn a_name_useradd_refuses_for_good_is_tried_again_only_when_its_metadata_changes
 
 #[test]
 fn a_key_is_gone_at_its_expire_on_not_a_second_later() {
-    let sb = sandbox_or_skip!(with_recorders(
-        Sandbox::builder().metadata(&keys_document(""))
-    ));
+    let sb = sandbox_or_skip!(recording_builder());
     let mut daemon = spawn_daemon(&sb);
     let permanent = fake_key(1, "perm");
     set_keys(&sb, &format!("alice:{}", permanent));
@@ -156,9 +150,7 @@ fn a_key_is_gone_at_its_expire_on_not_a_second_later() {
 
 #[test]
 fn no_key_material_reaches_the_log_and_a_pasted_private_key_is_dropped() {
-    let sb = sandbox_or_skip!(with_recorders(
-        Sandbox::builder().metadata(&keys_document(""))
-    ));
+    let sb = sandbox_or_skip!(recording_builder());
     let mut daemon = spawn_daemon(&sb);
     // A real private key pasted into ssh-keys by mistake, first line after `alice:`.
     let public = key_pair(&sb, "pasted");
@@ -215,13 +207,7 @@ fn no_key_material_reaches_the_log_and_a_pasted_private_key_is_dropped() {
 fn a_second_managed_name_for_one_home_is_refused_once() {
     let mut passwd = std::fs::read_to_string("/etc/passwd").unwrap();
     passwd.push_str("toor:x:0:0:root alias:/root:/bin/bash\n");
-    let sb = sandbox_or_skip!(
-        with_recorders(Sandbox::builder().metadata(&keys_document(""))).file(
-            "/etc/passwd",
-            passwd,
-            0o644
-        )
-    );
+    let sb = sandbox_or_skip!(recording_builder().file("/etc/passwd", passwd, 0o644));
     let mut daemon = spawn_daemon(&sb);
     let root_key = fake_key(51, "root");
     for round in 0..3u64 {

@@ -72,9 +72,7 @@ fn as_alice(sb: &Sandbox, script: &str) {
 
 #[test]
 fn a_removed_user_cannot_block_their_removal_with_an_oversized_key_file() {
-    let sb = sandbox_or_skip!(with_recorders(
-        Sandbox::builder().metadata(&keys_document(""))
-    ));
+    let sb = sandbox_or_skip!(recording_builder());
     let (_sshd, mut daemon) = alice_with_own_key(&sb);
     // Alice makes her file larger than the daemon ever reads (4 MiB).
     as_alice(
@@ -114,9 +112,7 @@ fn a_removed_user_cannot_block_their_removal_with_an_oversized_key_file() {
 
 #[test]
 fn a_revocation_blocked_by_the_group_lock_is_retried_until_it_works() {
-    let sb = sandbox_or_skip!(with_recorders(
-        Sandbox::builder().metadata(&keys_document(""))
-    ));
+    let sb = sandbox_or_skip!(recording_builder());
     let mut daemon = spawn_daemon(&sb);
     set_keys(&sb, &format!("alice:{}", fake_key(1, "alice")));
     wait_ledger(&sb, &["alice"], Duration::from_secs(20));
@@ -164,12 +160,7 @@ fn a_revocation_blocked_by_the_group_lock_is_retried_until_it_works() {
 #[test]
 fn nobody_gets_a_key_or_sudo_while_the_ledger_cannot_be_written() {
     let bob = vec!["bob".to_string()];
-    let sb = sandbox_or_skip!(with_accounts(
-        with_recorders(Sandbox::builder().metadata(&keys_document(""))),
-        &bob,
-        1500,
-        &[],
-    ));
+    let sb = sandbox_or_skip!(with_accounts(recording_builder(), &bob, 1500, &[],));
     sb.sh("mkdir -p /home/bob && chown bob /home/bob")
         .assert_success();
     // /var/lib/google is full: reading works, writing a ledger fails.
@@ -212,11 +203,11 @@ fn sudo_only_for_people_whatever_metadata_says() {
     passwd.push_str("sys1:x:500:100::/home/sys1:/bin/sh\nshut:x:1600:100::/home/shut:/bin/false\n");
     let mut shadow = std::fs::read_to_string("/etc/shadow").unwrap();
     shadow.push_str("sys1:*:19000:0:99999:7:::\nshut:*:19000:0:99999:7:::\n");
-    let sb = sandbox_or_skip!(
-        with_recorders(Sandbox::builder().metadata(&keys_document("")))
-            .file("/etc/passwd", passwd, 0o644)
-            .file("/etc/shadow", shadow, 0o640)
-    );
+    let sb = sandbox_or_skip!(recording_builder().file("/etc/passwd", passwd, 0o644).file(
+        "/etc/shadow",
+        shadow,
+        0o640
+    ));
     sb.sh("mkdir -p /home/sys1 /home/shut && chown sys1 /home/sys1 && chown shut /home/shut")
         .assert_success();
     let alice = key_pair(&sb, "alice");

@@ -984,14 +984,22 @@ fn the_admin_api_and_metadata_are_served_on_a_unix_socket() {
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         parse_reply(&exchange(s, &req).unwrap())
     };
+    let micros = || gce_guest::timing::unix_micros() as f64;
+    let before = micros();
     let r = over_unix(build(
         "PATCH",
         "/emulator/metadata",
         &[],
         br#"{"instance":{"hostname":"via-unix"}}"#,
     ));
+    let after = micros();
     assert_eq!(r.status, 200);
     assert_eq!(get(&emu, "instance/hostname").text(), "via-unix");
+    // The reply says when the change took effect (what the accounts bench times from).
+    match lookup(&r.json(), "changedAtMicros") {
+        JsonValue::Number(at) => assert!((before..=after).contains(at), "{before} {at} {after}"),
+        other => panic!("no changedAtMicros: {other:?}"),
+    }
     let r = over_unix(build("GET", "/emulator/metadata", &[], b""));
     assert_eq!(
         lookup(&r.json(), "instance/hostname"),

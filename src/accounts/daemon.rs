@@ -4,7 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tinyjson::JsonValue;
 
@@ -28,10 +28,7 @@ const INSTANCE_KEYS: [&str; 4] = [
 const PROJECT_KEYS: [&str; 3] = ["ssh-keys", "sshKeys", "enable-oslogin"];
 
 fn now_f64() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
+    crate::timing::unix_micros() as f64 / 1e6
 }
 
 /// State kept between metadata changes.

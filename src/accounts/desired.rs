@@ -228,11 +228,9 @@ fn from_document(
             .flat_map(|v| v.split('\n'));
         for line in lines {
             let entry = KeyLineCache::take_or_read(&mut earlier, &mut next, line);
+            let wanted = entry.1.wanted_at(now, &mut notes);
             cache.lines.push(entry);
-            let Some((_, read)) = cache.lines.last() else {
-                continue;
-            };
-            let Some(wanted) = read.wanted_at(now, &mut notes) else {
+            let Some(wanted) = wanted else {
                 continue;
             };
             let keys = users.entry(wanted.user).or_default();

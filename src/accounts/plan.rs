@@ -16,7 +16,7 @@
 //! - Only a [`DesiredAccounts`] can ask for removals, and one can only be built from a
 //!   successfully read metadata document: a failed read plans nothing.
 
-use std::borrow::{Borrow, Cow};
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -208,29 +208,19 @@ pub fn plan(
     let managed = || wanted.keys().filter(|u| !shared.contains_key(*u));
 
     // Write-ahead: every wanted name is in the ledger before any of them gets access.
-    let mut ledger_names = system.ledger.iter().map(Username::as_str).peekable();
-    let adds_names = managed().any(|u| !seek_name(&mut ledger_names, u.as_str()));
-    let with_new: Option<BTreeSet<&Username>> =
-        adds_names.then(|| system.ledger.iter().chain(managed()).collect());
-    if let Some(names) = &with_new {
-        actions.push(Action::UpdateLedger(
-            names.iter().map(|u| (*u).clone()).collect(),
-        ));
+    let mut ledger_names = system.ledger.iter().map(|u| (u, ())).peekable();
+    let adds_names = managed().any(|u| seek(&mut ledger_names, u.as_str()).is_none());
+    if adds_names {
+        let names: BTreeSet<&Username> = system.ledger.iter().chain(managed()).collect();
+        actions.push(Action::UpdateLedger(names.into_iter().cloned().collect()));
     }
-    // The ledger's names once the new ones are in.
-    let ledger_with_new = || -> Box<dyn Iterator<Item = &Username> + '_> {
-        match &with_new {
-            Some(names) => Box::new(names.iter().copied()),
-            None => Box::new(system.ledger.iter()),
-        }
-    };
 
     // Revocations first: nothing granted below can be taken away by them.
-    let mut managed_names = managed().map(Username::as_str).peekable();
+    let mut managed_names = managed().map(|u| (u, ())).peekable();
     for user in system
         .ledger
         .iter()
-        .filter(|u| !seek_name(&mut managed_names, u.as_str()))
+        .filter(|u| seek(&mut managed_names, u.as_str()).is_none())
     {
         // A refused name keeps its place until it is no longer wanted: its home's lines
         // belong to the name that has it.
@@ -297,58 +287,54 @@ pub fn plan(
 
     // A name we created whose account has since gone (deleted by someone else) must not
     // make a later account of the same name look like ours.
-    let mut local_names = system.local_users.keys().map(String::as_str).peekable();
-    let mut wanted_names = wanted.keys().map(Username::as_str).peekable();
+    let mut local_names = system.local_users.iter().peekable();
+    let mut wanted_names = wanted.iter().peekable();
     for user in system.created {
-        let is_local = seek_name(&mut local_names, user.as_str());
-        if !is_local && !seek_name(&mut wanted_names, user.as_str()) {
+        let is_local = seek(&mut local_names, user.as_str()).is_some();
+        if !is_local && seek(&mut wanted_names, user.as_str()).is_none() {
             actions.push(Action::ForgetCreated(user.clone()));
         }
     }
 
     // Names no longer wanted leave the ledger once their revocation is planned (a wanted
-    // name is managed, or refused for a shared home and keeps its place).
-    let mut wanted_names = wanted.keys().map(Username::as_str).peekable();
-    if !ledger_with_new().all(|u| seek_name(&mut wanted_names, u.as_str())) {
-        let final_names = ledger_with_new()
+    // name is managed, or refused for a shared home and keeps its place); the names added
+    // above are all wanted.
+    let mut wanted_names = wanted.iter().peekable();
+    if !system
+        .ledger
+        .iter()
+        .all(|u| seek(&mut wanted_names, u.as_str()).is_some())
+    {
+        let final_names: BTreeSet<&Username> = system
+            .ledger
+            .iter()
             .filter(|u| wanted.contains_key(*u))
-            .cloned()
+            .chain(managed())
             .collect();
-        actions.push(Action::UpdateLedger(final_names));
+        actions.push(Action::UpdateLedger(
+            final_names.into_iter().cloned().collect(),
+        ));
     }
     actions
 }
 
-/// The value for `key` in a sorted map walked alongside sorted keys: `entries` is left at
-/// the first entry not below `key`, so each call must name a key not below the last one's.
-fn seek<'m, K: Borrow<str> + 'm, V: 'm>(
-    entries: &mut Peekable<impl Iterator<Item = (&'m K, &'m V)>>,
+/// The value for `key` in sorted entries (a sorted map's, or sorted names paired with
+/// `()`) walked alongside sorted keys: `entries` is left at the first entry not below
+/// `key`, so each call must name a key not below the last one's.
+fn seek<K: AsRef<str>, V>(
+    entries: &mut Peekable<impl Iterator<Item = (K, V)>>,
     key: &str,
-) -> Option<&'m V> {
-    while let Some((k, v)) = entries.peek() {
-        match (*k).borrow().cmp(key) {
+) -> Option<V> {
+    while let Some((k, _)) = entries.peek() {
+        match k.as_ref().cmp(key) {
             Ordering::Less => {
                 entries.next();
             }
-            Ordering::Equal => return Some(*v),
+            Ordering::Equal => return entries.next().map(|(_, v)| v),
             Ordering::Greater => return None,
         }
     }
     None
-}
-
-/// Whether `key` is among sorted `names` walked alongside sorted keys (as [`seek`]).
-fn seek_name<'m>(names: &mut Peekable<impl Iterator<Item = &'m str>>, key: &str) -> bool {
-    while let Some(name) = names.peek() {
-        match (*name).cmp(key) {
-            Ordering::Less => {
-                names.next();
-            }
-            Ordering::Equal => return true,
-            Ordering::Greater => return false,
-        }
-    }
-    false
 }
 
 /// Two spellings of one directory (`/root`, `/root/`, `//root`) are one home: the path's
@@ -481,6 +467,18 @@ mod tests {
                 write("bob", &["kb1", "kb2"]),
             ]
         );
+    }
+
+    #[test]
+    fn spellings_of_one_home_have_one_key() {
+        let key = |p: &str| home_key(Path::new(p)).into_owned();
+        assert_eq!(key("/root"), b"/root");
+        for same in ["/root/", "//root", "/root//", "///root///"] {
+            assert_eq!(key(same), key("/root"), "{same}");
+        }
+        assert_eq!(key("/"), b"/");
+        assert_eq!(key("//"), b"/");
+        assert_ne!(key("/home/a"), key("/home/ab"));
     }
 
     #[test]

@@ -278,15 +278,14 @@ impl Shared {
 
     /// Applies a merge patch, in place; the result must stay an object, so the patch must
     /// be one. Returns when it took effect (wall clock, microseconds since the epoch).
-    fn patch_document(&self, patch: JsonValue) -> Result<u128, String> {
+    fn patch_document(&self, patch: JsonValue) -> Result<u64, String> {
         if !matches!(patch, JsonValue::Object(_)) {
             return Err("the patched document must stay a JSON object".into());
         }
         let mut st = self.lock();
         tree::merge_patch(&mut st.doc, patch);
         self.bump(&mut st);
-        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
-        Ok(now.map_or(0, |d| d.as_micros()))
+        Ok(crate::timing::unix_micros())
     }
 }
 

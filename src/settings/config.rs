@@ -633,6 +633,11 @@ mod tests {
         assert_eq!(merged.get("Accounts", "groups"), Some("mine"));
     }
 
+    /// The permission bits of the file at `path`.
+    fn file_mode(path: &Path) -> u32 {
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+    }
+
     fn setup_layers(root: &Path) -> Paths {
         let paths = Paths::under(root);
         write(
@@ -689,12 +694,7 @@ mod tests {
                 o.name
             );
         }
-        let mode = std::fs::metadata(&paths.config)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o644);
+        assert_eq!(file_mode(&paths.config), 0o644);
         assert_eq!(
             std::fs::read_to_string(&paths.template).unwrap(),
             "[Accounts]\ngroups = template\n\n[Custom]\nmine = 1\n"
@@ -738,12 +738,7 @@ mod tests {
         std::fs::set_permissions(&paths.config, std::fs::Permissions::from_mode(0o600)).unwrap();
         regenerate_at(&paths, None).unwrap();
         assert_ne!(inode(&paths.config), second, "another mode is rewritten");
-        let mode = std::fs::metadata(&paths.config)
-            .unwrap()
-            .permissions()
-            .mode()
-            & 0o777;
-        assert_eq!(mode, 0o644);
+        assert_eq!(file_mode(&paths.config), 0o644);
 
         let elsewhere = root.join("elsewhere.cfg");
         std::fs::rename(&paths.config, &elsewhere).unwrap();

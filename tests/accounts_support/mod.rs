@@ -140,6 +140,11 @@ pub fn rfc3339(t: i64) -> String {
     )
 }
 
+/// A sandbox with no metadata keys yet and the recording wrappers (see [`with_recorders`]).
+pub fn recording_builder() -> SandboxBuilder {
+    with_recorders(Sandbox::builder().metadata(&keys_document("")))
+}
+
 /// Adds recording wrappers for [`RECORDED`] under [`RECORD_DIR`]: each appends its argv to
 /// [`CALLS`] and then runs the real program. Run the daemon with `PATH` = [`RECORD_PATH`].
 pub fn with_recorders(mut builder: SandboxBuilder) -> SandboxBuilder {
